@@ -1,0 +1,9 @@
+//! # strait-k8s-api
+//!
+//! Strait's custom resources (the `Link` in `multicluster.strait.dev/v1alpha1` and its
+//! friends) as Rust types, and re-exports of `kube` and `k8s-openapi` so that every crate in
+//! the workspace builds against one version of each. The `crdgen` binary turns these types
+//! into the CRD YAML under `charts/`; the YAML is never edited by hand.
+
+pub use k8s_openapi;
+pub use kube;

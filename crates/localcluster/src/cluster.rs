@@ -1,0 +1,408 @@
+//! One local cluster: etcd and kube-apiserver processes with their own PKI and kubeconfig.
+
+use crate::assets::{self, Assets};
+use crate::error::{Error, io};
+use crate::net::Slot;
+use crate::pki::ClusterPki;
+use crate::process::Process;
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, PostParams};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How to start a cluster. `ClusterConfig::new("east")` is enough for most tests.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The cluster's name: used in the kubeconfig, data folder and logs.
+    pub name: String,
+    /// The DNS suffix of Services, `cluster.local` by default.
+    pub cluster_domain: String,
+    /// How long kube-apiserver may take to answer `/readyz` with ok.
+    pub ready_timeout: Duration,
+    /// How long to wait for a free cluster slot when other runs hold all of them.
+    pub slot_wait: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            cluster_domain: "cluster.local".to_owned(),
+            ready_timeout: Duration::from_secs(90),
+            slot_wait: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A running local cluster. Dropping it stops everything it started and removes its files.
+pub struct Cluster {
+    config: ClusterConfig,
+    dir: PathBuf,
+    pki: ClusterPki,
+    kubeconfig: PathBuf,
+    apiserver_port: u16,
+    apiserver_cmd: Vec<String>,
+    assets: Assets,
+    etcd: Option<Process>,
+    apiserver: Option<Process>,
+    client: kube::Client,
+    endpoints: Option<tokio::task::JoinHandle<()>>,
+    next_pod: AtomicU32,
+    // Dropped last: other runs may take the slot's addresses once it is released.
+    pub(crate) slot: Slot,
+}
+
+impl Cluster {
+    /// Starts etcd and kube-apiserver and waits until `/readyz` answers ok. Several clusters
+    /// can start concurrently (`tokio::try_join!`).
+    pub async fn start(config: ClusterConfig) -> Result<Self, Error> {
+        let name = config.name.clone();
+        let (slot, assets, dir, pki) = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || -> Result<_, Error> {
+                crate::require_root()?;
+                let assets = assets::ensure()?;
+                let slot = Slot::acquire(config.slot_wait)?;
+                slot.kill_recorded();
+                let dir = std::env::temp_dir().join(format!(
+                    "strait-{}-s{}-{}",
+                    config.name,
+                    slot.index(),
+                    std::process::id()
+                ));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(dir.join("logs"))
+                    .map_err(io(format!("creating {}", dir.display())))?;
+                let pki = ClusterPki::generate(&dir, &config.name, slot.first_service_ip())?;
+                Ok((slot, assets, dir, pki))
+            }
+        })
+        .await
+        .map_err(|e| Error::Io {
+            what: "cluster setup task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+
+        let etcd_port = free_port()?;
+        let etcd_peer = free_port()?;
+        let apiserver_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let mut etcd_cmd = Command::new(&assets.etcd);
+        etcd_cmd.args([
+            "--name",
+            &name,
+            "--data-dir",
+            &dir.join("etcd").display().to_string(),
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{etcd_peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{etcd_peer}"),
+            "--initial-cluster",
+            &format!("{name}=http://127.0.0.1:{etcd_peer}"),
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes",
+            "4294967296",
+            "--log-level",
+            "warn",
+        ]);
+        let etcd = Process::spawn("etcd", etcd_cmd, dir.join("logs/etcd.log"))?;
+        slot.record_pid(etcd.pid());
+
+        let issuer = format!("https://kubernetes.default.svc.{}", config.cluster_domain);
+        let apiserver_cmd: Vec<String> = vec![
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={apiserver_port}"),
+            format!("--tls-cert-file={}", pki.serving_cert.display()),
+            format!("--tls-private-key-file={}", pki.serving_key.display()),
+            format!("--client-ca-file={}", pki.ca_cert.display()),
+            format!(
+                "--service-account-key-file={}",
+                pki.service_account_key.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.service_account_key.display()
+            ),
+            format!("--service-account-issuer={issuer}"),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-cluster-ip-range={}", slot.service_cidr()),
+            format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+            "--enable-priority-and-fairness=false".into(),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ];
+        let client = kubeconfig_client(&config, &pki, apiserver_port, &dir).await?;
+        let kubeconfig = dir.join("kubeconfig");
+        let mut cluster = Self {
+            config,
+            dir,
+            pki,
+            kubeconfig,
+            apiserver_port,
+            apiserver_cmd,
+            assets,
+            etcd: Some(etcd),
+            apiserver: None,
+            client,
+            endpoints: None,
+            next_pod: AtomicU32::new(0),
+            slot,
+        };
+        cluster.start_api_server().await?;
+        cluster.endpoints = Some(tokio::spawn(crate::endpoints::run(
+            cluster.client.clone(),
+            cluster.config.name.clone(),
+        )));
+        Ok(cluster)
+    }
+
+    /// Stops kube-apiserver (etcd keeps its data), as an outage would.
+    pub fn stop_api_server(&mut self) {
+        if let Some(mut p) = self.apiserver.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts kube-apiserver again (after [`Cluster::stop_api_server`]) on the same port and
+    /// waits until it is ready.
+    pub async fn start_api_server(&mut self) -> Result<(), Error> {
+        self.stop_api_server();
+        let mut cmd = Command::new(&self.assets.kube_apiserver);
+        cmd.args(&self.apiserver_cmd);
+        let p = Process::spawn(
+            "kube-apiserver",
+            cmd,
+            self.dir.join("logs/kube-apiserver.log"),
+        )?;
+        self.slot.record_pid(p.pid());
+        self.apiserver = Some(p);
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            for p in [self.etcd.as_mut(), self.apiserver.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(status) = p.exited() {
+                    return Err(Error::Exited {
+                        process: format!("{} of cluster {}", p.name(), self.config.name),
+                        status: status.to_string(),
+                        log: p.log_path().to_path_buf(),
+                        tail: p.log_tail(25),
+                    });
+                }
+            }
+            let req = http::Request::get("/readyz").body(Vec::new());
+            if let Ok(req) = req
+                && let Ok(body) = self.client.request_text(req).await
+                && body.trim() == "ok"
+            {
+                tracing::info!(cluster = %self.config.name, elapsed = ?started.elapsed(), "kube-apiserver ready");
+                return Ok(());
+            }
+            if started.elapsed() > self.config.ready_timeout {
+                let p = self.apiserver.as_ref();
+                return Err(Error::NotReady {
+                    process: format!("kube-apiserver of cluster {}", self.config.name),
+                    secs: self.config.ready_timeout.as_secs(),
+                    log: p.map(|p| p.log_path().to_path_buf()).unwrap_or_default(),
+                    tail: p.map(|p| p.log_tail(25)).unwrap_or_default(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn cluster_domain(&self) -> &str {
+        &self.config.cluster_domain
+    }
+
+    /// An admin client (`system:masters`).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The kubeconfig file for `kubectl --kubeconfig`.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// `https://127.0.0.1:<port>`
+    pub fn server_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.apiserver_port)
+    }
+
+    /// The cluster CA in PEM, which signed the API server's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca_pem
+    }
+
+    /// The PEM files of this cluster (CA, admin certificate, service-account key).
+    pub fn pki(&self) -> &ClusterPki {
+        &self.pki
+    }
+
+    /// The binaries this cluster runs; `kubectl` is there unless `KUBEBUILDER_ASSETS` lacks it.
+    pub fn assets(&self) -> &Assets {
+        &self.assets
+    }
+
+    /// The cluster's data folder (logs under `logs/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `198.18.(64·slot).0/18`
+    pub fn pod_cidr(&self) -> String {
+        self.slot.pod_cidr()
+    }
+
+    /// `198.19.(64·slot).0/18`
+    pub fn service_cidr(&self) -> String {
+        self.slot.service_cidr()
+    }
+
+    /// The root namespace's address on this cluster's pod veths: pods reach the host here.
+    pub fn host_addr(&self) -> Ipv4Addr {
+        self.slot.host_addr()
+    }
+
+    /// Creates the namespace unless it exists (with a `default` ServiceAccount, as the
+    /// controller-manager would make).
+    pub async fn ensure_namespace(&self, name: &str) -> Result<(), Error> {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        }))
+        .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+        ignore_conflict(
+            Api::<Namespace>::all(self.client.clone())
+                .create(&PostParams::default(), &ns)
+                .await,
+        )?;
+        self.ensure_service_account(name, "default").await
+    }
+
+    /// Creates the ServiceAccount unless it exists.
+    pub async fn ensure_service_account(&self, namespace: &str, name: &str) -> Result<(), Error> {
+        let sa: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace}
+        }))
+        .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+        ignore_conflict(
+            Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
+                .create(&PostParams::default(), &sa)
+                .await,
+        )
+    }
+
+    pub(crate) fn next_pod_index(&self) -> u32 {
+        self.next_pod.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The tails of etcd's and kube-apiserver's logs.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for p in [self.etcd.as_ref(), self.apiserver.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(&format!(
+                "----- {} of cluster {} ({}) -----\n{}\n",
+                p.name(),
+                self.config.name,
+                p.log_path().display(),
+                p.log_tail(lines)
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(40));
+        }
+        if let Some(task) = self.endpoints.take() {
+            task.abort();
+        }
+        self.stop_api_server();
+        if let Some(mut etcd) = self.etcd.take() {
+            etcd.kill();
+        }
+        if crate::keep_data() {
+            eprintln!(
+                "STRAIT_KEEP=1: cluster {} kept its data in {}",
+                self.config.name,
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub(crate) fn ignore_conflict<T>(r: Result<T, kube::Error>) -> Result<(), Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the kubeconfig and builds an admin client from it.
+async fn kubeconfig_client(
+    config: &ClusterConfig,
+    pki: &ClusterPki,
+    port: u16,
+    dir: &Path,
+) -> Result<kube::Client, Error> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let name = &config.name;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}-admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-admin\ncurrent-context: {name}\n",
+        ca = b64(&pki.ca_pem),
+        cert = b64(&pki.admin_cert_pem),
+        key = b64(&pki.admin_key_pem),
+    );
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, &yaml).map_err(io(format!("writing {}", path.display())))?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> Result<u16, Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::NoPort)?;
+    Ok(l.local_addr().map_err(Error::NoPort)?.port())
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.config.name)
+            .field("server", &self.server_url())
+            .field("slot", &self.slot.index())
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}

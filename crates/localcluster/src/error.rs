@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+
+/// What can go wrong while bringing up or using a local cluster. Each variant says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "local clusters need root (network namespaces, veths and routes); running as uid {uid}: run the tests as root"
+    )]
+    NotRoot { uid: u32 },
+
+    #[error("`{tool}` was not found on PATH: {hint}")]
+    MissingTool {
+        tool: &'static str,
+        hint: &'static str,
+    },
+
+    #[error(
+        "KUBEBUILDER_ASSETS={dir:?} has no executable `{binary}`: point it at a folder with etcd and kube-apiserver, or unset it to build them"
+    )]
+    BadAssets { dir: PathBuf, binary: &'static str },
+
+    #[error("building the Kubernetes binaries failed (log: {log:?}); last lines:\n{tail}")]
+    Build { log: PathBuf, tail: String },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("{process} exited before it was ready ({status}); last lines of {log:?}:\n{tail}")]
+    Exited {
+        process: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error("{process} did not become ready within {secs}s; last lines of {log:?}:\n{tail}")]
+    NotReady {
+        process: String,
+        secs: u64,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error("no free port on 127.0.0.1: {0}")]
+    NoPort(#[source] std::io::Error),
+
+    #[error(
+        "all {0} cluster slots are in use by other runs; wait for them or remove stale /run/strait locks"
+    )]
+    NoSlot(usize),
+
+    #[error("certificate generation failed: {0}")]
+    Pki(#[from] rcgen::Error),
+
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("cluster {cluster}: no pod addresses left in its /18")]
+    AddressesExhausted { cluster: String },
+}
+
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
