@@ -10,4 +10,8 @@
 //!       ▲       ◄── strait-tls     ◄── proxy, gateway
 //! ```
 
+pub mod identity;
+pub mod labels;
 pub mod ports;
+
+pub use identity::{Identity, IdentityError};

@@ -1,0 +1,58 @@
+//! Label and annotation names. Everything Strait writes or reads on Kubernetes objects is named
+//! here once.
+
+/// The prefix of every label and annotation Strait owns on mirrors and exports.
+pub const PREFIX: &str = "mirror.strait.dev/";
+
+/// On a Service in the exporting cluster: `true` (reached through the gateway) or
+/// `remote-discovery` (flat network).
+pub const EXPORTED: &str = "mirror.strait.dev/exported";
+pub const EXPORTED_GATEWAY: &str = "true";
+pub const EXPORTED_REMOTE_DISCOVERY: &str = "remote-discovery";
+/// On a Service that is a member of a federated service: `member`.
+pub const FEDERATED: &str = "mirror.strait.dev/federated";
+
+/// On a mirror: `true`. Together with [`CLUSTER_NAME`], what proves a mirror is ours.
+pub const MIRRORED_SERVICE: &str = "mirror.strait.dev/mirrored-service";
+/// On a mirror: the linked cluster it mirrors.
+pub const CLUSTER_NAME: &str = "mirror.strait.dev/cluster-name";
+/// On a mirror: `<svc>.<ns>.svc.<remote-cluster-domain>`, the remote Service's FQDN.
+pub const REMOTE_SVC_FQ_NAME: &str = "mirror.strait.dev/remote-svc-fq-name";
+/// On a mirror: the remote Service's resourceVersion it was last synced from.
+pub const REMOTE_RESOURCE_VERSION: &str = "mirror.strait.dev/remote-resource-version";
+/// On a mirror and its endpoints: the remote gateway's TLS identity.
+pub const REMOTE_GATEWAY_IDENTITY: &str = "mirror.strait.dev/remote-gateway-identity";
+/// On a headless mirror's endpoint Services: the mirror it belongs to.
+pub const HEADLESS_MIRROR_SVC_NAME: &str = "mirror.strait.dev/headless-mirror-svc-name";
+
+/// On the gateway Service: its identity, and where and how often to probe it.
+pub const GATEWAY_IDENTITY: &str = "mirror.strait.dev/gateway-identity";
+pub const PROBE_PATH: &str = "mirror.strait.dev/probe-path";
+pub const PROBE_PERIOD: &str = "mirror.strait.dev/probe-period";
+
+/// On a pod whose proxy was injected: the proxy's version. Its presence means "meshed".
+pub const PROXY_VERSION: &str = "strait.dev/proxy-version";
+/// On a meshed pod: ports that the proxy treats as opaque TCP (comma-separated).
+pub const OPAQUE_PORTS: &str = "strait.dev/opaque-ports";
+
+/// The name of the mirror of Service `svc` from cluster `cluster`: `<svc>-<cluster>`.
+pub fn mirror_name(svc: &str, cluster: &str) -> String {
+    format!("{svc}-{cluster}")
+}
+
+/// `<svc>.<ns>.svc.<cluster-domain>`
+pub fn service_fqdn(svc: &str, ns: &str, cluster_domain: &str) -> String {
+    format!("{svc}.{ns}.svc.{cluster_domain}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert_eq!(super::mirror_name("web", "east"), "web-east");
+        assert_eq!(
+            super::service_fqdn("web", "shop", "cluster.local"),
+            "web.shop.svc.cluster.local"
+        );
+    }
+}
