@@ -1,6 +1,8 @@
 //! The foundation: two real clusters, pods in network namespaces, and cleanup that holds
 //! even when a test panics.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first unexpected error
+
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams};
