@@ -58,6 +58,9 @@ struct State {
     slices: HashMap<ObjKey, Arc<SliceInfo>>,
     slices_by_service: HashMap<ServiceKey, BTreeSet<String>>,
     pods: HashMap<ObjKey, Arc<PodInfo>>,
+    /// Which Services' slices name a pod (with a count of naming endpoints), so that a pod
+    /// change wakes only those Services' streams.
+    pod_services: HashMap<ObjKey, HashMap<ServiceKey, usize>>,
     cluster_ips: HashMap<IpAddr, ServiceKey>,
     pod_ips: HashMap<IpAddr, ObjKey>,
     topics: HashMap<TopicKey, watch::Sender<Arc<View>>>,
@@ -205,7 +208,7 @@ impl Index {
 
     pub fn apply_pod(&self, key: ObjKey, info: PodInfo) {
         let mut st = self.lock();
-        let mut touched = st.pod_topics(&key.0, &info.ips);
+        let mut touched = st.pod_topics(&key, &info.ips);
         if let Some(old) = st.put_pod(key, info) {
             touched.extend(old.ips.iter().map(|ip| TopicKey::Pod(*ip)));
         }
@@ -215,7 +218,7 @@ impl Index {
     pub fn delete_pod(&self, key: &ObjKey) {
         let mut st = self.lock();
         if let Some(old) = st.drop_pod(key) {
-            let touched = st.pod_topics(&key.0, &old.ips);
+            let touched = st.pod_topics(key, &old.ips);
             st.publish(&touched);
         }
     }
@@ -235,6 +238,7 @@ impl Index {
         let mut st = self.lock();
         st.slices.clear();
         st.slices_by_service.clear();
+        st.pod_services.clear();
         all.into_iter().for_each(|(k, v)| {
             st.put_slice(k, v);
         });
@@ -277,6 +281,14 @@ impl State {
 
     fn put_slice(&mut self, key: ObjKey, info: SliceInfo) -> Option<Arc<SliceInfo>> {
         let old = self.drop_slice(&key);
+        for pod in info.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+            *self
+                .pod_services
+                .entry((key.0.clone(), pod.clone()))
+                .or_default()
+                .entry(info.service.clone())
+                .or_default() += 1;
+        }
         self.slices_by_service
             .entry(info.service.clone())
             .or_default()
@@ -287,6 +299,20 @@ impl State {
 
     fn drop_slice(&mut self, key: &ObjKey) -> Option<Arc<SliceInfo>> {
         let old = self.slices.remove(key)?;
+        for pod in old.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+            let pod_key = (key.0.clone(), pod.clone());
+            if let Some(services) = self.pod_services.get_mut(&pod_key) {
+                if let Some(n) = services.get_mut(&old.service) {
+                    *n -= 1;
+                    if *n == 0 {
+                        services.remove(&old.service);
+                    }
+                }
+                if services.is_empty() {
+                    self.pod_services.remove(&pod_key);
+                }
+            }
+        }
         if let Some(names) = self.slices_by_service.get_mut(&old.service) {
             names.remove(&key.1);
             if names.is_empty() {
@@ -315,15 +341,15 @@ impl State {
         Some(old)
     }
 
-    /// The topics a pod change can touch: Services in its namespace, and its addresses.
-    fn pod_topics(&self, ns: &str, ips: &[IpAddr]) -> Vec<TopicKey> {
-        self.topics
-            .keys()
-            .filter(|k| match k {
-                TopicKey::Service(s) => s.namespace == ns,
-                TopicKey::Pod(ip) => ips.contains(ip),
-            })
-            .cloned()
+    /// The topics a pod change can touch: Services whose slices name it, and its addresses.
+    fn pod_topics(&self, pod: &ObjKey, ips: &[IpAddr]) -> Vec<TopicKey> {
+        self.pod_services
+            .get(pod)
+            .into_iter()
+            .flat_map(|s| s.keys())
+            .map(|s| TopicKey::Service(s.clone()))
+            .chain(ips.iter().map(|ip| TopicKey::Pod(*ip)))
+            .filter(|k| self.topics.contains_key(k))
             .collect()
     }
 
@@ -458,6 +484,38 @@ mod tests {
         assert_eq!(index.topics(), 1);
         drop(sub2);
         assert_eq!(index.topics(), 0);
+    }
+
+    #[tokio::test]
+    async fn pod_changes_wake_only_services_naming_the_pod() {
+        let index = Arc::new(Index::default());
+        let mut with_pod = slice("web", &[("198.18.0.1", true)]);
+        with_pod.endpoints[0].pod = Some("web-1".into());
+        index.apply_slice(key("web-1"), with_pod);
+        index.apply_slice(key("db-1"), slice("db", &[("198.18.0.9", true)]));
+        let mut web = index.subscribe(TopicKey::Service(ServiceKey::new("shop", "web")));
+        let mut db = index.subscribe(TopicKey::Service(ServiceKey::new("shop", "db")));
+        web.rx().borrow_and_update();
+        db.rx().borrow_and_update();
+        let pod = PodInfo {
+            ips: vec!["198.18.0.1".parse().unwrap()],
+            service_account: "web".into(),
+            meshed: true,
+            opaque_ports: vec![],
+        };
+        index.apply_pod(key("web-1"), pod);
+        assert!(web.rx().has_changed().unwrap());
+        assert!(!db.rx().has_changed().unwrap());
+        let view = web.rx().borrow_and_update().clone();
+        let View::Service { pods, .. } = &*view else {
+            panic!("service view")
+        };
+        assert!(pods.contains_key("web-1"));
+        // Once the slice no longer names it, the pod is forgotten by that Service.
+        index.apply_slice(key("web-1"), slice("web", &[("198.18.0.1", true)]));
+        web.rx().borrow_and_update();
+        index.delete_pod(&key("web-1"));
+        assert!(!web.rx().has_changed().unwrap());
     }
 
     #[tokio::test]
