@@ -29,6 +29,7 @@ struct Server {
     addr: SocketAddr,
     discovery: Discovery,
     metrics: Metrics,
+    registry: prometheus_client::registry::Registry,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,6 +54,7 @@ async fn start_server(cluster: &Cluster) -> Result<Server, Error> {
         addr,
         discovery,
         metrics,
+        registry,
         _task: task,
     })
 }
@@ -242,6 +244,17 @@ async fn service_with_three_pods(cluster: &Cluster, server: &Server) -> Result<(
     until(&mut s, &mut h, &pod_path, |h| h.addrs.len() == 1).await?;
     assert!(identity_of(&h.addrs[&want[0]]).is_some());
     drop(s);
+    // GetProfile for a pod address carries the endpoint, identity included.
+    let mut profiles = c.get_profile(get(&pod_path)).await?.into_inner();
+    let p = tokio::time::timeout(WAIT, profiles.message())
+        .await??
+        .ok_or("profile stream ended")?;
+    let ep = p.endpoint.as_ref().ok_or("pod profile without endpoint")?;
+    assert_eq!(
+        identity_of(ep),
+        Some("web.shop.serviceaccount.identity.strait.cluster.local")
+    );
+    drop(profiles);
 
     // One pod leaves the slice.
     let gone = pods.remove(0);
@@ -387,6 +400,18 @@ async fn unknown_names_fall_back(server: &Server) -> Result<(), Error> {
         .err()
         .ok_or("profile for an external name")?;
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &server.registry)?;
+    for line in [
+        r#"destination_lookups_total{method="Get",result="NotFound"} 1"#,
+        r#"destination_lookups_total{method="Get",result="Invalid"} 3"#,
+        r#"destination_lookups_total{method="Get",result="Mirror"}"#,
+        r#"destination_updates_sent_total{kind="NoEndpoints"}"#,
+        r#"destination_open_streams{method="Get"}"#,
+    ] {
+        assert!(text.contains(line), "metrics lack {line}:\n{text}");
+    }
     Ok(())
 }
 
