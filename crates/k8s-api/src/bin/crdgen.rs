@@ -10,7 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let path = arg.map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/strait-multicluster/crds/link.yaml")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../charts/strait-multicluster/crds/link.yaml")
     });
     std::fs::write(&path, yaml)?;
     eprintln!("wrote {}", path.display());
