@@ -83,7 +83,7 @@ pub fn client_config(anchors_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, An
     .map_err(AnchorsError::Verifier)?;
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| AnchorsError::Add(e))?
+        .map_err(AnchorsError::Add)?
         .with_webpki_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(config))

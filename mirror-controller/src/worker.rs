@@ -462,10 +462,14 @@ fn session(
 
 type Key = (String, String);
 
+/// What one write did: the mirror it was for (to report errors), what was written (kind,
+/// key, spec hash) and how it ended.
+type Outcome = (Option<Key>, Option<(bool, Key, String)>, Result<(), Error>);
+
 /// One write the pass decided on.
 enum Op {
-    ApplyService(Service),
-    ApplySlice(EndpointSlice),
+    ApplyService(Box<Service>),
+    ApplySlice(Box<EndpointSlice>),
     DeleteService(Key, Option<String>),
     DeleteSlice(Key, Option<String>),
     CreateNamespace(String),
@@ -603,18 +607,18 @@ impl Sync {
                 continue;
             }
             let actual = local.services.get(&ObjectRef::new(&mname).within(ns));
-            if let Some(a) = &actual {
-                if !mirror::is_ours(&a.metadata, &plan.cluster) {
-                    self.ctx.metrics.error(&self.link, "conflict");
-                    not_mirrored.push(nm(
-                        Reason::Error,
-                        format!(
-                            "Service {ns}/{mname} exists and is not a mirror of {}; left alone",
-                            plan.cluster
-                        ),
-                    ));
-                    continue;
-                }
+            if let Some(a) = &actual
+                && !mirror::is_ours(&a.metadata, &plan.cluster)
+            {
+                self.ctx.metrics.error(&self.link, "conflict");
+                not_mirrored.push(nm(
+                    Reason::Error,
+                    format!(
+                        "Service {ns}/{mname} exists and is not a mirror of {}; left alone",
+                        plan.cluster
+                    ),
+                ));
+                continue;
             }
             let slice = mirror::slice(
                 &desired,
@@ -623,14 +627,14 @@ impl Sync {
                 ready.contains(&(ns.clone(), name.clone())),
             );
             let actual_slice = local.slices.get(&ObjectRef::new(&mname).within(ns));
-            if let Some(a) = &actual_slice {
-                if !mirror::is_ours(&a.metadata, &plan.cluster) {
-                    not_mirrored.push(nm(
-                        Reason::Error,
-                        format!("EndpointSlice {ns}/{mname} exists and is not ours; left alone"),
-                    ));
-                    continue;
-                }
+            if let Some(a) = &actual_slice
+                && !mirror::is_ours(&a.metadata, &plan.cluster)
+            {
+                not_mirrored.push(nm(
+                    Reason::Error,
+                    format!("EndpointSlice {ns}/{mname} exists and is not ours; left alone"),
+                ));
+                continue;
             }
             mirrored_ok.push(key.clone());
             if !self.fresh(
@@ -641,9 +645,9 @@ impl Sync {
                 now,
             ) {
                 if actual.is_none() {
-                    creates.push(Op::ApplyService(desired))
+                    creates.push(Op::ApplyService(Box::new(desired)))
                 } else {
-                    updates.push(Op::ApplyService(desired))
+                    updates.push(Op::ApplyService(Box::new(desired)))
                 }
             }
             if !self.fresh(
@@ -654,9 +658,9 @@ impl Sync {
                 now,
             ) {
                 if actual_slice.is_none() {
-                    creates.push(Op::ApplySlice(slice))
+                    creates.push(Op::ApplySlice(Box::new(slice)))
                 } else {
-                    updates.push(Op::ApplySlice(slice))
+                    updates.push(Op::ApplySlice(Box::new(slice)))
                 }
             }
         }
@@ -696,7 +700,7 @@ impl Sync {
         ops.extend(deletes);
         let n_ops = ops.len();
         let started = Instant::now();
-        let results: Vec<(Option<Key>, Option<(bool, Key, String)>, Result<(), Error>)> =
+        let results: Vec<Outcome> =
             futures::stream::iter(ops.into_iter().map(|op| self.execute(op)))
                 .buffer_unordered(self.ctx.write_concurrency.max(1))
                 .collect()
@@ -789,9 +793,7 @@ impl Sync {
     fn execute(
         &self,
         op: Op,
-    ) -> impl std::future::Future<
-        Output = (Option<Key>, Option<(bool, Key, String)>, Result<(), Error>),
-    > + use<> {
+    ) -> impl std::future::Future<Output = Outcome> + use<> {
         let client = self.ctx.client.clone();
         let metrics = self.ctx.metrics.clone();
         let pp = PatchParams::apply(mirror::FIELD_MANAGER).force();
