@@ -790,10 +790,7 @@ impl Sync {
             .is_some_and(|(h, at)| Some(h) == hash && now.duration_since(*at) < WRITE_GRACE)
     }
 
-    fn execute(
-        &self,
-        op: Op,
-    ) -> impl std::future::Future<Output = Outcome> + use<> {
+    fn execute(&self, op: Op) -> impl std::future::Future<Output = Outcome> + use<> {
         let client = self.ctx.client.clone();
         let metrics = self.ctx.metrics.clone();
         let pp = PatchParams::apply(mirror::FIELD_MANAGER).force();
