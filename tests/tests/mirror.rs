@@ -711,6 +711,36 @@ async fn mirror_lifecycle() -> Res {
         "{restarts}"
     );
 
+    // Credentials rotate: the Secret now points at another route to east; the old one dies.
+    let relay2 = Relay::start(upstream_of(&east)?).await?;
+    put_secret(&w, "east-credentials", &kubeconfig_via(&east, relay2.addr)?).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay.cut();
+    esvc("shop")
+        .create(&pp, &service("shop", "rotated", 87, &[EXPORTED], None)?)
+        .await?;
+    wait_for("rotated-east through the new credentials", T, || {
+        get_svc(&w, "shop", "rotated-east")
+    })
+    .await?;
+    esvc("shop")
+        .delete("rotated", &DeleteParams::default())
+        .await?;
+    wait_for("rotated-east removed", T, || async {
+        get_svc(&w, "shop", "rotated-east")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await?;
+    put_secret(
+        &w,
+        "east-credentials",
+        &std::fs::read_to_string(east.kubeconfig_path())?,
+    )
+    .await?;
+    drop(relay2);
+
     // The real thing: east's API server stops and starts again.
     let mut east = east;
     east.stop_api_server();
@@ -1011,6 +1041,38 @@ async fn mirror_gateway_hostname() -> Res {
         task: tokio::spawn(strait_mirror::run(w.clone(), config, metrics.clone())),
         metrics,
     };
+
+    // Schema validation: a malformed Link is refused by the API server.
+    let links: Api<Link> = Api::namespaced(w.clone(), LINK_NS);
+    let mut bad = serde_json::to_value(link("bad-schema", "x", IpAddr::V4(first), 1, GW_ID)?)?;
+    bad["spec"]["probeSpec"]["period"] = "three seconds".into();
+    let refused = Api::<kube::api::DynamicObject>::namespaced_with(
+        w.clone(),
+        LINK_NS,
+        &kube::api::ApiResource::erase::<Link>(&()),
+    )
+    .create(&PostParams::default(), &serde_json::from_value(bad)?)
+    .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 422),
+        "{refused:?}"
+    );
+    // Controller-side validation: reported in status, nothing crashes.
+    let mut bad = link("bad-addr", "x", IpAddr::V4(first), 1, GW_ID)?;
+    bad.spec.target_cluster_name = "nowhere".into();
+    bad.spec.gateway_address = "not a host!".into();
+    links.create(&PostParams::default(), &bad).await?;
+    wait_for("bad gatewayAddress reported in status", T, || async {
+        links
+            .get_opt("bad-addr")
+            .await
+            .ok()
+            .flatten()?
+            .status?
+            .link_error
+            .filter(|e| e.contains("gatewayAddress"))
+    })
+    .await?;
 
     let addrs = |want: std::net::Ipv4Addr| {
         let w = w.clone();

@@ -1,6 +1,8 @@
 //! The `Link`: how this cluster reaches a remote cluster and which of its Services it mirrors.
 //!
-//! The spec uses the field names and meanings of Linkerd's `Link` v1alpha3. The status stays
+//! The spec uses the field names and meanings of Linkerd's `Link` v1alpha3, with two deviations:
+//! ports (`gatewayPort`, `probeSpec.port`) are integers, not strings, so the schema can range-check
+//! them; and `createNamespaces` (ours) opts into creating missing namespaces. The status stays
 //! small at any scale: counts by reason plus a capped list of the services that are *not*
 //! mirrored. Per-service state lives on the mirrors themselves.
 
