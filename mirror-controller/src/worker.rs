@@ -156,6 +156,8 @@ pub(crate) async fn run(ctx: Arc<Context>, link: Arc<Link>) {
         link: name,
         plan,
         written: HashMap::new(),
+        memo: HashMap::new(),
+        slice_memo: HashMap::new(),
     };
     sync.run(trigger, gw_rx, remote_rx, status_tx).await;
 }
@@ -461,6 +463,7 @@ fn session(
 }
 
 type Key = (String, String);
+type SliceMemo = HashMap<Key, (String, GatewayView, bool, Arc<EndpointSlice>)>;
 
 /// What one write did: the mirror it was for (to report errors), what was written (kind,
 /// key, spec hash) and how it ended.
@@ -481,6 +484,10 @@ struct Sync {
     plan: Arc<Plan>,
     /// What we wrote recently, by (kind, ns, name): the spec hash and when.
     written: HashMap<(bool, String, String), (String, Instant)>,
+    /// Derived mirrors by remote (ns, name), with the remote resourceVersion they came from.
+    memo: HashMap<Key, (String, Result<Arc<Service>, InvalidService>)>,
+    /// Derived slices by mirror key, with what they were derived from.
+    slice_memo: SliceMemo,
 }
 
 impl Sync {
@@ -568,6 +575,7 @@ impl Sync {
         let mut namespaces_to_create = BTreeMap::new();
         let mut mirrored_ok: Vec<Key> = Vec::new();
         let now = Instant::now();
+        let mut seen: HashSet<Key> = HashSet::new();
         for remote in remote_services.iter() {
             let (Some(ns), Some(name)) = (&remote.metadata.namespace, &remote.metadata.name) else {
                 continue;
@@ -581,7 +589,19 @@ impl Sync {
                 reason,
                 message,
             };
-            let desired = match mirror::service(remote, &plan) {
+            // Deriving a mirror serialises and hashes it; do it once per remote resourceVersion.
+            let rv = remote.metadata.resource_version.clone().unwrap_or_default();
+            let memo_key = (ns.clone(), name.clone());
+            let derived = match self.memo.get(&memo_key) {
+                Some((v, d)) if *v == rv => d.clone(),
+                _ => {
+                    let d = mirror::service(remote, &plan).map(Arc::new);
+                    self.memo.insert(memo_key.clone(), (rv, d.clone()));
+                    d
+                }
+            };
+            seen.insert(memo_key);
+            let desired = match derived {
                 Ok(d) => d,
                 Err(
                     e @ (InvalidService::ExternalName
@@ -620,12 +640,23 @@ impl Sync {
                 ));
                 continue;
             }
-            let slice = mirror::slice(
-                &desired,
-                &plan,
-                &gwv,
-                ready.contains(&(ns.clone(), name.clone())),
-            );
+            let is_ready = ready.contains(&(ns.clone(), name.clone()));
+            let svc_hash = desired
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(mirror::SPEC_HASH))
+                .cloned()
+                .unwrap_or_default();
+            let slice = match self.slice_memo.get(&key) {
+                Some((h, g, r, es)) if *h == svc_hash && *g == gwv && *r == is_ready => es.clone(),
+                _ => {
+                    let es = Arc::new(mirror::slice(&desired, &plan, &gwv, is_ready));
+                    self.slice_memo
+                        .insert(key.clone(), (svc_hash, gwv.clone(), is_ready, es.clone()));
+                    es
+                }
+            };
             let actual_slice = local.slices.get(&ObjectRef::new(&mname).within(ns));
             if let Some(a) = &actual_slice
                 && !mirror::is_ours(&a.metadata, &plan.cluster)
@@ -645,9 +676,9 @@ impl Sync {
                 now,
             ) {
                 if actual.is_none() {
-                    creates.push(Op::ApplyService(Box::new(desired)))
+                    creates.push(Op::ApplyService(Box::new((*desired).clone())))
                 } else {
-                    updates.push(Op::ApplyService(Box::new(desired)))
+                    updates.push(Op::ApplyService(Box::new((*desired).clone())))
                 }
             }
             if !self.fresh(
@@ -658,12 +689,14 @@ impl Sync {
                 now,
             ) {
                 if actual_slice.is_none() {
-                    creates.push(Op::ApplySlice(Box::new(slice)))
+                    creates.push(Op::ApplySlice(Box::new((*slice).clone())))
                 } else {
-                    updates.push(Op::ApplySlice(Box::new(slice)))
+                    updates.push(Op::ApplySlice(Box::new((*slice).clone())))
                 }
             }
         }
+        self.memo.retain(|k, _| seen.contains(k));
+        self.slice_memo.retain(|k, _| desired_keys.contains(k));
         // Orphans: ours, for this cluster, with no remote twin.
         let mut deletes = Vec::new();
         for svc in local.services.state() {
