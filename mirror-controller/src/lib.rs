@@ -4,3 +4,233 @@
 //! cluster's exported Services and keeps a local mirror `<svc>-<cluster>` of each, whose
 //! endpoints are the remote cluster's gateway; it probes that gateway and marks the mirrors
 //! not ready when it stops answering.
+//!
+//! ```text
+//!           Lease (leader election)
+//!                 │ held
+//!  Links ──► controller (finalizer) ──► one worker per Link (worker.rs)
+//!                                         ├─ credentials Secret ─► remote watch (Services, EndpointSlices)
+//!                                         ├─ gateway: resolve (hickory, TTL) + probe (TLS 1.3, identity)
+//!                                         └─ sync pass: desired − actual ─► SSA writes (bounded), GC
+//!  local reflectors (all Services, our EndpointSlices, Namespaces) ─┘ shared by every worker
+//!  admin :9999 ─► /metrics, /ready
+//! ```
+//!
+//! Start it with [`run`] and a [`Config`]; `main.rs` builds the config from flags and env.
+//! The pure parts are [`plan`] (what a Link asks for) and [`mirror`] (what a mirror looks like).
+
+pub mod controller;
+pub mod lease;
+pub mod metrics;
+pub mod mirror;
+pub mod plan;
+pub mod probe;
+pub mod resolve;
+pub mod worker;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub use metrics::Metrics;
+
+/// The controller's configuration (see `main.rs` for the flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The namespace whose Links this process serves.
+    pub namespace: String,
+    /// PEM of the trust anchors that the gateway's certificate must chain to.
+    pub trust_anchors_pem: Vec<u8>,
+    /// Where `/metrics` and `/ready` are served.
+    pub admin_addr: SocketAddr,
+    /// This replica's name in the Lease.
+    pub holder_identity: String,
+    /// The Lease's name and duration.
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    /// Writes in flight at once, per Link.
+    pub write_concurrency: usize,
+    /// The shortest time between two status writes of one Link.
+    pub status_interval: Duration,
+    /// Keep mirrors when a Link is deleted (also per Link with an annotation).
+    pub keep_mirrors_on_delete: bool,
+    /// Resolve gateway hostnames with only this nameserver instead of the system's.
+    pub nameserver: Option<SocketAddr>,
+}
+
+impl Config {
+    pub fn new(namespace: impl Into<String>, trust_anchors_pem: Vec<u8>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            trust_anchors_pem,
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], strait_core::ports::MIRROR_ADMIN)),
+            holder_identity: format!("strait-mirror-{}", std::process::id()),
+            lease_name: "strait-mirror".into(),
+            lease_duration: Duration::from_secs(15),
+            write_concurrency: 32,
+            status_interval: Duration::from_secs(1),
+            keep_mirrors_on_delete: false,
+            nameserver: None,
+        }
+    }
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("loading the trust anchors")]
+    Anchors(#[source] probe::AnchorsError),
+    #[error("building the DNS resolver")]
+    Resolver(#[source] resolve::ResolveError),
+    #[error("binding the admin server on {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("leadership lost")]
+    Lease(#[source] lease::LeaseError),
+}
+
+/// The local cluster as every worker sees it.
+#[derive(Clone, Debug)]
+pub struct LocalStores {
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub namespaces: Store<Namespace>,
+    /// Bumped on every local change.
+    pub changed: watch::Receiver<u64>,
+}
+
+/// What every part of the controller shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub metrics: Arc<Metrics>,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub resolver: resolve::Resolver,
+    pub local: LocalStores,
+    pub write_concurrency: usize,
+    pub status_interval: Duration,
+    pub keep_mirrors_on_delete: bool,
+}
+
+/// Runs the controller until leadership is lost (an error) or the task is dropped; dropping
+/// it stops every task it started.
+pub async fn run(client: kube::Client, config: Config, metrics: Arc<Metrics>) -> Result<(), Error> {
+    let tls = probe::client_config(&config.trust_anchors_pem).map_err(Error::Anchors)?;
+    let resolver = resolve::resolver(config.nameserver).map_err(Error::Resolver)?;
+    let listener = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .map_err(|e| Error::Bind(config.admin_addr, e))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(metrics::serve(listener, metrics.clone()));
+
+    let elector = lease::Elector {
+        api: Api::namespaced(client.clone(), &config.namespace),
+        name: config.lease_name.clone(),
+        holder: config.holder_identity.clone(),
+        duration: config.lease_duration,
+    };
+    elector.acquire().await;
+    tracing::info!(holder = %config.holder_identity, "leader; serving Links in {}", config.namespace);
+
+    let (local, feeders) = local_stores(client.clone());
+    for f in feeders {
+        tasks.spawn(f);
+    }
+    let _ = local.services.wait_until_ready().await;
+    let _ = local.slices.wait_until_ready().await;
+    let _ = local.namespaces.wait_until_ready().await;
+    let ctx = Arc::new(Context {
+        client,
+        namespace: config.namespace.clone(),
+        metrics: metrics.clone(),
+        tls,
+        resolver,
+        local,
+        write_concurrency: config.write_concurrency,
+        status_interval: config.status_interval,
+        keep_mirrors_on_delete: config.keep_mirrors_on_delete,
+    });
+    metrics.ready.store(true, Ordering::Relaxed);
+    let result = tokio::select! {
+        () = controller::run(ctx) => Ok(()),
+        e = elector.hold() => Err(Error::Lease(e)),
+    };
+    metrics.ready.store(false, Ordering::Relaxed);
+    result
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+type Feeder = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Local reflectors shared by all workers: every Service (to see both our mirrors and names we
+/// must not touch), our EndpointSlices, and Namespaces.
+fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
+    let (tx, rx) = watch::channel(0u64);
+    let tx = Arc::new(tx);
+    let (services, sw) = reflector::store::<Service>();
+    let (slices, ew) = reflector::store::<EndpointSlice>();
+    let (namespaces, nw) = reflector::store::<Namespace>();
+    let ours = watcher::Config::default()
+        .labels(&format!("{}=true", strait_core::labels::MIRRORED_SERVICE));
+    fn feed<S, T>(s: S, tx: Arc<watch::Sender<u64>>) -> Feeder
+    where
+        S: futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    {
+        Box::pin(async move {
+            let mut s = std::pin::pin!(s);
+            while let Some(ev) = s.next().await {
+                if let Err(e) = ev {
+                    tracing::warn!(error = %e, "local watch failed; retrying");
+                }
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        })
+    }
+    let feeders = vec![
+        feed(
+            watcher::watcher(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(sw),
+            tx.clone(),
+        ),
+        feed(
+            watcher::watcher(Api::<EndpointSlice>::all(client.clone()), ours)
+                .default_backoff()
+                .reflect(ew),
+            tx.clone(),
+        ),
+        feed(
+            watcher::watcher(Api::<Namespace>::all(client), watcher::Config::default())
+                .default_backoff()
+                .reflect(nw),
+            tx,
+        ),
+    ];
+    (
+        LocalStores {
+            services,
+            slices,
+            namespaces,
+            changed: rx,
+        },
+        feeders,
+    )
+}

@@ -7,3 +7,7 @@
 
 pub use k8s_openapi;
 pub use kube;
+
+pub mod link;
+
+pub use link::{Link, LinkSpec, LinkStatus, ProbeSpec};

@@ -1,0 +1,272 @@
+//! What a Link asks for, checked: the part of validation a CRD schema cannot express.
+//!
+//! Pure: no I/O. A [`Plan`] is built once per Link generation; an [`InvalidLink`] is reported in
+//! the Link's status, never by crashing.
+
+use kube::core::{Selector, SelectorExt};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+use strait_core::Identity;
+use strait_k8s_api::LinkSpec;
+
+/// One entry of `gatewayAddress`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GatewayAddr {
+    Ip(IpAddr),
+    Host(String),
+}
+
+/// A Link's spec, parsed.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub cluster: String,
+    pub cluster_domain: String,
+    pub credentials_secret: String,
+    pub gateway: Vec<GatewayAddr>,
+    pub gateway_port: u16,
+    pub gateway_identity: String,
+    pub probe_path: String,
+    pub probe_port: u16,
+    pub probe_period: Duration,
+    pub probe_timeout: Duration,
+    pub failure_threshold: u32,
+    /// `None`: the selector is nil or empty and matches nothing.
+    pub selector: Option<Selector>,
+    pub excluded_labels: Vec<String>,
+    pub excluded_annotations: Vec<String>,
+    pub create_namespaces: bool,
+}
+
+/// Why a Link cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidLink {
+    #[error("targetClusterName {0:?} is not a DNS label")]
+    ClusterName(String),
+    #[error("selector does not parse: {0}")]
+    Selector(String),
+    #[error("gatewayAddress {0:?} is neither an IP address nor a DNS name")]
+    GatewayAddress(String),
+    #[error("gatewayAddress is empty")]
+    NoGatewayAddress,
+    #[error("gatewayIdentity {value:?} is not an identity name: {source}")]
+    GatewayIdentity {
+        value: String,
+        #[source]
+        source: strait_core::IdentityError,
+    },
+    #[error("probeSpec.{field} {value:?} is not a duration")]
+    Duration { field: &'static str, value: String },
+}
+
+impl Plan {
+    pub fn new(spec: &LinkSpec) -> Result<Self, InvalidLink> {
+        if !is_dns_label(&spec.target_cluster_name) {
+            return Err(InvalidLink::ClusterName(spec.target_cluster_name.clone()));
+        }
+        let gateway = spec
+            .gateway_address
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_gateway_addr)
+            .collect::<Result<Vec<_>, _>>()?;
+        if gateway.is_empty() {
+            return Err(InvalidLink::NoGatewayAddress);
+        }
+        spec.gateway_identity
+            .parse::<Identity>()
+            .map_err(|source| InvalidLink::GatewayIdentity {
+                value: spec.gateway_identity.clone(),
+                source,
+            })?;
+        let selector = match &spec.selector {
+            None => None,
+            Some(ls) => {
+                let sel = Selector::try_from(ls.clone())
+                    .map_err(|e| InvalidLink::Selector(e.to_string()))?;
+                if sel.selects_all() { None } else { Some(sel) }
+            }
+        };
+        let probe = &spec.probe_spec;
+        let probe_period = parse_duration("period", &probe.period)?;
+        let probe_timeout = parse_duration("timeout", &probe.timeout)?.min(probe_period);
+        Ok(Self {
+            cluster: spec.target_cluster_name.clone(),
+            cluster_domain: spec
+                .target_cluster_domain
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| strait_core::identity::DEFAULT_TRUST_DOMAIN.to_string()),
+            credentials_secret: spec.cluster_credentials_secret.clone(),
+            gateway,
+            gateway_port: spec.gateway_port,
+            gateway_identity: spec.gateway_identity.clone(),
+            probe_path: probe.path.clone(),
+            probe_port: probe.port,
+            probe_period: probe_period.max(Duration::from_millis(100)),
+            probe_timeout: probe_timeout.max(Duration::from_millis(50)),
+            failure_threshold: probe.failure_threshold.max(1),
+            selector,
+            excluded_labels: spec.excluded_labels.clone(),
+            excluded_annotations: spec.excluded_annotations.clone(),
+            create_namespaces: spec.create_namespaces.unwrap_or(false),
+        })
+    }
+
+    /// Whether this Link mirrors a remote Service with these labels.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector.as_ref().is_some_and(|s| s.matches(labels))
+    }
+
+    /// The label selector for the remote watch, or `None` when nothing is selected.
+    pub fn selector_string(&self) -> Option<String> {
+        self.selector.as_ref().map(|s| s.to_string())
+    }
+}
+
+fn parse_gateway_addr(s: &str) -> Result<GatewayAddr, InvalidLink> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(GatewayAddr::Ip(ip));
+    }
+    let host = s.trim_end_matches('.');
+    if !host.is_empty() && host.len() <= 253 && host.split('.').all(is_dns_label) {
+        return Ok(GatewayAddr::Host(host.to_ascii_lowercase()));
+    }
+    Err(InvalidLink::GatewayAddress(s.to_string()))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b.is_ascii_uppercase()
+        })
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Parses a Go-style duration (`1m30s`, `500ms`, `1.5s`).
+pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, InvalidLink> {
+    let bad = || InvalidLink::Duration {
+        field,
+        value: value.to_string(),
+    };
+    let mut rest = value;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * secs;
+        rest = &rest[unit_end..];
+    }
+    if !total.is_finite() || total > 1e9 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Whether `key` matches one of the patterns (exact, or a prefix when it ends with `/*`).
+pub fn excluded(patterns: &[String], key: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) if p.ends_with("/*") => key.starts_with(prefix),
+        _ => p == key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    fn spec() -> LinkSpec {
+        serde_json::from_value(serde_json::json!({
+            "targetClusterName": "east",
+            "clusterCredentialsSecret": "c",
+            "gatewayAddress": "10.0.0.1, gw.example.com",
+            "gatewayPort": 4143,
+            "gatewayIdentity": "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local",
+            "selector": {"matchLabels": {"mirror.strait.dev/exported": "true"}},
+            "probeSpec": {"period": "1m30s", "timeout": "500ms"}
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn parses_a_good_link() {
+        let plan = Plan::new(&spec()).expect("valid");
+        assert_eq!(plan.gateway.len(), 2);
+        assert_eq!(plan.gateway[1], GatewayAddr::Host("gw.example.com".into()));
+        assert_eq!(plan.probe_period, Duration::from_secs(90));
+        assert_eq!(plan.probe_timeout, Duration::from_millis(500));
+        assert_eq!(plan.failure_threshold, 3);
+        let mut l = BTreeMap::new();
+        assert!(!plan.selects(&l));
+        l.insert("mirror.strait.dev/exported".into(), "true".into());
+        assert!(plan.selects(&l));
+    }
+
+    #[test]
+    fn empty_or_nil_selector_matches_nothing() {
+        let mut s = spec();
+        s.selector = Some(LabelSelector::default());
+        let plan = Plan::new(&s).expect("valid");
+        assert!(!plan.selects(&BTreeMap::new()));
+        assert!(plan.selector_string().is_none());
+        s.selector = None;
+        assert!(Plan::new(&s).expect("valid").selector.is_none());
+    }
+
+    #[test]
+    fn refuses_what_schema_cannot() {
+        let mut s = spec();
+        s.gateway_address = "not a host!".into();
+        assert!(matches!(Plan::new(&s), Err(InvalidLink::GatewayAddress(_))));
+        let mut s = spec();
+        s.selector = Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "a".into(),
+                operator: "Sideways".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        });
+        assert!(matches!(Plan::new(&s), Err(InvalidLink::Selector(_))));
+        let mut s = spec();
+        s.gateway_identity = "nope".into();
+        assert!(matches!(
+            Plan::new(&s),
+            Err(InvalidLink::GatewayIdentity { .. })
+        ));
+        let mut s = spec();
+        s.probe_spec.period = "3 s".into();
+        assert!(matches!(Plan::new(&s), Err(InvalidLink::Duration { .. })));
+    }
+
+    #[test]
+    fn exclusions_with_prefix() {
+        let p = vec!["a.io/*".to_string(), "exact".to_string()];
+        assert!(excluded(&p, "a.io/x"));
+        assert!(excluded(&p, "exact"));
+        assert!(!excluded(&p, "exactly"));
+        assert!(!excluded(&p, "b.io/x"));
+    }
+}

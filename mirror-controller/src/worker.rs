@@ -1,0 +1,960 @@
+//! One Link's worker: its own tasks, so a broken remote never slows another Link.
+//!
+//! ```text
+//!  credentials Secret ──► remote session (watch Services + EndpointSlices) ─┐
+//!  gatewayAddress ──► resolve (TTL) ──┐                                      │ notify
+//!  probe every period ± jitter ───────┴─► GatewayState ──────────────────────┤
+//!  local reflectors (Services, our EndpointSlices, Namespaces) ──────────────┤
+//!                                                                            ▼
+//!                          sync pass: desired − actual ─► ≤N writes in flight (SSA), GC
+//!                                                                            │
+//!                          status (counts, capped list) ◄────────────────────┘ ─► debounced write
+//! ```
+//!
+//! Every pass is level-triggered: it derives all mirrors from the remote stores and writes only
+//! those whose [`mirror::SPEC_HASH`] differs. Orphans are deleted only once the remote list is
+//! complete (after the first list and after every re-list).
+
+use crate::mirror::{self, GatewayView, InvalidService};
+use crate::plan::Plan;
+use crate::{Context, probe, resolve};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use rand::Rng;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use strait_k8s_api::link::{NOT_MIRRORED_CAP, NotMirrored, Reason, RemoteApiStatus};
+use strait_k8s_api::{Link, LinkStatus};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// How long a write is trusted while the local reflector catches up.
+const WRITE_GRACE: Duration = Duration::from_secs(10);
+/// A full pass at least this often, even when nothing was notified.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Changes arriving within this window are handled in one pass.
+const COALESCE: Duration = Duration::from_millis(100);
+
+/// Why one step of a Link's work failed. Reported in status and metrics, then retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the credentials Secret has no key `kubeconfig`")]
+    NoKubeconfig,
+    #[error("the kubeconfig in the credentials Secret does not parse")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("building a client from the credentials kubeconfig")]
+    RemoteClient(#[source] kube::Error),
+    #[error("applying {kind} {namespace}/{name}")]
+    Apply {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {namespace}/{name}")]
+    Delete {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("creating namespace {0}")]
+    CreateNamespace(String, #[source] kube::Error),
+    #[error("writing the Link status")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::NoKubeconfig | Error::Kubeconfig(_) | Error::RemoteClient(_) => "credentials",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::CreateNamespace(..) => "create_namespace",
+            Error::Status(_) => "status",
+        }
+    }
+}
+
+/// The gateway as probed and resolved.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct GatewayState {
+    addrs: Vec<std::net::IpAddr>,
+    alive: Option<bool>,
+}
+
+/// A complete (or not yet) view of the remote cluster, from one set of credentials.
+#[derive(Clone)]
+struct RemoteView {
+    services: Option<Store<Service>>,
+    slices: Store<EndpointSlice>,
+    services_synced: Arc<AtomicBool>,
+    slices_synced: Arc<AtomicBool>,
+}
+
+impl RemoteView {
+    fn synced(&self) -> bool {
+        self.slices_synced.load(Ordering::Acquire)
+            && (self.services.is_none() || self.services_synced.load(Ordering::Acquire))
+    }
+}
+
+/// Runs one Link until the task is aborted.
+pub(crate) async fn run(ctx: Arc<Context>, link: Arc<Link>) {
+    let name = link.metadata.name.clone().unwrap_or_default();
+    let (status_tx, status_rx) = watch::channel(LinkStatus {
+        observed_generation: link.metadata.generation,
+        ..Default::default()
+    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(write_status(ctx.clone(), name.clone(), status_rx));
+    let plan = match Plan::new(&link.spec) {
+        Ok(plan) => Arc::new(plan),
+        Err(e) => {
+            tracing::warn!(link = %name, error = %e, "Link is invalid; not serving it");
+            ctx.metrics.error(&name, "invalid_link");
+            status_tx.send_modify(|s| s.link_error = Some(e.to_string()));
+            // Keep the status writer alive until the Link changes (the worker is then replaced).
+            let _ = tasks.join_next().await;
+            return;
+        }
+    };
+    let trigger = Arc::new(Notify::new());
+    let (gw_tx, gw_rx) = watch::channel(GatewayState {
+        addrs: Vec::new(),
+        alive: None,
+    });
+    let (remote_tx, remote_rx) = watch::channel::<Option<RemoteView>>(None);
+    tasks.spawn(gateway(
+        ctx.clone(),
+        name.clone(),
+        plan.clone(),
+        gw_tx,
+        status_tx.clone(),
+    ));
+    tasks.spawn(credentials(
+        ctx.clone(),
+        name.clone(),
+        plan.clone(),
+        remote_tx,
+        status_tx.clone(),
+        trigger.clone(),
+    ));
+    let mut sync = Sync {
+        ctx,
+        link: name,
+        plan,
+        written: HashMap::new(),
+        memo: HashMap::new(),
+        slice_memo: HashMap::new(),
+    };
+    sync.run(trigger, gw_rx, remote_rx, status_tx).await;
+}
+
+/// Writes the Link status at most once per `ctx.status_interval`, only when it changed.
+async fn write_status(ctx: Arc<Context>, link: String, mut rx: watch::Receiver<LinkStatus>) {
+    let api: Api<Link> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let mut last: Option<LinkStatus> = None;
+    loop {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(ctx.status_interval).await;
+        let status = rx.borrow_and_update().clone();
+        if last.as_ref() == Some(&status) {
+            continue;
+        }
+        let body = serde_json::json!({
+            "apiVersion": "multicluster.strait.dev/v1alpha1",
+            "kind": "Link",
+            "status": status,
+        });
+        ctx.metrics.count_request("patch");
+        let pp = PatchParams::apply(mirror::FIELD_MANAGER).force();
+        match api.patch_status(&link, &pp, &Patch::Apply(&body)).await {
+            Ok(_) => last = Some(status),
+            Err(e) => {
+                let e = Error::Status(e);
+                tracing::warn!(%link, error = %e, source = %source_of(&e), "status write failed");
+                ctx.metrics.error(&link, e.metric_label());
+                // Try again at the next interval.
+                rx.mark_changed();
+            }
+        }
+    }
+}
+
+/// Resolves the gateway's addresses (again when the TTL runs out) and probes it.
+async fn gateway(
+    ctx: Arc<Context>,
+    link: String,
+    plan: Arc<Plan>,
+    tx: watch::Sender<GatewayState>,
+    status: watch::Sender<LinkStatus>,
+) {
+    let labels = crate::metrics::Metrics::link(&link);
+    let mut next_resolve = tokio::time::Instant::now();
+    let mut next_probe = tokio::time::Instant::now();
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_resolve) => {
+                let (addrs, next, errors) = resolve::resolve_all(&ctx.resolver, &plan.gateway).await;
+                for e in &errors {
+                    tracing::warn!(%link, error = %e, source = %source_of(e), "resolving the gateway failed");
+                    ctx.metrics.error(&link, "resolve");
+                }
+                next_resolve = tokio::time::Instant::from_std(next);
+                // A failed lookup keeps the previous addresses rather than emptying the mirrors.
+                if errors.is_empty() || !addrs.is_empty() {
+                    tx.send_if_modified(|g| {
+                        let changed = g.addrs != addrs;
+                        g.addrs = addrs.clone();
+                        changed
+                    });
+                    status.send_if_modified(|s| {
+                        let a: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                        let changed = s.gateway_addresses != a;
+                        s.gateway_addresses = a;
+                        changed
+                    });
+                }
+            }
+            _ = tokio::time::sleep_until(next_probe) => {
+                let addrs = tx.borrow().addrs.clone();
+                let mut result = Err("no gateway address resolved".to_string());
+                for addr in addrs {
+                    match probe::probe(ctx.tls.clone(), addr, plan.probe_port, &plan.probe_path, &plan.gateway_identity, plan.probe_timeout).await {
+                        Ok(latency) => { result = Ok(latency); break; }
+                        Err(e) => result = Err(format!("{e}: {}", source_of(&e))),
+                    }
+                }
+                let alive = match result {
+                    Ok(latency) => {
+                        failures = 0;
+                        let ms = latency.as_secs_f64() * 1000.0;
+                        ctx.metrics.probe_latency_ms.get_or_create(&labels).observe(ms);
+                        status.send_if_modified(|s| {
+                            let v = Some(ms.round() as u64);
+                            let changed = s.gateway_latency_ms != v;
+                            s.gateway_latency_ms = v;
+                            changed
+                        });
+                        true
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::debug!(%link, failures, error = %e, "gateway probe failed");
+                        ctx.metrics.error(&link, "probe");
+                        // Unknown stays unknown (alive) until the threshold is reached.
+                        failures < plan.failure_threshold && tx.borrow().alive != Some(false)
+                    }
+                };
+                ctx.metrics.gateway_alive.get_or_create(&labels).set(i64::from(alive));
+                let known = tx.borrow().alive.is_some() || failures == 0 || !alive;
+                if known {
+                    tx.send_if_modified(|g| {
+                        let changed = g.alive != Some(alive);
+                        if changed {
+                            tracing::info!(%link, alive, "gateway liveness changed");
+                        }
+                        g.alive = Some(alive);
+                        changed
+                    });
+                    status.send_if_modified(|s| {
+                        let changed = s.gateway_alive != Some(alive);
+                        s.gateway_alive = Some(alive);
+                        changed
+                    });
+                }
+                let jitter = rand::rng().random_range(0.9..1.1);
+                next_probe = tokio::time::Instant::now() + plan.probe_period.mul_f64(jitter);
+            }
+        }
+    }
+}
+
+/// Watches the credentials Secret; on every change of its kubeconfig, reconnects.
+async fn credentials(
+    ctx: Arc<Context>,
+    link: String,
+    plan: Arc<Plan>,
+    remote: watch::Sender<Option<RemoteView>>,
+    status: watch::Sender<LinkStatus>,
+    trigger: Arc<Notify>,
+) {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let cfg =
+        watcher::Config::default().fields(&format!("metadata.name={}", plan.credentials_secret));
+    let mut events = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
+    let mut current: Option<(u64, tokio::task::JoinHandle<()>)> = None;
+    let set_error = |e: Option<String>| {
+        status.send_if_modified(|s| {
+            let changed = s.link_error != e;
+            s.link_error = e.clone();
+            changed
+        });
+    };
+    while let Some(ev) = events.next().await {
+        let secret = match ev {
+            Ok(Event::Apply(s) | Event::InitApply(s)) => s,
+            Ok(Event::Delete(_)) => {
+                set_error(Some(format!(
+                    "credentials Secret {} is missing",
+                    plan.credentials_secret
+                )));
+                continue;
+            }
+            Ok(Event::Init | Event::InitDone) => continue,
+            Err(e) => {
+                tracing::warn!(%link, error = %e, "watching the credentials Secret failed");
+                continue;
+            }
+        };
+        let kubeconfig = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("kubeconfig"))
+            .map(|b| b.0.clone());
+        let hash = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            kubeconfig.hash(&mut h);
+            h.finish()
+        };
+        if current.as_ref().is_some_and(|(h, _)| *h == hash) {
+            continue;
+        }
+        match remote_client(kubeconfig).await {
+            Ok(client) => {
+                set_error(None);
+                if let Some((_, old)) = current.take() {
+                    tracing::info!(%link, "credentials changed; reconnecting");
+                    old.abort();
+                }
+                let (view, session) = session(
+                    ctx.clone(),
+                    link.clone(),
+                    plan.clone(),
+                    client,
+                    status.clone(),
+                    trigger.clone(),
+                );
+                remote.send_replace(Some(view));
+                current = Some((hash, tokio::spawn(session)));
+                trigger.notify_one();
+            }
+            Err(e) => {
+                // Never log the kubeconfig; the error names only the step.
+                tracing::warn!(%link, error = %e, "credentials are unusable");
+                ctx.metrics.error(&link, e.metric_label());
+                set_error(Some(e.to_string()));
+            }
+        }
+    }
+    if let Some((_, old)) = current {
+        old.abort();
+    }
+}
+
+async fn remote_client(kubeconfig: Option<Vec<u8>>) -> Result<kube::Client, Error> {
+    let bytes = kubeconfig.ok_or(Error::NoKubeconfig)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let kc = kube::config::Kubeconfig::from_yaml(&text).map_err(Error::Kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(Error::Kubeconfig)?;
+    kube::Client::try_from(cfg).map_err(Error::RemoteClient)
+}
+
+/// Starts watching the remote cluster; returns the stores and the future that feeds them.
+fn session(
+    ctx: Arc<Context>,
+    link: String,
+    plan: Arc<Plan>,
+    client: kube::Client,
+    status: watch::Sender<LinkStatus>,
+    trigger: Arc<Notify>,
+) -> (
+    RemoteView,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (slices, slices_w) = reflector::store::<EndpointSlice>();
+    let (services, services_w) = reflector::store::<Service>();
+    let selector = plan.selector_string();
+    let view = RemoteView {
+        services: selector.as_ref().map(|_| services),
+        slices,
+        services_synced: Arc::new(AtomicBool::new(false)),
+        slices_synced: Arc::new(AtomicBool::new(false)),
+    };
+    let v = view.clone();
+    let fut = async move {
+        let labels = crate::metrics::Metrics::link(&link);
+        let slice_events = watcher::watcher(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(slices_w)
+        .map(|e| (false, e.map(|e| matches!(e, Event::InitDone))));
+        let svc_events: futures::stream::BoxStream<'static, _> = match selector {
+            Some(sel) => watcher::watcher(
+                Api::<Service>::all(client),
+                watcher::Config::default().labels(&sel),
+            )
+            .default_backoff()
+            .reflect(services_w)
+            .map(|e| (true, e.map(|e| matches!(e, Event::InitDone))))
+            .boxed(),
+            None => futures::stream::pending().boxed(),
+        };
+        let mut events = std::pin::pin!(futures::stream::select(slice_events, svc_events));
+        while let Some((is_svc, ev)) = events.next().await {
+            match ev {
+                Ok(init_done) => {
+                    if init_done {
+                        let flag = if is_svc {
+                            &v.services_synced
+                        } else {
+                            &v.slices_synced
+                        };
+                        flag.store(true, Ordering::Release);
+                        tracing::info!(%link, what = if is_svc { "services" } else { "endpointslices" }, "remote list complete; resyncing");
+                    }
+                    status.send_if_modified(|s| {
+                        let ok = Some(RemoteApiStatus {
+                            reachable: true,
+                            message: None,
+                        });
+                        let changed = s.remote_api != ok;
+                        s.remote_api = ok;
+                        changed
+                    });
+                }
+                Err(e) => {
+                    ctx.metrics.watch_restarts.get_or_create(&labels).inc();
+                    tracing::warn!(%link, error = %e, "remote watch failed; retrying with backoff, mirrors kept");
+                    status.send_if_modified(|s| {
+                        let bad = Some(RemoteApiStatus {
+                            reachable: false,
+                            message: Some(e.to_string()),
+                        });
+                        let changed = s.remote_api != bad;
+                        s.remote_api = bad;
+                        changed
+                    });
+                }
+            }
+            trigger.notify_one();
+        }
+    };
+    (view, fut)
+}
+
+type Key = (String, String);
+type SliceMemo = HashMap<Key, (String, GatewayView, bool, Arc<EndpointSlice>)>;
+
+/// What one write did: the mirror it was for (to report errors), what was written (kind,
+/// key, spec hash) and how it ended.
+type Outcome = (Option<Key>, Option<(bool, Key, String)>, Result<(), Error>);
+
+/// One write the pass decided on.
+enum Op {
+    ApplyService(Box<Service>),
+    ApplySlice(Box<EndpointSlice>),
+    DeleteService(Key, Option<String>),
+    DeleteSlice(Key, Option<String>),
+    CreateNamespace(String),
+}
+
+struct Sync {
+    ctx: Arc<Context>,
+    link: String,
+    plan: Arc<Plan>,
+    /// What we wrote recently, by (kind, ns, name): the spec hash and when.
+    written: HashMap<(bool, String, String), (String, Instant)>,
+    /// Derived mirrors by remote (ns, name), with the remote resourceVersion they came from.
+    memo: HashMap<Key, (String, Result<Arc<Service>, InvalidService>)>,
+    /// Derived slices by mirror key, with what they were derived from.
+    slice_memo: SliceMemo,
+}
+
+impl Sync {
+    async fn run(
+        &mut self,
+        trigger: Arc<Notify>,
+        mut gw: watch::Receiver<GatewayState>,
+        remote: watch::Receiver<Option<RemoteView>>,
+        status: watch::Sender<LinkStatus>,
+    ) {
+        let mut local = self.ctx.local.changed.clone();
+        let mut retry: Option<tokio::time::Instant> = None;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let retry_at = retry.unwrap_or_else(|| tokio::time::Instant::now() + RESYNC);
+            tokio::select! {
+                _ = trigger.notified() => {}
+                r = local.changed() => if r.is_err() { return },
+                r = gw.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(retry_at) => {}
+            }
+            tokio::time::sleep(COALESCE).await;
+            let view = remote.borrow().clone();
+            let Some(view) = view else { continue };
+            if !view.synced() {
+                continue;
+            }
+            let gateway = gw.borrow_and_update().clone();
+            let (s, failed) = self.pass(&view, &gateway).await;
+            status.send_if_modified(|st| {
+                let changed = st.services != s.services
+                    || st.not_mirrored != s.not_mirrored
+                    || st.not_mirrored_omitted != s.not_mirrored_omitted;
+                st.services = s.services.clone();
+                st.not_mirrored = s.not_mirrored.clone();
+                st.not_mirrored_omitted = s.not_mirrored_omitted;
+                changed
+            });
+            if failed {
+                retry = Some(tokio::time::Instant::now() + backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            } else {
+                retry = None;
+                backoff = Duration::from_millis(500);
+            }
+        }
+    }
+
+    /// Derives every mirror, writes the differences, removes orphans. Returns the status
+    /// counts and whether anything failed (to retry with backoff).
+    async fn pass(&mut self, view: &RemoteView, gateway: &GatewayState) -> (LinkStatus, bool) {
+        let plan = self.plan.clone();
+        let local = &self.ctx.local;
+        let gwv = GatewayView {
+            addrs: gateway.addrs.clone(),
+            alive: gateway.alive != Some(false),
+        };
+        let ready: HashSet<Key> = view
+            .slices
+            .state()
+            .iter()
+            .filter(|s| {
+                s.endpoints
+                    .iter()
+                    .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            })
+            .filter_map(|s| {
+                let svc = s
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get("kubernetes.io/service-name")?;
+                Some((s.metadata.namespace.clone()?, svc.clone()))
+            })
+            .collect();
+        let remote_services = view
+            .services
+            .as_ref()
+            .map(|s| s.state())
+            .unwrap_or_default();
+        let mut not_mirrored: Vec<NotMirrored> = Vec::new();
+        let mut desired_keys: HashSet<Key> = HashSet::new();
+        let mut creates = Vec::new();
+        let mut updates = Vec::new();
+        let mut namespaces_to_create = BTreeMap::new();
+        let mut mirrored_ok: Vec<Key> = Vec::new();
+        let now = Instant::now();
+        let mut seen: HashSet<Key> = HashSet::new();
+        for remote in remote_services.iter() {
+            let (Some(ns), Some(name)) = (&remote.metadata.namespace, &remote.metadata.name) else {
+                continue;
+            };
+            if !plan.selects(remote.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())) {
+                continue;
+            }
+            let nm = |reason, message: String| NotMirrored {
+                namespace: ns.clone(),
+                name: name.clone(),
+                reason,
+                message,
+            };
+            // Deriving a mirror serialises and hashes it; do it once per remote resourceVersion.
+            let rv = remote.metadata.resource_version.clone().unwrap_or_default();
+            let memo_key = (ns.clone(), name.clone());
+            let derived = match self.memo.get(&memo_key) {
+                Some((v, d)) if *v == rv => d.clone(),
+                _ => {
+                    let d = mirror::service(remote, &plan).map(Arc::new);
+                    self.memo.insert(memo_key.clone(), (rv, d.clone()));
+                    d
+                }
+            };
+            seen.insert(memo_key);
+            let desired = match derived {
+                Ok(d) => d,
+                Err(
+                    e @ (InvalidService::ExternalName
+                    | InvalidService::Headless
+                    | InvalidService::NoPorts
+                    | InvalidService::NameTooLong(_)),
+                ) => {
+                    not_mirrored.push(nm(Reason::InvalidService, e.to_string()));
+                    continue;
+                }
+            };
+            let mname = desired.metadata.name.clone().unwrap_or_default();
+            let key = (ns.clone(), mname.clone());
+            desired_keys.insert(key.clone());
+            if local.namespaces.get(&ObjectRef::new(ns)).is_none() {
+                if plan.create_namespaces {
+                    namespaces_to_create.insert(ns.clone(), ());
+                }
+                not_mirrored.push(nm(
+                    Reason::MissingNamespace,
+                    format!("namespace {ns} does not exist in this cluster"),
+                ));
+                continue;
+            }
+            let actual = local.services.get(&ObjectRef::new(&mname).within(ns));
+            if let Some(a) = &actual
+                && !mirror::is_ours(&a.metadata, &plan.cluster)
+            {
+                self.ctx.metrics.error(&self.link, "conflict");
+                not_mirrored.push(nm(
+                    Reason::Error,
+                    format!(
+                        "Service {ns}/{mname} exists and is not a mirror of {}; left alone",
+                        plan.cluster
+                    ),
+                ));
+                continue;
+            }
+            let is_ready = ready.contains(&(ns.clone(), name.clone()));
+            let svc_hash = desired
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(mirror::SPEC_HASH))
+                .cloned()
+                .unwrap_or_default();
+            let slice = match self.slice_memo.get(&key) {
+                Some((h, g, r, es)) if *h == svc_hash && *g == gwv && *r == is_ready => es.clone(),
+                _ => {
+                    let es = Arc::new(mirror::slice(&desired, &plan, &gwv, is_ready));
+                    self.slice_memo
+                        .insert(key.clone(), (svc_hash, gwv.clone(), is_ready, es.clone()));
+                    es
+                }
+            };
+            let actual_slice = local.slices.get(&ObjectRef::new(&mname).within(ns));
+            if let Some(a) = &actual_slice
+                && !mirror::is_ours(&a.metadata, &plan.cluster)
+            {
+                not_mirrored.push(nm(
+                    Reason::Error,
+                    format!("EndpointSlice {ns}/{mname} exists and is not ours; left alone"),
+                ));
+                continue;
+            }
+            mirrored_ok.push(key.clone());
+            if !self.fresh(
+                true,
+                &key,
+                actual.as_deref().map(|a| &a.metadata),
+                &desired.metadata,
+                now,
+            ) {
+                if actual.is_none() {
+                    creates.push(Op::ApplyService(Box::new((*desired).clone())))
+                } else {
+                    updates.push(Op::ApplyService(Box::new((*desired).clone())))
+                }
+            }
+            if !self.fresh(
+                false,
+                &key,
+                actual_slice.as_deref().map(|a| &a.metadata),
+                &slice.metadata,
+                now,
+            ) {
+                if actual_slice.is_none() {
+                    creates.push(Op::ApplySlice(Box::new((*slice).clone())))
+                } else {
+                    updates.push(Op::ApplySlice(Box::new((*slice).clone())))
+                }
+            }
+        }
+        self.memo.retain(|k, _| seen.contains(k));
+        self.slice_memo.retain(|k, _| desired_keys.contains(k));
+        // Orphans: ours, for this cluster, with no remote twin.
+        let mut deletes = Vec::new();
+        for svc in local.services.state() {
+            if !mirror::is_ours(&svc.metadata, &plan.cluster) {
+                continue;
+            }
+            let key = (
+                svc.metadata.namespace.clone().unwrap_or_default(),
+                svc.metadata.name.clone().unwrap_or_default(),
+            );
+            if !desired_keys.contains(&key) {
+                deletes.push(Op::DeleteService(key, svc.metadata.uid.clone()));
+            }
+        }
+        for es in local.slices.state() {
+            if !mirror::is_ours(&es.metadata, &plan.cluster) {
+                continue;
+            }
+            let key = (
+                es.metadata.namespace.clone().unwrap_or_default(),
+                es.metadata.name.clone().unwrap_or_default(),
+            );
+            if !desired_keys.contains(&key) {
+                deletes.push(Op::DeleteSlice(key, es.metadata.uid.clone()));
+            }
+        }
+        let mut ops: Vec<Op> = namespaces_to_create
+            .into_keys()
+            .map(Op::CreateNamespace)
+            .collect();
+        // New exports first, so a large update never starves them.
+        ops.extend(creates);
+        ops.extend(updates);
+        ops.extend(deletes);
+        let n_ops = ops.len();
+        let started = Instant::now();
+        let results: Vec<Outcome> =
+            futures::stream::iter(ops.into_iter().map(|op| self.execute(op)))
+                .buffer_unordered(self.ctx.write_concurrency.max(1))
+                .collect()
+                .await;
+        let mut failed = false;
+        let mut errors: HashMap<Key, String> = HashMap::new();
+        for (key, wrote, res) in results {
+            match res {
+                Ok(()) => {
+                    if let Some((kind, k, hash)) = wrote {
+                        self.written
+                            .insert((kind, k.0, k.1), (hash, Instant::now()));
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    self.ctx.metrics.error(&self.link, e.metric_label());
+                    tracing::warn!(link = %self.link, error = %e, source = %source_of(&e), "write failed; will retry");
+                    if let Some(k) = key {
+                        errors.insert(k, format!("{e}: {}", source_of(&e)));
+                    }
+                }
+            }
+        }
+        if n_ops > 0 {
+            tracing::info!(link = %self.link, writes = n_ops, elapsed_ms = started.elapsed().as_millis() as u64, "sync pass wrote changes");
+        }
+        self.written.retain(|_, (_, at)| at.elapsed() < WRITE_GRACE);
+        // Status: counts by reason, and a capped list of what is not mirrored.
+        let mut status = LinkStatus::default();
+        let mut mirrored = 0u32;
+        for key in &mirrored_ok {
+            match errors.get(key) {
+                None => mirrored += 1,
+                Some(msg) => not_mirrored.push(NotMirrored {
+                    namespace: key.0.clone(),
+                    name: key
+                        .1
+                        .strip_suffix(&format!("-{}", plan.cluster))
+                        .unwrap_or(&key.1)
+                        .to_string(),
+                    reason: Reason::Error,
+                    message: msg.chars().take(200).collect(),
+                }),
+            }
+        }
+        status.services.mirrored = mirrored;
+        for n in &not_mirrored {
+            match n.reason {
+                Reason::InvalidService => status.services.invalid_service += 1,
+                Reason::MissingNamespace => status.services.missing_namespace += 1,
+                Reason::Error => status.services.error += 1,
+            }
+        }
+        not_mirrored.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let total = not_mirrored.len();
+        not_mirrored.truncate(NOT_MIRRORED_CAP);
+        status.not_mirrored_omitted = u32::try_from(total - not_mirrored.len()).unwrap_or(u32::MAX);
+        status.not_mirrored = not_mirrored;
+        self.ctx
+            .metrics
+            .mirrors
+            .get_or_create(&crate::metrics::Metrics::link(&self.link))
+            .set(i64::from(mirrored));
+        (status, failed)
+    }
+
+    /// Whether `actual` already matches `desired`, or we wrote exactly this a moment ago and
+    /// the local reflector has not caught up yet.
+    fn fresh(
+        &self,
+        is_svc: bool,
+        key: &Key,
+        actual: Option<&kube::api::ObjectMeta>,
+        desired: &kube::api::ObjectMeta,
+        now: Instant,
+    ) -> bool {
+        if actual.is_some_and(|a| mirror::up_to_date(a, desired)) {
+            return true;
+        }
+        let hash = desired
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(mirror::SPEC_HASH));
+        self.written
+            .get(&(is_svc, key.0.clone(), key.1.clone()))
+            .is_some_and(|(h, at)| Some(h) == hash && now.duration_since(*at) < WRITE_GRACE)
+    }
+
+    fn execute(&self, op: Op) -> impl std::future::Future<Output = Outcome> + use<> {
+        let client = self.ctx.client.clone();
+        let metrics = self.ctx.metrics.clone();
+        let pp = PatchParams::apply(mirror::FIELD_MANAGER).force();
+        async move {
+            let hash_of = |m: &kube::api::ObjectMeta| {
+                m.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(mirror::SPEC_HASH))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            match op {
+                Op::ApplyService(svc) => {
+                    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+                    let name = svc.metadata.name.clone().unwrap_or_default();
+                    let key = (ns.clone(), name.clone());
+                    let hash = hash_of(&svc.metadata);
+                    metrics.count_request("apply");
+                    let r = Api::<Service>::namespaced(client, &ns)
+                        .patch(&name, &pp, &Patch::Apply(&svc))
+                        .await;
+                    let r = r.map(|_| ()).map_err(|source| Error::Apply {
+                        kind: "Service",
+                        namespace: ns,
+                        name,
+                        source,
+                    });
+                    (Some(key.clone()), Some((true, key, hash)), r)
+                }
+                Op::ApplySlice(es) => {
+                    let ns = es.metadata.namespace.clone().unwrap_or_default();
+                    let name = es.metadata.name.clone().unwrap_or_default();
+                    let key = (ns.clone(), name.clone());
+                    let hash = hash_of(&es.metadata);
+                    metrics.count_request("apply");
+                    let r = Api::<EndpointSlice>::namespaced(client, &ns)
+                        .patch(&name, &pp, &Patch::Apply(&es))
+                        .await;
+                    let r = r.map(|_| ()).map_err(|source| Error::Apply {
+                        kind: "EndpointSlice",
+                        namespace: ns,
+                        name,
+                        source,
+                    });
+                    (Some(key.clone()), Some((false, key, hash)), r)
+                }
+                Op::DeleteService((ns, name), uid) => {
+                    metrics.count_request("delete");
+                    let r = delete::<Service>(client, &ns, &name, uid).await;
+                    (
+                        None,
+                        None,
+                        r.map_err(|source| Error::Delete {
+                            kind: "Service",
+                            namespace: ns,
+                            name,
+                            source,
+                        }),
+                    )
+                }
+                Op::DeleteSlice((ns, name), uid) => {
+                    metrics.count_request("delete");
+                    let r = delete::<EndpointSlice>(client, &ns, &name, uid).await;
+                    (
+                        None,
+                        None,
+                        r.map_err(|source| Error::Delete {
+                            kind: "EndpointSlice",
+                            namespace: ns,
+                            name,
+                            source,
+                        }),
+                    )
+                }
+                Op::CreateNamespace(ns) => {
+                    metrics.count_request("create");
+                    let obj = Namespace {
+                        metadata: kube::api::ObjectMeta {
+                            name: Some(ns.clone()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    };
+                    let r = match Api::<Namespace>::all(client)
+                        .create(&PostParams::default(), &obj)
+                        .await
+                    {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                        Err(e) => Err(Error::CreateNamespace(ns, e)),
+                    };
+                    (None, None, r)
+                }
+            }
+        }
+    }
+}
+
+/// Deletes one object, only if it is still the one we saw (uid precondition); gone is fine.
+pub(crate) async fn delete<K>(
+    client: kube::Client,
+    ns: &str,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let dp = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match Api::<K>::namespaced(client, ns).delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The innermost cause, for logs (the outer message names the step).
+pub(crate) fn source_of(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
