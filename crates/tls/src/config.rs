@@ -5,6 +5,7 @@ use crate::TlsError;
 use crate::ca::TrustAnchors;
 use crate::creds::{CertResolver, CredentialsReceiver};
 use crate::leaf::dns_names;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, CommonState, ServerConfig};
 use rustls_pki_types::ServerName;
@@ -127,4 +128,29 @@ pub fn peer_identity(conn: &CommonState) -> Result<Identity, TlsError> {
         }),
         _ => Err(TlsError::PeerIdentity { found: names }),
     }
+}
+
+/// Checks that `chain` (leaf first) is a valid certificate for `identity` chained to
+/// `anchors` at `now`: what a workload does with a freshly issued leaf before using it.
+pub fn verify_chain(
+    anchors: &TrustAnchors,
+    identity: &Identity,
+    chain: &[rustls_pki_types::CertificateDer<'static>],
+    now: std::time::SystemTime,
+) -> Result<(), TlsError> {
+    use rustls::client::WebPkiServerVerifier;
+    let verifier = WebPkiServerVerifier::builder_with_provider(anchors.root_store(), provider())
+        .build()
+        .map_err(TlsError::Verifier)?;
+    let (leaf, rest) = chain.split_first().ok_or(TlsError::NoPeerCertificate)?;
+    let name = ServerName::try_from(identity.to_string())
+        .map_err(|_| TlsError::ServerName(identity.to_string()))?;
+    let now = rustls_pki_types::UnixTime::since_unix_epoch(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    verifier
+        .verify_server_cert(leaf, rest, &name, &[], now)
+        .map(|_| ())
+        .map_err(|e| TlsError::handshake(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }

@@ -356,3 +356,31 @@ mod issuance {
         );
     }
 }
+
+#[test]
+fn verify_chain_checks_anchor_name_and_time() {
+    let (ours, theirs) = (ca(), ca());
+    let web = id("web");
+    let now = SystemTime::now();
+    let req = generate_csr(&web).unwrap();
+    let leaf = ours.issuer.issue(&req.csr, &web, HOUR, now).unwrap();
+    verify_chain(&ours.anchors, &web, &leaf.chain(), now).unwrap();
+    let k = |r: Result<(), TlsError>| r.unwrap_err().handshake_kind();
+    assert_eq!(
+        k(verify_chain(&theirs.anchors, &web, &leaf.chain(), now)),
+        Some(HandshakeFailure::UnknownIssuer)
+    );
+    assert_eq!(
+        k(verify_chain(&ours.anchors, &id("db"), &leaf.chain(), now)),
+        Some(HandshakeFailure::WrongIdentity)
+    );
+    assert_eq!(
+        k(verify_chain(
+            &ours.anchors,
+            &web,
+            &leaf.chain(),
+            now + 2 * HOUR
+        )),
+        Some(HandshakeFailure::Expired)
+    );
+}
