@@ -10,6 +10,7 @@
 //!   └── destination  :8086  Get / GetProfile
 //! ```
 //!
-//! Start with [`identity::IdentityService`]; `main.rs` only parses [`identity::config`] and wires it up.
+//! `main.rs` only parses flags (see [`identity::config`]) and wires the services up.
 
+pub mod destination;
 pub mod identity;

@@ -1,84 +1,157 @@
 //! `strait-control-plane`: destination and identity gRPC.
+//!
+//! Parses its configuration (flags with environment fallbacks) and runs the services of
+//! the library.
 
 use anyhow::Context;
 use clap::Parser;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use strait_control_plane::destination::{self, DestinationConfig, Discovery};
 use strait_control_plane::identity::{
-    IdentityService, KubeTokenReviewer, Metrics, config::IdentityArgs, watch_issuer,
+    self, IdentityService, KubeTokenReviewer, config::IdentityArgs, watch_issuer,
 };
 
-#[derive(Parser, Debug)]
+/// All configuration of the binary, in one place.
+#[derive(Debug, Parser)]
 #[command(
     name = "strait-control-plane",
     version,
-    about = "Strait's control plane: identity and destination gRPC"
+    about = "Destination and identity gRPC for Strait's proxies"
 )]
-struct Cli {
+struct Args {
+    /// Where the destination gRPC service listens.
+    #[arg(long, env = "STRAIT_DESTINATION_ADDR", default_value = "0.0.0.0:8086")]
+    destination_addr: SocketAddr,
+    /// The DNS suffix of this cluster's Services.
+    #[arg(long, env = "STRAIT_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Identity service flags; also --trust-domain, --control-namespace and --kubeconfig,
+    /// which the destination service shares.
     #[command(flatten)]
     identity: IdentityArgs,
+}
+
+impl Args {
+    fn destination(&self) -> DestinationConfig {
+        DestinationConfig {
+            cluster_domain: self.cluster_domain.clone(),
+            control_namespace: self.identity.control_namespace.clone(),
+            trust_domain: self.identity.trust_domain.clone(),
+            ..DestinationConfig::default()
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
-                .unwrap_or_else(|_| "info,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let config = cli.identity.validate().context("configuration")?;
-    let client = config.kube_client().await.context("kubernetes client")?;
-    let metrics = Metrics::new();
-    let (issuer, _reloader) = watch_issuer(
-        config.issuer_source(&client),
-        config.issuer_poll,
-        metrics.clone(),
-    )
-    .await
-    .context("loading the issuer")?;
-    if let Some(anchors) = &config.trust_anchors {
-        tracing::info!(anchors = anchors.certs().len(), "trust anchors loaded");
-    }
-    let service = IdentityService::new(
-        config.settings.clone(),
-        issuer,
-        Arc::new(KubeTokenReviewer::new(client)),
-        metrics.clone(),
+    let args = Args::parse();
+    let destination_config = args.destination();
+    let client = identity::config::kube_client(args.identity.kubeconfig.as_deref())
+        .await
+        .context("kubernetes client")?;
+    let mut registry = Registry::default();
+
+    // Identity: only when an issuer is configured (a destination-only control plane is valid).
+    let identity = if args.identity.has_issuer() {
+        let config = args.identity.validate().context("identity configuration")?;
+        let metrics = identity::Metrics::register(&mut registry);
+        let (issuer, _reloader) = watch_issuer(
+            config.issuer_source(&client),
+            config.issuer_poll,
+            metrics.clone(),
+        )
+        .await
+        .context("loading the issuer")?;
+        let svc = IdentityService::new(
+            config.settings.clone(),
+            issuer,
+            Arc::new(KubeTokenReviewer::new(client.clone())),
+            metrics,
+        );
+        Some((config, svc))
+    } else {
+        tracing::warn!(
+            "no --issuer-cert/--issuer-key or --issuer-secret: identity service disabled"
+        );
+        None
+    };
+
+    let discovery = Discovery::spawn(client);
+    let svc = discovery.service(
+        destination_config,
+        destination::Metrics::register(&mut registry),
     );
+    let registry = Arc::new(registry);
 
-    let admin = tokio::net::TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("binding the admin address {}", config.admin_addr))?;
-    tokio::spawn(serve_metrics(admin, metrics));
-
-    tracing::info!(addr = %config.identity_addr, "serving io.linkerd.proxy.identity.Identity");
-    tonic::transport::Server::builder()
-        .add_service(service.into_server())
-        .serve_with_shutdown(config.identity_addr, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("identity gRPC server")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some((config, svc)) = identity {
+        let admin = tokio::net::TcpListener::bind(config.admin_addr)
+            .await
+            .with_context(|| format!("binding the admin address {}", config.admin_addr))?;
+        tokio::spawn(serve_metrics(admin, registry.clone()));
+        tracing::info!(addr = %config.identity_addr, "identity gRPC listening");
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc.into_server())
+                .serve_with_shutdown(config.identity_addr, shutdown())
+                .await
+                .context("identity gRPC server")
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(args.destination_addr).await?;
+    tracing::info!(addr = %args.destination_addr, "destination gRPC listening");
+    tasks.spawn(async move {
+        destination::serve(listener, svc, shutdown())
+            .await
+            .context("destination gRPC server")
+    });
+    while let Some(done) = tasks.join_next().await {
+        done.context("server task")??;
+    }
     Ok(())
 }
 
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
 /// `GET /metrics` in the Prometheus text format; every other path is 404.
-async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
     use http_body_util::Full;
     use hyper::{Response, StatusCode, body::Bytes, service::service_fn};
     loop {
         let Ok((io, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
+        let registry = registry.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
+                let registry = registry.clone();
                 async move {
                     let (status, body) = if req.uri().path() == "/metrics" {
-                        (StatusCode::OK, metrics.encode())
+                        let mut text = String::new();
+                        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                        (StatusCode::OK, text)
                     } else {
                         (StatusCode::NOT_FOUND, String::new())
                     };

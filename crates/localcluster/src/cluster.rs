@@ -127,7 +127,7 @@ impl Cluster {
             format!("--client-ca-file={}", pki.ca_cert.display()),
             format!(
                 "--service-account-key-file={}",
-                pki.service_account_key.display()
+                pki.service_account_pub.display()
             ),
             format!(
                 "--service-account-signing-key-file={}",

@@ -7,7 +7,7 @@
 //! recomputed; a slice is written only when it differs from what was last written. Services
 //! without a selector (mirrors, for one) are left alone, as the real controller leaves them.
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -58,8 +58,10 @@ pub(crate) async fn run(client: kube::Client, cluster: String) {
         {
             note(c);
         }
-        if pods.wait_until_ready().await.is_err() || svcs.wait_until_ready().await.is_err() {
-            return;
+        // Until both initial lists are in, the stores are partial: keep the marks and go on
+        // polling the streams (which is what fills the stores).
+        if !is_ready(&pods) || !is_ready(&svcs) {
+            continue;
         }
         if std::mem::take(&mut all) {
             dirty.extend(
@@ -79,6 +81,14 @@ pub(crate) async fn run(client: kube::Client, cluster: String) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+fn is_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
 fn change_of<K: kube::Resource>(e: &Result<Event<K>, watcher::Error>) -> Option<Change> {

@@ -18,8 +18,10 @@ pub struct ClusterPki {
     pub serving_key: PathBuf,
     pub admin_cert: PathBuf,
     pub admin_key: PathBuf,
-    /// ECDSA key that signs service-account tokens; its public half verifies them.
+    /// ECDSA key that signs service-account tokens (PKCS#8).
     pub service_account_key: PathBuf,
+    /// Its public half, which verifies them.
+    pub service_account_pub: PathBuf,
     pub ca_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
@@ -82,6 +84,7 @@ impl ClusterPki {
             admin_cert: write("admin.crt", &admin_cert.pem())?,
             admin_key: write("admin.key", &admin_key.serialize_pem())?,
             service_account_key: write("sa.key", &sa_key.serialize_pem())?,
+            service_account_pub: write("sa.pub", &sa_key.public_key_pem())?,
             ca_pem,
             admin_cert_pem: admin_cert.pem(),
             admin_key_pem: admin_key.serialize_pem(),
