@@ -98,10 +98,11 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the admin address {}", config.admin_addr))?;
         tokio::spawn(serve_metrics(admin, registry.clone()));
         tracing::info!(addr = %config.identity_addr, "identity gRPC listening");
+        let listener = tokio::net::TcpListener::bind(config.identity_addr)
+            .await
+            .with_context(|| format!("binding the identity address {}", config.identity_addr))?;
         tasks.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc.into_server())
-                .serve_with_shutdown(config.identity_addr, shutdown())
+            identity::serve(listener, svc, shutdown())
                 .await
                 .context("identity gRPC server")
         });

@@ -52,11 +52,11 @@ async fn serve_identity(cluster: &Cluster) -> (SocketAddr, TrustAnchors, Metrics
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc.into_server())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    tokio::spawn(strait_control_plane::identity::serve(
+        listener,
+        svc,
+        std::future::pending(),
+    ));
     (addr, anchor.as_anchors().unwrap(), metrics)
 }
 
