@@ -94,6 +94,73 @@ async fn echo_server(anchors: &TrustAnchors, creds: strait_tls::CredentialsRecei
     addr
 }
 
+async fn issuer_secret_reload(cluster: &Cluster) {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    use strait_control_plane::identity::{IssuerSource, watch_issuer};
+    cluster.ensure_namespace("strait").await.unwrap();
+    let now = SystemTime::now();
+    let anchor = Issuer::generate_anchor("cluster.local", DEFAULT_ANCHOR_LIFETIME, now).unwrap();
+    let make = |issuer: &Issuer| -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "strait-identity-issuer", "namespace": "strait"},
+            "stringData": {
+                "tls.crt": issuer.cert_pem(),
+                "tls.key": issuer.key_pem(),
+                "ca.crt": anchor.cert_pem(),
+            },
+        }))
+        .unwrap()
+    };
+    let gen_issuer = || {
+        anchor
+            .generate_issuer(
+                "identity.strait.cluster.local",
+                DEFAULT_ISSUER_LIFETIME,
+                SystemTime::now(),
+            )
+            .unwrap()
+    };
+    let (first, second) = (gen_issuer(), gen_issuer());
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), "strait");
+    secrets
+        .create(&PostParams::default(), &make(&first))
+        .await
+        .unwrap();
+    let (mut rx, task) = watch_issuer(
+        IssuerSource::Secret {
+            client: cluster.client(),
+            namespace: "strait".into(),
+            name: "strait-identity-issuer".into(),
+        },
+        Duration::from_millis(200),
+        Metrics::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rx.borrow_and_update().cert(), first.cert());
+    let mut next = make(&second);
+    next.metadata.resource_version = secrets
+        .get("strait-identity-issuer")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    secrets
+        .replace("strait-identity-issuer", &PostParams::default(), &next)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|i| i.cert() == second.cert()),
+    )
+    .await
+    .expect("the issuer from the updated Secret is published")
+    .unwrap();
+    task.abort();
+}
+
 async fn echo(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, msg: &[u8]) {
     tls.write_all(msg).await.unwrap();
     let mut buf = vec![0u8; msg.len()];
@@ -182,7 +249,11 @@ async fn identity_on_a_real_api_server() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
 
-    // 4. Rotation: web renews at 70% of a 1-minute lifetime (~42 s).
+    // 4. The issuer is reloaded when its Secret (cert-manager's kubernetes.io/tls shape)
+    //    changes.
+    issuer_secret_reload(&cluster).await;
+
+    // 5. Rotation: web renews at 70% of a 1-minute lifetime (~42 s).
     let (tx, mut rx) = credentials_channel(None);
     let renewer = tokio::spawn(
         IdentityClient::new(
