@@ -70,6 +70,20 @@ async fn main() -> anyhow::Result<()> {
         )
         .await
         .context("loading the issuer")?;
+        if let Some(anchors) = &config.trust_anchors {
+            let probe = strait_core::identity::Identity::new(
+                "identity-check",
+                &config.settings.control_namespace,
+                &config.settings.control_namespace,
+                &config.settings.trust_domain,
+            )
+            .context("probe identity")?;
+            issuer
+                .borrow()
+                .verify_against(anchors, &probe)
+                .context("checking the issuer against --trust-anchors")?;
+            tracing::info!("the issuer chains to the trust anchors");
+        }
         let svc = IdentityService::new(
             config.settings.clone(),
             issuer,

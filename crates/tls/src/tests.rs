@@ -384,3 +384,16 @@ fn verify_chain_checks_anchor_name_and_time() {
         Some(HandshakeFailure::Expired)
     );
 }
+
+#[test]
+fn an_issuer_is_checked_against_the_anchors() {
+    let (ours, theirs) = (ca(), ca());
+    ours.issuer
+        .verify_against(&ours.anchors, &id("probe"))
+        .unwrap();
+    let e = ours
+        .issuer
+        .verify_against(&theirs.anchors, &id("probe"))
+        .unwrap_err();
+    assert!(matches!(e, TlsError::IssuerNotTrusted { .. }), "{e}");
+}
