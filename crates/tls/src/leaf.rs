@@ -155,9 +155,11 @@ impl Issuer {
         let req = generate_csr(probe)?;
         let leaf = self.issue(&req.csr, probe, Duration::from_secs(60), now)?;
         crate::config::verify_chain(anchors, probe, &leaf.chain(), now).map_err(|e| {
-            TlsError::IssuerNotTrusted {
-                reason: e.to_string(),
-            }
+            let reason = match e {
+                TlsError::Handshake { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            TlsError::IssuerNotTrusted { reason }
         })
     }
 }
