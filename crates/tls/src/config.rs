@@ -76,12 +76,84 @@ pub fn client_config(
             side: "client",
             source,
         })?
-        .with_root_certificates(anchors.root_store())
+        // A custom verifier makes verification stricter, never looser: see `ExactIdentity`.
+        .dangerous()
+        .with_custom_certificate_verifier(ExactIdentity::new(anchors)?)
         .with_client_cert_resolver(Arc::new(CertResolver::new(creds)));
     // See server_config: full handshakes only.
     cfg.resumption = rustls::client::Resumption::disabled();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
+}
+
+/// WebPKI verification (chain to the anchors, validity, ServerAuth, name) plus one rule:
+/// the certificate names exactly one DNS identity, the one expected. A certificate that also
+/// names something else (or a wildcard) is refused as not valid for the name.
+#[derive(Debug)]
+struct ExactIdentity {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ExactIdentity {
+    fn new(anchors: &TrustAnchors) -> Result<Arc<Self>, TlsError> {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            anchors.root_store(),
+            provider(),
+        )
+        .build()
+        .map_err(TlsError::Verifier)?;
+        Ok(Arc::new(Self { inner }))
+    }
+}
+
+impl ServerCertVerifier for ExactIdentity {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let names = dns_names(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        match (names.as_slice(), server_name) {
+            ([one], ServerName::DnsName(expected)) if one == expected.as_ref() => Ok(ok),
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Connects over `io`, sending `server` as SNI and accepting only its certificate.
@@ -138,10 +210,7 @@ pub fn verify_chain(
     chain: &[rustls_pki_types::CertificateDer<'static>],
     now: std::time::SystemTime,
 ) -> Result<(), TlsError> {
-    use rustls::client::WebPkiServerVerifier;
-    let verifier = WebPkiServerVerifier::builder_with_provider(anchors.root_store(), provider())
-        .build()
-        .map_err(TlsError::Verifier)?;
+    let verifier = ExactIdentity::new(anchors)?;
     let (leaf, rest) = chain.split_first().ok_or(TlsError::NoPeerCertificate)?;
     let name = ServerName::try_from(identity.to_string())
         .map_err(|_| TlsError::ServerName(identity.to_string()))?;
