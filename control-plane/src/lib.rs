@@ -7,10 +7,11 @@
 //! ```text
 //!  strait-control-plane
 //!   ├── identity     :8080  Certify: TokenReview → leaf signed by the cluster's issuer
-//!   └── destination  :8086  Get / GetProfile
+//!   └── destination  :8086  Get / GetProfile from Services, EndpointSlices and Pods
 //! ```
 //!
-//! `main.rs` only parses flags (see [`identity::config`]) and wires the services up.
+//! Start with [`identity::IdentityService`] and [`destination::Discovery`]; `main.rs` only
+//! parses the configuration and wires them up.
 
 pub mod destination;
 pub mod identity;

@@ -13,5 +13,6 @@
 pub mod identity;
 pub mod labels;
 pub mod ports;
+pub mod transport_header;
 
 pub use identity::{Identity, IdentityError};
