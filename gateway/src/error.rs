@@ -64,6 +64,9 @@ impl Refusal {
             Self::Resolve { source, .. } if matches!(**source, ResolveError::NoEndpoints) => {
                 "no_endpoints"
             }
+            Self::Resolve { source, .. } if matches!(**source, ResolveError::Unknown(_)) => {
+                "unknown_target"
+            }
             Self::Resolve { .. } => "resolve_failed",
             Self::PlaintextForbidden(_) => "plaintext_forbidden",
             Self::Connect { .. } => "connect_failed",
@@ -98,6 +101,8 @@ pub enum HeaderError {
 pub enum ResolveError {
     #[error("the destination service has no ready endpoints for it")]
     NoEndpoints,
+    #[error("the destination service knows no such Service: {0}")]
+    Unknown(#[source] tonic::Status),
     #[error("the destination service answered {0}")]
     Status(#[source] tonic::Status),
     #[error("the destination stream ended without an answer")]

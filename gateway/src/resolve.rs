@@ -76,13 +76,9 @@ impl Resolve for DestinationResolver {
         let timeout = self.timeout;
         Box::pin(async move {
             let ask = async {
-                let mut stream = client
-                    .get(req)
-                    .await
-                    .map_err(ResolveError::Status)?
-                    .into_inner();
+                let mut stream = client.get(req).await.map_err(status)?.into_inner();
                 loop {
-                    match stream.message().await.map_err(ResolveError::Status)? {
+                    match stream.message().await.map_err(status)? {
                         None => return Err(ResolveError::StreamEnded),
                         Some(u) => match u.update {
                             Some(pb::update::Update::Add(set)) => return endpoints(set),
@@ -98,6 +94,15 @@ impl Resolve for DestinationResolver {
                 .await
                 .map_err(|_| ResolveError::Timeout)?
         })
+    }
+}
+
+/// NotFound and InvalidArgument mean the name is not a Service here (the client's fault);
+/// anything else is the destination service's trouble.
+fn status(s: tonic::Status) -> ResolveError {
+    match s.code() {
+        tonic::Code::NotFound | tonic::Code::InvalidArgument => ResolveError::Unknown(s),
+        _ => ResolveError::Status(s),
     }
 }
 
