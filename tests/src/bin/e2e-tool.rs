@@ -3,6 +3,9 @@
 //! - `e2e-tool serve-http <port>`: an HTTP/1.1 server answering every request with
 //!   `hello from <POD_NAME>`.
 //! - `e2e-tool get <ip:port> [path]`: one HTTP/1.1 GET; prints the body, exits 1 on failure.
+//! - `e2e-tool serve-echo-http <port>`: HTTP/1.1 and HTTP/2 (prior knowledge) on one port;
+//!   answers `pod=<POD_NAME> version=<v> host=<Host or :authority> forwarded=<Forwarded>`.
+//! - `e2e-tool serve-tcp-echo <port>`: echoes every byte back.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +18,14 @@ fn main() {
             .get(1)
             .ok_or("serve-http needs a port".to_owned())
             .and_then(|p| serve(p)),
+        Some("serve-echo-http") => args
+            .get(1)
+            .ok_or("serve-echo-http needs a port".to_owned())
+            .and_then(|p| serve_async(p, true)),
+        Some("serve-tcp-echo") => args
+            .get(1)
+            .ok_or("serve-tcp-echo needs a port".to_owned())
+            .and_then(|p| serve_async(p, false)),
         Some("get") => match args.get(1) {
             Some(addr) => get(addr, args.get(2).map(String::as_str).unwrap_or("/")),
             None => Err("get needs <ip:port>".to_owned()),
@@ -82,4 +93,68 @@ fn get(addr: &str, path: &str) -> Result<(), String> {
     }
     print!("{body}");
     Ok(())
+}
+
+fn serve_async(port: &str, http: bool) -> Result<(), String> {
+    let port: u16 = port
+        .parse()
+        .map_err(|e| format!("bad port {port:?}: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .map_err(|e| format!("bind :{port}: {e}"))?;
+        let name = std::env::var("POD_NAME").unwrap_or_else(|_| "unknown".into());
+        eprintln!(
+            "serving {} on :{port} as {name}",
+            if http { "HTTP/1+2 echo" } else { "TCP echo" }
+        );
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let name = name.clone();
+            tokio::spawn(async move {
+                if !http {
+                    let (mut r, mut w) = conn.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    return;
+                }
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let h = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let host = req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .unwrap_or_else(|| h("host"));
+                        let body = format!(
+                            "pod={name} version={:?} host={host} forwarded={}",
+                            req.version(),
+                            h("forwarded")
+                        );
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(conn), svc)
+                .await;
+            });
+        }
+    })
 }

@@ -1,0 +1,485 @@
+//! In-memory tests of the whole per-connection path: TLS, refusals and forwarding over
+//! duplex pipes, with a fake resolver and a dialer that hands out pipes.
+#![allow(clippy::unwrap_used)]
+
+use crate::authz::{self, Policy};
+use crate::connect::{BoxIo, Connector, Dial};
+use crate::error::ResolveError;
+use crate::listener::{Gateway, GatewayConfig};
+use crate::metrics::Metrics;
+use crate::resolve::{Endpoint, Resolve, Target};
+use futures::future::BoxFuture;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use strait_core::identity::Identity;
+use strait_core::transport_header::{ALPN, PREFACE, SessionProtocol, TransportHeader};
+use strait_tls::rustls::ClientConfig;
+use strait_tls::{Credentials, Issuer, TrustAnchors};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_util::sync::CancellationToken;
+
+const GW: &str = "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local";
+const CLIENT: &str = "web.shop.serviceaccount.identity.strait.cluster.local";
+const TARGET_ID: &str = "api.shop.serviceaccount.identity.strait.cluster.local";
+
+struct Pki {
+    anchors: TrustAnchors,
+    issuer: Issuer,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let now = SystemTime::now();
+        let anchor =
+            Issuer::generate_anchor("cluster.local", strait_tls::DEFAULT_ANCHOR_LIFETIME, now)
+                .unwrap();
+        let issuer = anchor
+            .generate_issuer(
+                "identity.strait.cluster.local",
+                strait_tls::DEFAULT_ISSUER_LIFETIME,
+                now,
+            )
+            .unwrap();
+        Self {
+            anchors: anchor.as_anchors().unwrap(),
+            issuer,
+        }
+    }
+
+    fn creds(&self, id: &str) -> Credentials {
+        let id: Identity = id.parse().unwrap();
+        let req = strait_tls::generate_csr(&id).unwrap();
+        let leaf = self
+            .issuer
+            .issue(
+                &req.csr,
+                &id,
+                strait_tls::DEFAULT_LEAF_LIFETIME,
+                SystemTime::now(),
+            )
+            .unwrap();
+        Credentials::new(id, leaf.chain(), req.key).unwrap()
+    }
+
+    fn client(&self, id: Option<&str>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        let (_tx, rx) = strait_tls::credentials_channel(id.map(|i| self.creds(i)));
+        strait_tls::client_config(&self.anchors, rx, alpn).unwrap()
+    }
+}
+
+/// Resolves every target to the same endpoints.
+struct FixedResolver(Vec<Endpoint>);
+impl Resolve for FixedResolver {
+    fn resolve(&self, _t: &Target) -> BoxFuture<'static, Result<Vec<Endpoint>, ResolveError>> {
+        let eps = self.0.clone();
+        Box::pin(async move {
+            if eps.is_empty() {
+                Err(ResolveError::NoEndpoints)
+            } else {
+                Ok(eps)
+            }
+        })
+    }
+}
+
+/// Each dial returns a pipe whose other end is sent to the test.
+struct PipeDial(tokio::sync::mpsc::UnboundedSender<(SocketAddr, DuplexStream)>);
+impl Dial for PipeDial {
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'static, std::io::Result<BoxIo>> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let sent = self.0.send((addr, b));
+        Box::pin(async move {
+            sent.map_err(|_| std::io::Error::other("test ended"))?;
+            Ok(Box::new(a) as BoxIo)
+        })
+    }
+}
+
+struct Fixture {
+    pki: Pki,
+    gateway: Gateway,
+    registry: Registry,
+    dialed: tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, DuplexStream)>,
+}
+
+fn endpoint(meshed: bool) -> Endpoint {
+    Endpoint {
+        addr: "198.18.0.10:8080".parse().unwrap(),
+        identity: meshed.then(|| TARGET_ID.parse().unwrap()),
+        opaque_transport_port: meshed.then_some(4143),
+    }
+}
+
+fn fixture(policy: Policy, endpoints: Vec<Endpoint>, forbid_plaintext: bool) -> Fixture {
+    let pki = Pki::new();
+    let (_tx, rx) = strait_tls::credentials_channel(Some(pki.creds(GW)));
+    let crate::app::TlsConfigs { server, client, .. } =
+        crate::tls_configs(&pki.anchors, rx).unwrap();
+    let (tx, dialed) = tokio::sync::mpsc::unbounded_channel();
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let gateway = Gateway::new(
+        GatewayConfig {
+            identity: GW.parse().unwrap(),
+            cluster_domain: "cluster.local".into(),
+            forbid_plaintext,
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_millis(300),
+        },
+        server,
+        authz::fixed(policy),
+        Arc::new(FixedResolver(endpoints)),
+        Connector::new(Arc::new(PipeDial(tx)), client, Duration::from_secs(5)),
+        metrics,
+    );
+    Fixture {
+        pki,
+        gateway,
+        registry,
+        dialed,
+    }
+}
+
+impl Fixture {
+    /// Starts the gateway on one end of a pipe; returns the other end and the result.
+    fn accept(
+        &self,
+    ) -> (
+        DuplexStream,
+        tokio::task::JoinHandle<Result<(), crate::Refusal>>,
+    ) {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let gw = self.gateway.clone();
+        let task = tokio::spawn(async move {
+            gw.serve_connection(
+                s,
+                "127.0.0.1:5555".parse().unwrap(),
+                CancellationToken::new(),
+            )
+            .await
+        });
+        (c, task)
+    }
+
+    fn metrics(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry).unwrap();
+        s
+    }
+
+    /// Connects as `client`, sends `bytes` after the handshake, and returns the refusal label.
+    async fn refused(&self, cfg: Arc<ClientConfig>, bytes: &[u8]) -> &'static str {
+        let (c, task) = self.accept();
+        let gw: Identity = GW.parse().unwrap();
+        let bytes = bytes.to_vec();
+        let client = tokio::spawn(async move {
+            if let Ok(mut tls) = strait_tls::connect(cfg, &gw, c).await {
+                let _ = tls.write_all(&bytes).await;
+                let mut sink = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut sink)).await;
+            }
+        });
+        let r = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        client.abort();
+        let label = r.unwrap_err().metric_label();
+        assert!(
+            self.metrics()
+                .contains(&format!("gateway_refused_total{{reason=\"{label}\"}} 1")),
+            "{}",
+            self.metrics()
+        );
+        label
+    }
+}
+
+fn header(name: &str, port: u16, protocol: Option<SessionProtocol>) -> Vec<u8> {
+    TransportHeader {
+        port,
+        name: Some(name.into()),
+        protocol,
+    }
+    .encode()
+}
+
+const WEB: &str = "web.shop.svc.cluster.local";
+
+#[tokio::test]
+async fn refuses_a_client_without_a_certificate() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let cfg = f.pki.client(None, &[ALPN]);
+    assert_eq!(f.refused(cfg, b"").await, "no_client_certificate");
+}
+
+#[tokio::test]
+async fn refuses_another_trust_anchor() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let other = Pki::new();
+    // Trusts our anchor for the server, but presents a certificate from another anchor.
+    let (_tx, rx) = strait_tls::credentials_channel(Some(other.creds(CLIENT)));
+    let cfg = strait_tls::client_config(&f.pki.anchors, rx, &[ALPN]).unwrap();
+    assert_eq!(f.refused(cfg, b"").await, "unknown_trust_anchor");
+}
+
+#[tokio::test]
+async fn refuses_a_client_without_alpn() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let cfg = f.pki.client(Some(CLIENT), &[]);
+    assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "no_alpn");
+}
+
+#[tokio::test]
+async fn refuses_malformed_and_oversized_headers() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    assert_eq!(
+        f.refused(cfg.clone(), b"GET / HTTP/1.1\r\n\r\n").await,
+        "header_malformed"
+    );
+    let mut big = PREFACE.to_vec();
+    big.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    assert_eq!(f.refused(cfg.clone(), &big).await, "header_too_long");
+    // A valid frame whose message is not protobuf.
+    let mut junk = PREFACE.to_vec();
+    junk.extend_from_slice(&3u32.to_be_bytes());
+    junk.extend_from_slice(&[0xff, 0xff, 0xff]);
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    assert_eq!(f.refused(cfg, &junk).await, "header_malformed");
+}
+
+#[tokio::test]
+async fn refuses_ports_outside_the_range() {
+    for port in [0i64, 70000, -1] {
+        let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+        let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+        // field 1 (port), varint; int32 negatives are 10-byte varints.
+        let mut msg = vec![0x08];
+        let mut v = port as u64;
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                msg.push(b);
+                break;
+            }
+            msg.push(b | 0x80);
+        }
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&msg);
+        assert_eq!(f.refused(cfg, &bytes).await, "invalid_port", "{port}");
+    }
+}
+
+#[tokio::test]
+async fn refuses_names_outside_the_cluster_domain() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let h = header("web.shop.svc.other.example", 80, None);
+    assert_eq!(f.refused(cfg, &h).await, "name_outside_domain");
+}
+
+#[tokio::test]
+async fn refuses_a_loop() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let cfg = f.pki.client(Some(GW), &[ALPN]);
+    assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "loop");
+}
+
+#[tokio::test]
+async fn refuses_identities_outside_the_allow_list() {
+    let policy = Policy::parse("*.payments.serviceaccount.identity.strait.cluster.local").unwrap();
+    let f = fixture(policy, vec![endpoint(false)], false);
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "unauthorized");
+}
+
+#[tokio::test]
+async fn refuses_a_silent_client() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    assert_eq!(f.refused(cfg, b"").await, "header_timeout");
+}
+
+#[tokio::test]
+async fn refuses_plaintext_targets_when_forbidden_and_unknown_targets() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], true);
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    assert_eq!(
+        f.refused(cfg, &header(WEB, 80, None)).await,
+        "plaintext_forbidden"
+    );
+    let f = fixture(Policy::AllowAll, vec![], false);
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "no_endpoints");
+}
+
+/// Connects as CLIENT and sends a header; returns the client stream.
+async fn connect(
+    f: &Fixture,
+    h: Vec<u8>,
+) -> (
+    strait_tls::tokio_rustls::client::TlsStream<DuplexStream>,
+    tokio::task::JoinHandle<Result<(), crate::Refusal>>,
+) {
+    let (c, task) = f.accept();
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let mut tls = strait_tls::connect(cfg, &GW.parse().unwrap(), c)
+        .await
+        .unwrap();
+    tls.write_all(&h).await.unwrap();
+    (tls, task)
+}
+
+#[tokio::test]
+async fn opaque_bytes_reach_an_unmeshed_target_and_come_back() {
+    let mut f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let (mut tls, task) = connect(&f, header(WEB, 8080, None)).await;
+    tls.write_all(b"ping").await.unwrap();
+    let (addr, mut target) = f.dialed.recv().await.unwrap();
+    assert_eq!(addr, endpoint(false).addr, "plain TCP to the pod port");
+    let mut buf = [0u8; 4];
+    target.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    target.write_all(b"pong").await.unwrap();
+    drop(target);
+    let mut back = Vec::new();
+    tls.read_to_end(&mut back).await.unwrap_or_default();
+    assert_eq!(back, b"pong");
+    drop(tls);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let m = f.metrics();
+    assert!(
+        m.contains(&format!(
+            "gateway_connections_total{{client_id=\"{CLIENT}\",target=\"{WEB}:8080\"}} 1"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("direction=\"ToTarget\"} 4"), "{m}");
+}
+
+#[tokio::test]
+async fn meshed_targets_get_mtls_and_a_header_with_the_pod_port() {
+    let mut f = fixture(Policy::AllowAll, vec![endpoint(true)], false);
+    let (mut tls, _task) = connect(&f, header(WEB, 8080, Some(SessionProtocol::Http1))).await;
+    let (addr, target) = f.dialed.recv().await.unwrap();
+    assert_eq!(addr, "198.18.0.10:4143".parse::<SocketAddr>().unwrap());
+    // The target's proxy: mTLS as TARGET_ID, sees the gateway's identity and a header.
+    let (_tx, rx) = strait_tls::credentials_channel(Some(f.pki.creds(TARGET_ID)));
+    let server = strait_tls::server_config(
+        &f.pki.anchors,
+        rx,
+        strait_tls::ClientAuth::Required,
+        &[ALPN],
+    )
+    .unwrap();
+    let mut inbound = strait_tls::accept(server, target).await.unwrap();
+    assert_eq!(
+        strait_tls::peer_identity(inbound.get_ref().1)
+            .unwrap()
+            .to_string(),
+        GW
+    );
+    let h = crate::header::read(&mut inbound, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(h.port, 8080);
+    assert_eq!(h.name, None);
+    assert_eq!(h.protocol, Some(SessionProtocol::Http1));
+
+    // An HTTP/1 request goes through with Forwarded and the target's Host.
+    tls.write_all(b"GET /x HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        inbound.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_lowercase();
+    assert!(head.starts_with("get /x http/1.1\r\n"), "{head}");
+    assert!(
+        head.contains("host: web.shop.svc.cluster.local:8080\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!(
+            "forwarded: by={GW};for={CLIENT};host=\"web-east.shop.svc.cluster.local:80\";proto=https"
+        )),
+        "{head}"
+    );
+    inbound
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+    let mut rsp = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut rsp))
+        .await
+        .unwrap()
+        .unwrap();
+    let rsp = String::from_utf8_lossy(&rsp[..n]).to_string();
+    assert!(rsp.starts_with("HTTP/1.1 200 OK"), "{rsp}");
+    assert!(rsp.ends_with("ok"), "{rsp}");
+    assert!(
+        f.metrics().contains("gateway_requests_total"),
+        "{}",
+        f.metrics()
+    );
+}
+
+#[tokio::test]
+async fn a_reloaded_allow_list_applies_to_the_next_connection() {
+    // The policy channel is what the file watcher feeds; switch it by hand here.
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(Policy::AllowAll));
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let gw = Gateway::new(
+        GatewayConfig {
+            identity: GW.parse().unwrap(),
+            cluster_domain: "cluster.local".into(),
+            forbid_plaintext: false,
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_millis(300),
+        },
+        crate::tls_configs(
+            &f.pki.anchors,
+            strait_tls::credentials_channel(Some(f.pki.creds(GW))).1,
+        )
+        .unwrap()
+        .server,
+        rx,
+        Arc::new(FixedResolver(vec![])),
+        Connector::new(
+            Arc::new(crate::connect::TcpDial),
+            f.pki.client(Some(GW), &[ALPN]),
+            Duration::from_secs(1),
+        ),
+        Metrics::default(),
+    );
+    let try_once = |gw: Gateway, cfg| async move {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            gw.serve_connection(s, "127.0.0.1:1".parse().unwrap(), CancellationToken::new())
+                .await
+        });
+        let mut tls = strait_tls::connect(cfg, &GW.parse().unwrap(), c)
+            .await
+            .unwrap();
+        let _ = tls.write_all(&header(WEB, 80, None)).await;
+        task.await.unwrap().unwrap_err().metric_label()
+    };
+    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    assert_eq!(try_once(gw.clone(), cfg.clone()).await, "no_endpoints");
+    tx.send_replace(Arc::new(Policy::parse("").unwrap()));
+    assert_eq!(try_once(gw.clone(), cfg).await, "unauthorized");
+}

@@ -1,0 +1,487 @@
+//! The gateway end to end on a real local cluster: a web pod in `east` behind a Service, the
+//! east destination service in-process, and the gateway (the library's `run`, the same code
+//! the binary runs, with files on disk and the TLS admin server) bound to 127.0.0.1. Clients
+//! are hand-made with strait_tls (mTLS + ALPN + transport header), as a linked cluster's
+//! proxy would be. The gateway reaches the pod over the pod network.
+//!
+//! Cases, in order: HTTP/1, HTTP/2 and opaque TCP reach the pod; the gateway's metrics name
+//! the client's identity; each refusal reason is counted; a restarted gateway serves the
+//! same client again; shutdown drains within its bound.
+#![allow(clippy::unwrap_used)]
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::PostParams;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use strait_control_plane::destination::{self, DestinationConfig, Discovery, Metrics};
+use strait_core::identity::Identity;
+use strait_core::transport_header::{ALPN, PREFACE, SessionProtocol, TransportHeader};
+use strait_localcluster::{Cluster, ClusterConfig, PodSpec};
+use strait_tls::rustls::ClientConfig;
+use strait_tls::{Credentials, Issuer, TrustAnchors};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Tls = strait_tls::tokio_rustls::client::TlsStream<TcpStream>;
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOOL: &str = env!("CARGO_BIN_EXE_e2e-tool");
+const NS: &str = "shop";
+const GW: &str = "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local";
+/// A workload of the linked cluster `west`.
+const CLIENT: &str = "frontend.shop.serviceaccount.identity.strait.cluster.local";
+const WEB: &str = "web.shop.svc.cluster.local";
+
+struct Pki {
+    anchors: TrustAnchors,
+    issuer: Issuer,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let now = SystemTime::now();
+        let anchor =
+            Issuer::generate_anchor("cluster.local", strait_tls::DEFAULT_ANCHOR_LIFETIME, now)
+                .unwrap();
+        let issuer = anchor
+            .generate_issuer(
+                "identity.strait.cluster.local",
+                strait_tls::DEFAULT_ISSUER_LIFETIME,
+                now,
+            )
+            .unwrap();
+        Self {
+            anchors: anchor.as_anchors().unwrap(),
+            issuer,
+        }
+    }
+
+    /// A leaf for `id`: its chain and PKCS#8 key, DER.
+    fn leaf(
+        &self,
+        id: &str,
+    ) -> (
+        Vec<strait_tls::rustls::pki_types::CertificateDer<'static>>,
+        Vec<u8>,
+    ) {
+        let id: Identity = id.parse().unwrap();
+        let req = strait_tls::generate_csr(&id).unwrap();
+        let leaf = self
+            .issuer
+            .issue(
+                &req.csr,
+                &id,
+                strait_tls::DEFAULT_LEAF_LIFETIME,
+                SystemTime::now(),
+            )
+            .unwrap();
+        (leaf.chain(), req.key.secret_der().to_vec())
+    }
+
+    fn client(&self, id: Option<&str>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        let creds = id.map(|id| {
+            let (chain, key) = self.leaf(id);
+            Credentials::new(
+                id.parse().unwrap(),
+                chain,
+                strait_tls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+            )
+            .unwrap()
+        });
+        let (_tx, rx) = strait_tls::credentials_channel(creds);
+        strait_tls::client_config(&self.anchors, rx, alpn).unwrap()
+    }
+
+    /// Writes the gateway's cert, key and the anchors into `dir`.
+    fn write_gateway_files(&self, dir: &Path) {
+        let (chain, key) = self.leaf(GW);
+        let chain_pem = TrustAnchors::from_certs(chain).unwrap().to_pem();
+        std::fs::write(dir.join("gw.crt"), chain_pem).unwrap();
+        std::fs::write(dir.join("gw.key"), pem("PRIVATE KEY", &key)).unwrap();
+        std::fs::write(dir.join("ca.crt"), self.anchors.to_pem()).unwrap();
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn header(name: &str, port: u16, protocol: Option<SessionProtocol>) -> Vec<u8> {
+    TransportHeader {
+        port,
+        name: Some(name.into()),
+        protocol,
+    }
+    .encode()
+}
+
+/// mTLS to the gateway, then `bytes` (normally a transport header).
+async fn open(gw: SocketAddr, cfg: Arc<ClientConfig>, bytes: &[u8]) -> Result<Tls, Error> {
+    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(gw)).await??;
+    let mut tls = strait_tls::connect(cfg, &GW.parse()?, tcp).await?;
+    tls.write_all(bytes).await?;
+    Ok(tls)
+}
+
+/// One HTTP request through the gateway with the session protocol `p`; returns the body.
+async fn http_get(
+    gw: SocketAddr,
+    cfg: Arc<ClientConfig>,
+    p: SessionProtocol,
+) -> Result<String, Error> {
+    let tls = open(gw, cfg, &header(WEB, 81, Some(p))).await?;
+    let io = TokioIo::new(tls);
+    let rsp = match p {
+        SessionProtocol::Http1 => {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            let req = http::Request::get("/hello")
+                .header("host", "web-east.shop.svc.cluster.local:81")
+                .body(Empty::<Bytes>::new())?;
+            send.send_request(req).await?
+        }
+        SessionProtocol::Http2 => {
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            let req = http::Request::post("http://web-east.shop.svc.cluster.local:81/pkg.Svc/Call")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Empty::<Bytes>::new())?;
+            send.send_request(req).await?
+        }
+    };
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await?.to_bytes();
+    let body = String::from_utf8_lossy(&body).to_string();
+    if !status.is_success() {
+        return Err(format!("{status}: {body}").into());
+    }
+    Ok(body)
+}
+
+/// GET over TLS to the admin port, verifying the gateway's identity.
+async fn admin_get(pki: &Pki, addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
+    let cfg = pki.client(None, &[b"http/1.1"]);
+    let tcp = TcpStream::connect(addr).await?;
+    let tls = strait_tls::connect(cfg, &GW.parse()?, tcp).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let rsp = send
+        .send_request(
+            http::Request::get(path)
+                .header("host", "gateway")
+                .body(Empty::<Bytes>::new())?,
+        )
+        .await?;
+    let status = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).to_string()))
+}
+
+/// Waits (bounded) until the metrics contain every one of `needles`.
+async fn metrics_contain(
+    pki: &Pki,
+    admin: SocketAddr,
+    needles: &[String],
+) -> Result<String, Error> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, text) = admin_get(pki, admin, "/metrics").await?;
+        if needles.iter().all(|n| text.contains(n.as_str())) {
+            return Ok(text);
+        }
+        if tokio::time::Instant::now() > deadline {
+            let missing: Vec<_> = needles
+                .iter()
+                .filter(|n| !text.contains(n.as_str()))
+                .collect();
+            return Err(format!("metrics lack {missing:?}:\n{text}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), strait_gateway::StartError>>,
+}
+
+fn start_gateway(args: &strait_gateway::Args) -> Running {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(strait_gateway::run(args.clone(), shutdown.clone()));
+    Running { shutdown, task }
+}
+
+/// Waits until the gateway answers /ready.
+async fn ready(pki: &Pki, admin: SocketAddr) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok((200, _)) = admin_get(pki, admin, "/ready").await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("the gateway never became ready".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway() -> Result<(), Error> {
+    strait_localcluster::require_root()?;
+    let east = Cluster::start(ClusterConfig::new("east")).await?;
+    east.ensure_namespace(NS).await?;
+    let services = Api::<Service>::namespaced(east.client(), NS);
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "namespace": NS},
+                "spec": {"selector": {"app": "web"}, "ports": [
+                    {"name": "http", "port": 80, "targetPort": 8080},
+                    {"name": "echo", "port": 81, "targetPort": 8081},
+                    {"name": "tcp", "port": 82, "targetPort": 8082},
+                ]},
+            }))?,
+        )
+        .await?;
+    let web = east
+        .pod(
+            PodSpec::new(NS, "web-1")
+                .label("app", "web")
+                .service_account("web")
+                .port("http", 8080)
+                .port("echo", 8081)
+                .port("tcp", 8082),
+        )
+        .await?;
+    let mut cmd = web.command(TOOL);
+    cmd.args(["serve-echo-http", "8081"]);
+    web.spawn("echo-http", cmd)?;
+    let mut cmd = web.command(TOOL);
+    cmd.args(["serve-tcp-echo", "8082"]);
+    web.spawn("echo-tcp", cmd)?;
+
+    // The east destination service, in-process.
+    let discovery = Discovery::spawn(east.client());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let config = DestinationConfig {
+        cluster_domain: east.cluster_domain().to_owned(),
+        ..DestinationConfig::default()
+    };
+    let svc = discovery.service(config, metrics);
+    let dst_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dst_addr = dst_listener.local_addr()?;
+    tokio::spawn(destination::serve(
+        dst_listener,
+        svc,
+        std::future::pending(),
+    ));
+    tokio::time::timeout(WAIT, discovery.synced()).await?;
+
+    // The gateway, from files on disk, as the binary would run it.
+    let pki = Pki::new();
+    let dir = tempfile::tempdir()?;
+    pki.write_gateway_files(dir.path());
+    let gw: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let args = <strait_gateway::Args as clap::Parser>::try_parse_from([
+        "strait-gateway".to_owned(),
+        format!("--listen-addr={gw}"),
+        format!("--admin-addr={admin}"),
+        format!("--cert={}", dir.path().join("gw.crt").display()),
+        format!("--key={}", dir.path().join("gw.key").display()),
+        format!("--trust-anchors={}", dir.path().join("ca.crt").display()),
+        format!("--destination=http://{dst_addr}"),
+        format!("--cluster-domain={}", east.cluster_domain()),
+        "--drain-timeout=2s".to_owned(),
+        "--header-timeout=2s".to_owned(),
+    ])?;
+    let running = start_gateway(&args);
+    ready(&pki, admin).await?;
+
+    let result = async {
+        let client = pki.client(Some(CLIENT), &[ALPN]);
+        forwards_http_and_tcp(gw, client.clone()).await?;
+        metrics_contain(
+            &pki,
+            admin,
+            &[
+                format!("gateway_connections_total{{client_id=\"{CLIENT}\",target=\"{WEB}:81\"}} 2"),
+                format!("gateway_connections_total{{client_id=\"{CLIENT}\",target=\"{WEB}:82\"}} 1"),
+                format!("gateway_requests_total{{client_id=\"{CLIENT}\",target=\"{WEB}:81\"}}"),
+                format!("gateway_request_latency_seconds_count{{client_id=\"{CLIENT}\",target=\"{WEB}:81\"}}"),
+                format!("gateway_bytes_total{{client_id=\"{CLIENT}\",target=\"{WEB}:82\",direction=\"ToClient\"}} 5"),
+            ],
+        )
+        .await?;
+        refusals(&pki, gw, admin).await?;
+        let running = restart_and_drain(&pki, &args, running, gw, admin).await?;
+        running.shutdown.cancel();
+        let _ = tokio::time::timeout(WAIT, running.task).await;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}", web.log_tails(30));
+    }
+    result
+}
+
+async fn forwards_http_and_tcp(gw: SocketAddr, client: Arc<ClientConfig>) -> Result<(), Error> {
+    let forwarded = format!(
+        "forwarded=by={GW};for={CLIENT};host=\"web-east.shop.svc.cluster.local:81\";proto=https"
+    );
+    let body = http_get(gw, client.clone(), SessionProtocol::Http1).await?;
+    assert!(body.starts_with("pod=web-1 version=HTTP/1.1"), "{body}");
+    assert!(body.contains(&format!("host={WEB}:81 ")), "{body}");
+    assert!(body.ends_with(&forwarded), "{body}");
+
+    let body = http_get(gw, client.clone(), SessionProtocol::Http2).await?;
+    assert!(body.starts_with("pod=web-1 version=HTTP/2.0"), "{body}");
+    assert!(body.contains(&format!("host={WEB}:81 ")), "{body}");
+    assert!(body.ends_with(&forwarded), "{body}");
+
+    let mut tls = open(gw, client, &header(WEB, 82, None)).await?;
+    tls.write_all(b"hello").await?;
+    let mut back = [0u8; 5];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut back)).await??;
+    assert_eq!(&back, b"hello");
+    tls.shutdown().await?;
+    Ok(())
+}
+
+/// Each refusal, with a hand-made client; the reasons show in the metrics.
+async fn refusals(pki: &Pki, gw: SocketAddr, admin: SocketAddr) -> Result<(), Error> {
+    let good = pki.client(Some(CLIENT), &[ALPN]);
+    let other_anchor = {
+        let other = Pki::new();
+        let (chain, key) = other.leaf(CLIENT);
+        let creds = Credentials::new(
+            CLIENT.parse()?,
+            chain,
+            strait_tls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+        )?;
+        strait_tls::client_config(
+            &pki.anchors,
+            strait_tls::credentials_channel(Some(creds)).1,
+            &[ALPN],
+        )?
+    };
+    let mut too_long = PREFACE.to_vec();
+    too_long.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    let mut port_zero = PREFACE.to_vec();
+    port_zero.extend_from_slice(&2u32.to_be_bytes());
+    port_zero.extend_from_slice(&[0x08, 0x00]);
+    let cases: Vec<(&str, Arc<ClientConfig>, Vec<u8>)> = vec![
+        (
+            "no_client_certificate",
+            pki.client(None, &[ALPN]),
+            header(WEB, 81, None),
+        ),
+        ("unknown_trust_anchor", other_anchor, header(WEB, 81, None)),
+        (
+            "no_alpn",
+            pki.client(Some(CLIENT), &[]),
+            header(WEB, 81, None),
+        ),
+        (
+            "header_malformed",
+            good.clone(),
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        ),
+        ("header_too_long", good.clone(), too_long),
+        ("invalid_port", good.clone(), port_zero),
+        (
+            "name_outside_domain",
+            good.clone(),
+            header("web.shop.svc.elsewhere.example", 81, None),
+        ),
+        (
+            "name_outside_domain",
+            good.clone(),
+            header("kubernetes.default", 443, None),
+        ),
+        ("loop", pki.client(Some(GW), &[ALPN]), header(WEB, 81, None)),
+        (
+            "unknown_target",
+            good.clone(),
+            header("nope.shop.svc.cluster.local", 81, None),
+        ),
+    ];
+    let mut needles = Vec::new();
+    for (reason, cfg, bytes) in cases {
+        // The gateway closes the connection: the client sees an alert, an error or EOF.
+        if let Ok(mut tls) = open(gw, cfg, &bytes).await {
+            let mut sink = Vec::new();
+            let r = tokio::time::timeout(WAIT, tls.read_to_end(&mut sink)).await;
+            assert!(
+                r.is_ok(),
+                "{reason}: the gateway did not close the connection"
+            );
+            assert!(sink.is_empty(), "{reason}: the gateway answered {sink:?}");
+        }
+        needles.push(format!("gateway_refused_total{{reason=\"{reason}\"}}"));
+    }
+    metrics_contain(pki, admin, &needles).await?;
+    Ok(())
+}
+
+/// Stops the gateway with a connection open (the drain bound ends it), starts it again on the
+/// same addresses, and the same client configuration is served again.
+async fn restart_and_drain(
+    pki: &Pki,
+    args: &strait_gateway::Args,
+    running: Running,
+    gw: SocketAddr,
+    admin: SocketAddr,
+) -> Result<Running, Error> {
+    let client = pki.client(Some(CLIENT), &[ALPN]);
+    let mut open_conn = open(gw, client.clone(), &header(WEB, 82, None)).await?;
+    open_conn.write_all(b"x").await?;
+    let mut one = [0u8; 1];
+    tokio::time::timeout(WAIT, open_conn.read_exact(&mut one)).await??;
+
+    running.shutdown.cancel();
+    // Drain bound is 2s; the run returns once it passes, closing the open connection.
+    tokio::time::timeout(WAIT, running.task).await???;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, open_conn.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the drained connection was closed");
+    assert!(
+        TcpStream::connect(gw).await.is_err(),
+        "a stopped gateway no longer listens"
+    );
+
+    let running = start_gateway(args);
+    ready(pki, admin).await?;
+    let body = http_get(gw, client, SessionProtocol::Http1).await?;
+    assert!(body.starts_with("pod=web-1"), "{body}");
+    Ok(running)
+}
