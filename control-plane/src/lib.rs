@@ -15,3 +15,4 @@
 
 pub mod destination;
 pub mod identity;
+pub mod listen;

@@ -230,24 +230,11 @@ pub async fn serve(
     service: IdentityService,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = async_stream_incoming(listener);
+    let incoming = crate::listen::incoming(listener);
     tonic::transport::Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-}
-
-fn async_stream_incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|r| {
-        r.inspect(|s| {
-            if let Err(error) = s.set_nodelay(true) {
-                tracing::debug!(%error, "setting TCP_NODELAY");
-            }
-        })
-    })
 }
 
 #[tonic::async_trait]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use tracing::instrument::WithSubscriber;
 
 /// How to start a cluster. `ClusterConfig::new("east")` is enough for most tests.
 #[derive(Clone, Debug)]
@@ -205,9 +206,15 @@ impl Cluster {
                     });
                 }
             }
+            // Refused connections and 500s are expected while it starts: poll quietly, with
+            // no subscriber, so kube's client does not log each one as an error.
             let req = http::Request::get("/readyz").body(Vec::new());
             if let Ok(req) = req
-                && let Ok(body) = self.client.request_text(req).await
+                && let Ok(body) = self
+                    .client
+                    .request_text(req)
+                    .with_subscriber(tracing::subscriber::NoSubscriber::default())
+                    .await
                 && body.trim() == "ok"
             {
                 tracing::info!(cluster = %self.config.name, elapsed = ?started.elapsed(), "kube-apiserver ready");
