@@ -25,6 +25,19 @@
 
 pub mod addr;
 pub mod admin;
+pub mod cli;
 pub mod connect;
+pub mod ctx;
+pub mod detect;
+pub mod discover;
+pub mod env;
+pub mod http_client;
+pub mod http_server;
+pub mod inbound;
 pub mod io;
+pub mod iptables;
 pub mod metrics;
+pub mod orig_dst;
+pub mod outbound;
+
+pub use ctx::{Ctx, RunError, load_identity, run};
