@@ -172,6 +172,7 @@ struct Load {
     ok: usize,
     failed: usize,
     by_body: BTreeMap<String, usize>,
+    statuses: BTreeMap<String, usize>,
 }
 
 async fn load(client: &Pod, addr: &str, n: usize, conc: usize, h2: bool) -> Result<Load, Error> {
@@ -261,6 +262,8 @@ async fn proxy() -> Result<(), Error> {
     let web_addr = service(&cluster, "web", "web", 80, 8080).await?;
     let echo_addr = service(&cluster, "echo", "web", 7000, 7000).await?;
     let plain_addr = service(&cluster, "plain", "plain", 80, 8080).await?;
+    let nobody_addr = service(&cluster, "nobody", "nobody", 80, 8080).await?;
+    let dead_addr = service(&cluster, "dead", "plain", 80, 9090).await?;
 
     let mut webs = Vec::new();
     let mut web_pids = Vec::new();
@@ -413,6 +416,18 @@ async fn proxy() -> Result<(), Error> {
     });
     let r = load(&client, &outside_addr.to_string(), 5, 1, false).await?;
     assert_eq!(r.by_body.get("outside"), Some(&5));
+
+    // The proxy's own answers: 503 when a Service has no endpoint, 502 when none answers.
+    let r = load(&client, &nobody_addr, 3, 1, false).await?;
+    assert_eq!(r.statuses.get("503"), Some(&3), "{r:?}");
+    let r = load(&client, &dead_addr, 3, 1, false).await?;
+    assert_eq!(r.statuses.get("502"), Some(&3), "{r:?}");
+    let cm = metrics(&client).await;
+    assert!(
+        cm.contains("http_errors_total{direction=\"outbound\",error=\"unavailable\"} 3"),
+        "{cm}"
+    );
+    assert!(cm.contains("classification=\"failure\""), "{cm}");
 
     // A peer with the wrong identity is refused; the right one answers, also through a
     // transport header naming the app port.

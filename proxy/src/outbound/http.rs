@@ -144,3 +144,53 @@ pub fn success<B>(rsp: &Response<B>) -> bool {
         None => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
+        Box::new(e)
+    }
+
+    #[tokio::test]
+    async fn errors_map_to_502_503_504() {
+        let addr = EndpointAddr("10.0.0.1:80".parse().unwrap());
+        let timeout = ConnectError::Timeout {
+            addr,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(status_for(&*boxed(timeout)).0, StatusCode::GATEWAY_TIMEOUT);
+        let refused = ConnectError::Tcp {
+            addr,
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(status_for(&*boxed(refused)).0, StatusCode::BAD_GATEWAY);
+        let none = Unavailable(std::time::Duration::ZERO);
+        assert_eq!(status_for(&*boxed(none)).0, StatusCode::SERVICE_UNAVAILABLE);
+        let elapsed = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status_for(&*boxed(elapsed)).0, StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn grpc_status_classifies() {
+        let ok = Response::builder()
+            .header("grpc-status", "0")
+            .body(())
+            .unwrap();
+        let bad = Response::builder()
+            .header("grpc-status", "14")
+            .body(())
+            .unwrap();
+        let e500 = Response::builder().status(500).body(()).unwrap();
+        assert!(success(&ok));
+        assert!(!success(&bad));
+        assert!(!success(&e500));
+    }
+}
