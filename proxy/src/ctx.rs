@@ -1,9 +1,11 @@
 //! The proxy's shared state and its top-level `run`.
 
+use crate::addr::EndpointAddr;
 use crate::admin::{self, Admin};
-use crate::connect::Connector;
+use crate::connect::{Connector, Endpoint};
 use crate::discover::Resolver;
 use crate::env::Config;
+use crate::http_client::EndpointClient;
 use crate::metrics::Metrics;
 use crate::outbound::balance::Balancers;
 use prometheus_client::registry::Registry;
@@ -24,6 +26,8 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub tls_server: Arc<ServerConfig>,
     pub balancers: Balancers,
+    /// Pooled clients to the local application, by address, shared by inbound connections.
+    pub app_clients: AppClients,
     /// Cancelled on shutdown: listeners stop accepting, HTTP connections go away gracefully.
     pub stop: CancellationToken,
     pub tracker: TaskTracker,
@@ -118,6 +122,7 @@ pub async fn run(
         )?,
         metrics,
         balancers: Balancers::default(),
+        app_clients: AppClients::default(),
         stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
         cfg: Arc::new(cfg),
@@ -155,6 +160,22 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())
+}
+
+/// Pooled HTTP clients to the application, one per address.
+#[derive(Clone, Debug, Default)]
+pub struct AppClients(
+    Arc<std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, EndpointClient>>>,
+);
+
+impl AppClients {
+    pub fn get(&self, connector: &Connector, addr: std::net::SocketAddr) -> EndpointClient {
+        let make = || EndpointClient::new(connector, &Endpoint::plain(EndpointAddr(addr)));
+        match self.0.lock() {
+            Ok(mut m) => m.entry(addr).or_insert_with(make).clone(),
+            Err(_) => make(),
+        }
+    }
 }
 
 /// Accepts on `listener` until `ctx.stop`, spawning `handle` for each connection.

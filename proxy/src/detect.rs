@@ -112,4 +112,18 @@ mod tests {
         let (p, _) = detect(b, Duration::from_millis(10)).await.unwrap();
         assert_eq!(p, Protocol::Opaque);
     }
+
+    proptest::proptest! {
+        /// Any bytes classify without panicking, and a decision never changes as more
+        /// bytes arrive (what detection relies on).
+        #[test]
+        fn classify_is_total_and_stable(a in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+                                        b in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            if let Some(p) = classify(&a) {
+                let mut ab = a.clone();
+                ab.extend(&b);
+                proptest::prop_assert_eq!(classify(&ab), Some(p));
+            }
+        }
+    }
 }

@@ -137,7 +137,7 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
     tracing::debug!(%target, ?proto, ?client_id, "inbound connection");
     match proto {
         Protocol::Http1 | Protocol::H2 => {
-            let client = EndpointClient::new(&ctx.connector, &ep);
+            let client = ctx.app_clients.get(&ctx.connector, target);
             let st = Arc::new((client, labels, ctx.clone()));
             crate::http_server::serve(io, ctx.stop.clone(), move |req| forward(req, st.clone()))
                 .await;

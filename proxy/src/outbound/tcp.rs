@@ -74,3 +74,66 @@ pub async fn forward<I: Io>(io: I, orig: OrigDstAddr, res: Resolution, ctx: &Ctx
         tracing::debug!(%orig, error = %e, "outbound TCP closed with an error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::outbound::balance::http_endpoint;
+    use strait_core::transport_header::SessionProtocol;
+
+    fn meta(id: bool) -> EndpointMeta {
+        EndpointMeta {
+            identity: id.then(|| {
+                "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local"
+                    .parse()
+                    .unwrap()
+            }),
+            h2: true,
+            opaque_transport: None,
+            authority_override: None,
+        }
+    }
+
+    #[test]
+    fn mirror_behind_a_gateway_names_the_override() {
+        let addr = EndpointAddr("198.18.64.10:4143".parse().unwrap());
+        let mut m = meta(true);
+        m.authority_override = Some(("web.shop.svc.cluster.local".into(), 80));
+        let ep = tcp_endpoint(addr, &m);
+        assert_eq!(ep.addr, addr);
+        let h = ep.transport_header.unwrap();
+        assert_eq!(
+            (h.port, h.name.as_deref()),
+            (80, Some("web.shop.svc.cluster.local"))
+        );
+        assert_eq!(h.protocol, None);
+        // HTTP: the same header; the client fills in its session protocol.
+        let ep = http_endpoint(addr, &m);
+        assert!(ep.transport_header.is_some());
+        let _ = SessionProtocol::Http2;
+    }
+
+    #[test]
+    fn opaque_transport_connects_to_the_inbound_port_with_the_original_port() {
+        let addr = EndpointAddr("10.0.0.5:3306".parse().unwrap());
+        let mut m = meta(true);
+        m.opaque_transport = Some(4143);
+        let ep = tcp_endpoint(addr, &m);
+        assert_eq!(ep.addr.0.port(), 4143);
+        assert_eq!(ep.transport_header.unwrap().port, 3306);
+    }
+
+    #[test]
+    fn no_identity_means_plaintext_and_no_header() {
+        let addr = EndpointAddr("10.0.0.5:80".parse().unwrap());
+        let mut m = meta(false);
+        m.authority_override = Some(("x.svc.cluster.local".into(), 80));
+        m.opaque_transport = Some(4143);
+        let ep = tcp_endpoint(addr, &m);
+        assert_eq!(
+            (ep.addr, ep.identity, ep.transport_header),
+            (addr, None, None)
+        );
+    }
+}
