@@ -110,6 +110,10 @@ impl Mesh {
 
 /// Starts iptables interception and the proxy (as uid 2102) in `pod`; returns its pid.
 async fn add_proxy(mesh: &Mesh, pod: &Pod, sa: &str) -> Result<u32, Error> {
+    add_proxy_with(mesh, pod, sa, mesh.dest).await
+}
+
+async fn add_proxy_with(mesh: &Mesh, pod: &Pod, sa: &str, dest: SocketAddr) -> Result<u32, Error> {
     let dir = mesh.creds(pod.name(), &id(sa));
     for _ in 0..2 {
         // Twice: init is idempotent.
@@ -125,7 +129,7 @@ async fn add_proxy(mesh: &Mesh, pod: &Pod, sa: &str) -> Result<u32, Error> {
         .env("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", dir.join("ca.crt"))
         .env("STRAIT_PROXY_IDENTITY_CERT", dir.join("tls.crt"))
         .env("STRAIT_PROXY_IDENTITY_KEY", dir.join("tls.key"))
-        .env("STRAIT_PROXY_DESTINATION_ADDR", mesh.dest.to_string())
+        .env("STRAIT_PROXY_DESTINATION_ADDR", dest.to_string())
         .env("STRAIT_PROXY_SHUTDOWN_GRACE_PERIOD", "2s")
         .env("STRAIT_PROXY_LOG", "info,strait_proxy=debug");
     let pid = pod.spawn("proxy", cmd)?;
@@ -428,6 +432,22 @@ async fn proxy() -> Result<(), Error> {
         "{cm}"
     );
     assert!(cm.contains("classification=\"failure\""), "{cm}");
+
+    // Discovery unreachable: the proxy uses the original address (and keeps retrying).
+    let lonely = cluster
+        .pod(
+            PodSpec::new(NS, "client-2")
+                .label("app", "client")
+                .annotation(labels::PROXY_VERSION, "test")
+                .service_account("client"),
+        )
+        .await?;
+    let nowhere = SocketAddr::new(cluster.host_addr().into(), 1);
+    add_proxy_with(&mesh, &lonely, "client", nowhere).await?;
+    let r = load(&lonely, &format!("{}:8080", plain.ip()), 5, 1, false).await?;
+    assert_eq!(r.ok, 5, "{r:?}");
+    let r = load(&lonely, &format!("{}:8080", webs[0].ip()), 5, 1, false).await?;
+    assert_eq!(r.by_body.get("hello from web-1"), Some(&5), "{r:?}");
 
     // A peer with the wrong identity is refused; the right one answers, also through a
     // transport header naming the app port.
