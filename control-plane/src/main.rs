@@ -1,30 +1,47 @@
-//! `strait-control-plane`: identity (8080) and destination (8086) gRPC, metrics on the admin
-//! port. Parses its configuration (flags with environment fallbacks) and runs the library.
+//! `strait-control-plane`: destination and identity gRPC.
+//!
+//! Parses its configuration (flags with environment fallbacks) and runs the services of
+//! the library.
 
 use anyhow::Context;
 use clap::Parser;
+use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use strait_control_plane::destination::{self, DestinationConfig, Discovery};
 use strait_control_plane::identity::{
-    IdentityService, KubeTokenReviewer, Metrics, config::IdentityArgs, watch_issuer,
+    self, IdentityService, KubeTokenReviewer, config::IdentityArgs, watch_issuer,
 };
 
-#[derive(Parser, Debug)]
+/// All configuration of the binary, in one place.
+#[derive(Debug, Parser)]
 #[command(
     name = "strait-control-plane",
     version,
-    about = "Strait's control plane: identity and destination gRPC"
+    about = "Destination and identity gRPC for Strait's proxies"
 )]
-struct Cli {
-    #[command(flatten)]
-    identity: IdentityArgs,
+struct Args {
     /// Where the destination gRPC service listens.
     #[arg(long, env = "STRAIT_DESTINATION_ADDR", default_value = "0.0.0.0:8086")]
     destination_addr: SocketAddr,
     /// The DNS suffix of this cluster's Services.
     #[arg(long, env = "STRAIT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Identity service flags; also --trust-domain, --control-namespace and --kubeconfig,
+    /// which the destination service shares.
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+impl Args {
+    fn destination(&self) -> DestinationConfig {
+        DestinationConfig {
+            cluster_domain: self.cluster_domain.clone(),
+            control_namespace: self.identity.control_namespace.clone(),
+            trust_domain: self.identity.trust_domain.clone(),
+            ..DestinationConfig::default()
+        }
+    }
 }
 
 #[tokio::main]
@@ -36,59 +53,85 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let config = cli.identity.validate().context("configuration")?;
-    let client = config.kube_client().await.context("kubernetes client")?;
+    let args = Args::parse();
+    let destination_config = args.destination();
+    let client = identity::config::kube_client(args.identity.kubeconfig.as_deref())
+        .await
+        .context("kubernetes client")?;
+    let mut registry = Registry::default();
 
-    // Identity.
-    let metrics = Metrics::new();
-    let (issuer, _reloader) = watch_issuer(
-        config.issuer_source(&client),
-        config.issuer_poll,
-        metrics.clone(),
-    )
-    .await
-    .context("loading the issuer")?;
-    if let Some(anchors) = &config.trust_anchors {
-        tracing::info!(anchors = anchors.certs().len(), "trust anchors loaded");
-    }
-    let identity = IdentityService::new(
-        config.settings.clone(),
-        issuer,
-        Arc::new(KubeTokenReviewer::new(client.clone())),
-        metrics.clone(),
-    );
+    // Identity: only when an issuer is configured (a destination-only control plane is valid).
+    let identity = if args.identity.has_issuer() {
+        let config = args.identity.validate().context("identity configuration")?;
+        let metrics = identity::Metrics::register(&mut registry);
+        let (issuer, _reloader) = watch_issuer(
+            config.issuer_source(&client),
+            config.issuer_poll,
+            metrics.clone(),
+        )
+        .await
+        .context("loading the issuer")?;
+        if let Some(anchors) = &config.trust_anchors {
+            let probe = strait_core::identity::Identity::new(
+                "identity-check",
+                &config.settings.control_namespace,
+                &config.settings.control_namespace,
+                &config.settings.trust_domain,
+            )
+            .context("probe identity")?;
+            issuer
+                .borrow()
+                .verify_against(anchors, &probe)
+                .context("checking the issuer against --trust-anchors")?;
+            tracing::info!("the issuer chains to the trust anchors");
+        }
+        let svc = IdentityService::new(
+            config.settings.clone(),
+            issuer,
+            Arc::new(KubeTokenReviewer::new(client.clone())),
+            metrics,
+        );
+        Some((config, svc))
+    } else {
+        tracing::warn!(
+            "no --issuer-cert/--issuer-key or --issuer-secret: identity service disabled"
+        );
+        None
+    };
 
-    // Destination.
-    let mut registry = prometheus_client::registry::Registry::default();
     let discovery = Discovery::spawn(client);
-    let destination = discovery.service(
-        DestinationConfig {
-            cluster_domain: cli.cluster_domain.clone(),
-            control_namespace: config.settings.control_namespace.clone(),
-            trust_domain: config.settings.trust_domain.clone(),
-            ..DestinationConfig::default()
-        },
+    let svc = discovery.service(
+        destination_config,
         destination::Metrics::register(&mut registry),
     );
-    let destination_listener = tokio::net::TcpListener::bind(cli.destination_addr)
-        .await
-        .with_context(|| format!("binding the destination address {}", cli.destination_addr))?;
-
-    let admin = tokio::net::TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("binding the admin address {}", config.admin_addr))?;
     let registry = Arc::new(registry);
-    tokio::spawn(serve_metrics(admin, metrics, registry));
 
-    tracing::info!(identity = %config.identity_addr, destination = %cli.destination_addr, "serving");
-    let identity_server = tonic::transport::Server::builder()
-        .add_service(identity.into_server())
-        .serve_with_shutdown(config.identity_addr, shutdown());
-    let destination_server = destination::serve(destination_listener, destination, shutdown());
-    let (i, d) = tokio::join!(identity_server, destination_server);
-    i.context("identity gRPC server")?;
-    d.context("destination gRPC server")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some((config, svc)) = identity {
+        let admin = tokio::net::TcpListener::bind(config.admin_addr)
+            .await
+            .with_context(|| format!("binding the admin address {}", config.admin_addr))?;
+        tokio::spawn(serve_metrics(admin, registry.clone()));
+        tracing::info!(addr = %config.identity_addr, "identity gRPC listening");
+        let listener = tokio::net::TcpListener::bind(config.identity_addr)
+            .await
+            .with_context(|| format!("binding the identity address {}", config.identity_addr))?;
+        tasks.spawn(async move {
+            identity::serve(listener, svc, shutdown())
+                .await
+                .context("identity gRPC server")
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(args.destination_addr).await?;
+    tracing::info!(addr = %args.destination_addr, "destination gRPC listening");
+    tasks.spawn(async move {
+        destination::serve(listener, svc, shutdown())
+            .await
+            .context("destination gRPC server")
+    });
+    while let Some(done) = tasks.join_next().await {
+        done.context("server task")??;
+    }
     Ok(())
 }
 
@@ -108,46 +151,28 @@ async fn shutdown() {
     tracing::info!("shutting down");
 }
 
-/// Both services' metrics as one Prometheus text document.
-fn encode_all(identity: &Metrics, destination: &prometheus_client::registry::Registry) -> String {
-    let mut out = identity.encode();
-    // Each encoding ends with `# EOF`; only the last may.
-    if let Some(stripped) = out.strip_suffix("# EOF\n") {
-        out.truncate(stripped.len());
-    }
-    if prometheus_client::encoding::text::encode(&mut out, destination).is_err() {
-        out.push_str("# EOF\n");
-    }
-    out
-}
-
 /// `GET /metrics` in the Prometheus text format; every other path is 404.
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    metrics: Metrics,
-    registry: Arc<prometheus_client::registry::Registry>,
-) {
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
     use http_body_util::Full;
     use hyper::{Response, StatusCode, body::Bytes, service::service_fn};
     loop {
         let Ok((io, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
         let registry = registry.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let body = if req.uri().path() == "/metrics" {
-                    Some(encode_all(&metrics, &registry))
-                } else {
-                    None
-                };
+                let registry = registry.clone();
                 async move {
-                    let mut rsp =
-                        Response::new(Full::new(Bytes::from(body.clone().unwrap_or_default())));
-                    if body.is_none() {
-                        *rsp.status_mut() = StatusCode::NOT_FOUND;
-                    }
+                    let (status, body) = if req.uri().path() == "/metrics" {
+                        let mut text = String::new();
+                        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                        (StatusCode::OK, text)
+                    } else {
+                        (StatusCode::NOT_FOUND, String::new())
+                    };
+                    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+                    *rsp.status_mut() = status;
                     Ok::<_, std::convert::Infallible>(rsp)
                 }
             });

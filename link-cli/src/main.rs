@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strait_localcluster::{Cluster, ClusterConfig};
 
@@ -26,6 +27,31 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         exit_after: Option<Duration>,
     },
+    /// Write a trust anchor and an issuer for clusters that do not use cert-manager.
+    ///
+    /// Writes DIR/ca.crt (the trust anchor, to share with every linked cluster),
+    /// DIR/issuer.crt and DIR/issuer.key (this cluster's issuer, signed by the anchor).
+    /// The anchor's private key is not kept: make a new issuer with a new anchor.
+    Identity {
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The trust domain the certificates are for.
+        #[arg(long, default_value = strait_core::identity::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// The control plane's namespace (part of the issuer's name).
+        #[arg(long, default_value = strait_core::identity::DEFAULT_CONTROL_NAMESPACE)]
+        control_namespace: String,
+        /// How long the trust anchor is valid.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "87600h")]
+        anchor_lifetime: Duration,
+        /// How long the issuer is valid (never longer than the anchor).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "8760h")]
+        issuer_lifetime: Duration,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[tokio::main]
@@ -39,6 +65,21 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Demo { exit_after } => demo(exit_after).await,
+        Command::Identity {
+            out,
+            trust_domain,
+            control_namespace,
+            anchor_lifetime,
+            issuer_lifetime,
+            force,
+        } => identity(
+            &out,
+            &trust_domain,
+            &control_namespace,
+            anchor_lifetime,
+            issuer_lifetime,
+            force,
+        ),
     }
 }
 
@@ -84,5 +125,60 @@ async fn demo(exit_after: Option<Duration>) -> anyhow::Result<()> {
     }
     drop((west, east));
     println!("clusters stopped and cleaned up");
+    Ok(())
+}
+
+fn identity(
+    out: &Path,
+    trust_domain: &str,
+    control_namespace: &str,
+    anchor_lifetime: Duration,
+    issuer_lifetime: Duration,
+    force: bool,
+) -> anyhow::Result<()> {
+    use strait_tls::{Issuer, write_pem};
+    anyhow::ensure!(
+        !trust_domain.is_empty()
+            && trust_domain
+                .split('.')
+                .all(strait_core::identity::is_dns_label),
+        "--trust-domain {trust_domain:?} is not a DNS name"
+    );
+    anyhow::ensure!(
+        strait_core::identity::is_dns_label(control_namespace),
+        "--control-namespace {control_namespace:?} is not a DNS label"
+    );
+    let (ca, crt, key) = (
+        out.join("ca.crt"),
+        out.join("issuer.crt"),
+        out.join("issuer.key"),
+    );
+    if !force {
+        for p in [&ca, &crt, &key] {
+            anyhow::ensure!(
+                !p.exists(),
+                "{} already exists; pass --force to replace it",
+                p.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let now = std::time::SystemTime::now();
+    let anchor = Issuer::generate_anchor(trust_domain, anchor_lifetime, now)?;
+    let issuer = anchor.generate_issuer(
+        &format!("identity.{control_namespace}.{trust_domain}"),
+        issuer_lifetime,
+        now,
+    )?;
+    write_pem(&ca, &anchor.cert_pem(), false, force)?;
+    write_pem(&crt, &issuer.cert_pem(), false, force)?;
+    write_pem(&key, issuer.key_pem(), true, force)?;
+    println!(
+        "wrote {} (trust anchor), {} and {} (issuer, valid until {})",
+        ca.display(),
+        crt.display(),
+        key.display(),
+        humantime::format_rfc3339_seconds(issuer.not_after()),
+    );
     Ok(())
 }

@@ -56,7 +56,7 @@ async fn ready_addresses(client: kube::Client, ns: &str, svc: &str) -> Vec<Strin
 
 /// One cluster's part of the two-cluster test: a namespace, a Service and two pods, one of
 /// which serves HTTP while the other reaches it by pod address and by the EndpointSlice.
-async fn serve_and_reach(cluster: &Cluster) {
+async fn serve_and_reach(cluster: &Cluster) -> Made {
     let client = cluster.client();
     let ns = format!("app-{}", cluster.name());
     Api::<Namespace>::all(client.clone())
@@ -132,6 +132,12 @@ async fn serve_and_reach(cluster: &Cluster) {
     })
     .await;
     assert!(emptied.is_some(), "a not-ready pod stayed in the ready set");
+
+    let mut made = Made::default();
+    for pod in [&web, &client_pod] {
+        made.record_pod(pod);
+    }
+    made
 }
 
 fn alive(pid: u32) -> bool {
@@ -151,7 +157,8 @@ async fn two_clusters_pods_and_isolation() {
     assert_ne!(west.pod_cidr(), east.pod_cidr());
     assert_ne!(west.service_cidr(), east.service_cidr());
 
-    tokio::join!(serve_and_reach(&west), serve_and_reach(&east));
+    let (mut made, made_east) = tokio::join!(serve_and_reach(&west), serve_and_reach(&east));
+    made.merge(made_east);
 
     // Cluster east's API holds none of west's objects.
     let east_ns = Api::<Namespace>::all(east.client())
@@ -186,7 +193,26 @@ struct Made {
     veths: Vec<String>,
     pids: Vec<u32>,
     routes: Vec<String>,
-    dir: std::path::PathBuf,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Made {
+    fn record_pod(&mut self, pod: &strait_localcluster::Pod) {
+        self.netns.push(pod.netns().to_owned());
+        self.pids.extend(pids_of(pod.netns()));
+        self.routes.push(format!("{} dev", pod.ip()));
+        // strait-s<slot>-<n> is joined to the root namespace by veth sv<slot>x<n>.
+        let (slot, n) = pod.netns()["strait-s".len()..].split_once('-').unwrap();
+        self.veths.push(format!("sv{slot}x{n}"));
+    }
+
+    fn merge(&mut self, other: Made) {
+        self.netns.extend(other.netns);
+        self.veths.extend(other.veths);
+        self.pids.extend(other.pids);
+        self.routes.extend(other.routes);
+        self.dirs.extend(other.dirs);
+    }
 }
 
 fn gone(made: &Made) -> Result<(), String> {
@@ -213,8 +239,10 @@ fn gone(made: &Made) -> Result<(), String> {
             return Err(format!("route {r} is still there"));
         }
     }
-    if made.dir.exists() {
-        return Err(format!("data folder {} is still there", made.dir.display()));
+    for d in &made.dirs {
+        if d.exists() {
+            return Err(format!("data folder {} is still there", d.display()));
+        }
     }
     Ok(())
 }
@@ -263,14 +291,9 @@ fn cleanup_holds_when_a_test_panics() {
             pod.spawn("sleep", cmd).unwrap();
             {
                 let mut m = made_in.lock().unwrap();
-                m.netns.push(pod.netns().to_owned());
-                m.pids = pids_of(pod.netns());
+                m.record_pod(&pod);
                 m.pids.extend(apiserver_and_etcd_pids(cluster.dir()));
-                m.routes.push(format!("{} dev", pod.ip()));
-                m.dir = cluster.dir().to_path_buf();
-                // strait-s<slot>-<n> is joined to the root namespace by veth sv<slot>x<n>.
-                let (slot, n) = pod.netns()["strait-s".len()..].split_once('-').unwrap();
-                m.veths.push(format!("sv{slot}x{n}"));
+                m.dirs.push(cluster.dir().to_path_buf());
                 assert!(net::list_links().contains(&m.veths[0]), "{m:?}");
                 assert!(
                     m.pids.len() >= 3,

@@ -89,6 +89,11 @@ enum IssuerChoice {
 }
 
 impl IdentityArgs {
+    /// Whether an issuer is configured at all (without one, the identity service is off).
+    pub fn has_issuer(&self) -> bool {
+        self.issuer_cert.is_some() || self.issuer_key.is_some() || self.issuer_secret.is_some()
+    }
+
     /// Checks every flag.
     pub fn validate(self) -> Result<IdentityConfig, ConfigError> {
         if self.trust_domain.is_empty() || !self.trust_domain.split('.').all(is_dns_label) {
@@ -131,17 +136,7 @@ impl IdentityArgs {
 impl IdentityConfig {
     /// A Kubernetes client: from `--kubeconfig`, else in-cluster or the default kubeconfig.
     pub async fn kube_client(&self) -> Result<kube::Client, ConfigError> {
-        let err = |e: &dyn std::fmt::Display| ConfigError::Kubeconfig(e.to_string());
-        match &self.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
-                let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(|e| err(&e))?;
-                kube::Client::try_from(cfg).map_err(|e| err(&e))
-            }
-            None => kube::Client::try_default().await.map_err(|e| err(&e)),
-        }
+        kube_client(self.kubeconfig.as_deref()).await
     }
 
     /// Where the issuer is read from.
@@ -157,6 +152,23 @@ impl IdentityConfig {
                 name: name.clone(),
             },
         }
+    }
+}
+
+/// A Kubernetes client from a kubeconfig file, else in-cluster or the default kubeconfig.
+pub async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<kube::Client, ConfigError> {
+    let err = |e: &dyn std::fmt::Display| ConfigError::Kubeconfig(e.to_string());
+    match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| err(&e))?;
+            kube::Client::try_from(cfg).map_err(|e| err(&e))
+        }
+        None => kube::Client::try_default().await.map_err(|e| err(&e)),
     }
 }
 

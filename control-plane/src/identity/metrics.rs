@@ -60,22 +60,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics in their own registry (tests, benchmarks); see [`Metrics::encode`].
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("strait_identity");
+        let mut registry = Registry::default();
+        let mut m = Self::register(&mut registry);
+        m.registry = Arc::new(Mutex::new(registry));
+        m
+    }
+
+    /// Registers the metrics, prefixed `strait_identity_`, in a shared registry.
+    pub fn register(registry: &mut Registry) -> Self {
+        let reg = registry.sub_registry_with_prefix("strait_identity");
         let issued = Counter::default();
         let refused = Family::<ReasonLabel, Counter>::default();
         let issuer_expiry = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        reg.register(
             "certificates_issued",
             "Leaf certificates issued",
             issued.clone(),
         );
-        registry.register(
+        reg.register(
             "certify_refusals",
             "Certify calls refused, by reason",
             refused.clone(),
         );
-        registry.register(
+        reg.register(
             "issuer_expiry_seconds",
             "Seconds until the issuer certificate expires",
             issuer_expiry.clone(),
@@ -84,7 +93,7 @@ impl Metrics {
             issued,
             refused,
             issuer_expiry,
-            registry: Arc::new(Mutex::new(registry)),
+            registry: Arc::new(Mutex::new(Registry::default())),
         }
     }
 
@@ -103,7 +112,8 @@ impl Metrics {
             .set(super::issuer::seconds_until(not_after));
     }
 
-    /// The metrics in the Prometheus text format.
+    /// The metrics in the Prometheus text format (for [`Metrics::new`]; a shared registry
+    /// is encoded by its owner).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let reg = self

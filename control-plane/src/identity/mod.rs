@@ -221,6 +221,35 @@ impl IdentityService {
     }
 }
 
+/// Serves the identity service on `listener` until `shutdown` completes.
+///
+/// Accepted sockets get `TCP_NODELAY`: a Certify answer is one small write, and Nagle's
+/// algorithm with delayed ACKs would hold it for ~40 ms.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: IdentityService,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = async_stream_incoming(listener);
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+fn async_stream_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|r| {
+        r.inspect(|s| {
+            if let Err(error) = s.set_nodelay(true) {
+                tracing::debug!(%error, "setting TCP_NODELAY");
+            }
+        })
+    })
+}
+
 #[tonic::async_trait]
 impl IdentityApi for IdentityService {
     async fn certify(

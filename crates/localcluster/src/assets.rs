@@ -157,3 +157,36 @@ fn build(out: &Path) -> Result<(), Error> {
 fn progress(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_without_binaries_is_named_with_what_is_missing() {
+        let dir = std::env::temp_dir().join(format!("strait-assets-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = from_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("has no executable `etcd`"), "{err}");
+        assert!(err.contains("KUBEBUILDER_ASSETS"), "{err}");
+
+        // A file that is there but not executable does not count either.
+        std::fs::write(dir.join("etcd"), "#!/bin/sh\n").unwrap();
+        assert!(from_dir(&dir).unwrap_err().to_string().contains("`etcd`"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("etcd"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = from_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("`kube-apiserver`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_build_script_derives_replaces_from_the_real_go_mod() {
+        // The staging list must come from k8s.io/kubernetes' own go.mod, never a fixed list.
+        assert!(BUILD_SCRIPT.contains("go mod download -json \"k8s.io/kubernetes@$K8S_VERSION\""));
+        assert!(BUILD_SCRIPT.contains("./staging/"));
+        assert!(BUILD_SCRIPT.contains("CGO_ENABLED=0"));
+        assert!(BUILD_SCRIPT.contains("GOTOOLCHAIN=local"));
+        assert!(BUILD_SCRIPT.contains("version.gitVersion=$K8S_VERSION"));
+    }
+}

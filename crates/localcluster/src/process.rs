@@ -106,3 +106,33 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
         Err(e) => format!("(could not read {}: {e})", path.display()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_process_is_killed_and_its_log_kept() {
+        let log =
+            std::env::temp_dir().join(format!("strait-process-test-{}.log", std::process::id()));
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo first; echo second; exec sleep 600"]);
+        let p = Process::spawn("sleeper", cmd, log.clone()).unwrap();
+        let pid = p.pid();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !p.log_tail(5).contains("second") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(p.log_tail(1), "second");
+        drop(p);
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty(), "process {pid} survived its drop: {state}");
+        assert!(log.exists(), "the log outlives the process");
+        std::fs::remove_file(log).unwrap();
+    }
+
+    #[test]
+    fn a_missing_log_is_said_not_hidden() {
+        assert!(tail(Path::new("/nonexistent/strait.log"), 3).contains("could not read"));
+    }
+}

@@ -65,6 +65,10 @@ pub enum TlsError {
         "the issuer certificate expired at {not_after:?}; rotate the issuer (strait identity, or cert-manager) before issuing"
     )]
     IssuerExpired { not_after: SystemTime },
+    #[error(
+        "the issuer does not chain to the trust anchors ({reason}); the issuer must be signed by one of the anchors given"
+    )]
+    IssuerNotTrusted { reason: String },
     #[error("the CSR is not valid DER or its signature does not verify: {0}")]
     CsrParse(#[source] rcgen::Error),
     #[error(

@@ -46,7 +46,8 @@ pub use ca::{
     SECRET_CERT_KEYS, SECRET_KEY_KEYS, TrustAnchors, write_pem,
 };
 pub use config::{
-    ALPN_TRANSPORT_HEADER, ClientAuth, accept, client_config, connect, peer_identity, server_config,
+    ALPN_TRANSPORT_HEADER, ClientAuth, accept, client_config, connect, peer_identity,
+    server_config, verify_chain,
 };
 pub use creds::{
     CertResolver, Credentials, CredentialsReceiver, CredentialsSender, credentials_channel,

@@ -356,3 +356,80 @@ mod issuance {
         );
     }
 }
+
+#[test]
+fn verify_chain_checks_anchor_name_and_time() {
+    let (ours, theirs) = (ca(), ca());
+    let web = id("web");
+    let now = SystemTime::now();
+    let req = generate_csr(&web).unwrap();
+    let leaf = ours.issuer.issue(&req.csr, &web, HOUR, now).unwrap();
+    verify_chain(&ours.anchors, &web, &leaf.chain(), now).unwrap();
+    let k = |r: Result<(), TlsError>| r.unwrap_err().handshake_kind();
+    assert_eq!(
+        k(verify_chain(&theirs.anchors, &web, &leaf.chain(), now)),
+        Some(HandshakeFailure::UnknownIssuer)
+    );
+    assert_eq!(
+        k(verify_chain(&ours.anchors, &id("db"), &leaf.chain(), now)),
+        Some(HandshakeFailure::WrongIdentity)
+    );
+    assert_eq!(
+        k(verify_chain(
+            &ours.anchors,
+            &web,
+            &leaf.chain(),
+            now + 2 * HOUR
+        )),
+        Some(HandshakeFailure::Expired)
+    );
+}
+
+#[test]
+fn an_issuer_is_checked_against_the_anchors() {
+    let (ours, theirs) = (ca(), ca());
+    ours.issuer
+        .verify_against(&ours.anchors, &id("probe"))
+        .unwrap();
+    let e = ours
+        .issuer
+        .verify_against(&theirs.anchors, &id("probe"))
+        .unwrap_err();
+    assert!(matches!(e, TlsError::IssuerNotTrusted { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn a_certificate_naming_more_than_the_identity_is_refused() {
+    let ca = ca();
+    let gw = id("gateway");
+    // Signed by the real issuer, bypassing its CSR checks: two DNS SANs.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p =
+        rcgen::CertificateParams::new(vec![gw.to_string(), "evil.example.com".into()]).unwrap();
+    p.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.not_before = (SystemTime::now() - HOUR).into();
+    p.not_after = (SystemTime::now() + HOUR).into();
+    let cert = p.signed_by(&key, ca.issuer.signer()).unwrap();
+    let chain = vec![cert.der().clone(), ca.issuer.cert().clone()];
+    let two_names = Credentials::new(
+        gw.clone(),
+        chain.clone(),
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let server = server_config(
+        &ca.anchors,
+        credentials_channel(Some(two_names)).1,
+        ClientAuth::Required,
+        &[],
+    )
+    .unwrap();
+    let client = client_config(&ca.anchors, creds(&ca, &id("web")), &[]).unwrap();
+    let (c, _) = handshake(server, client, &gw).await;
+    assert_eq!(kind(&c), Some(HandshakeFailure::WrongIdentity), "{c:?}");
+    let e = verify_chain(&ca.anchors, &gw, &chain, SystemTime::now()).unwrap_err();
+    assert_eq!(e.handshake_kind(), Some(HandshakeFailure::WrongIdentity));
+}
