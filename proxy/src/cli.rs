@@ -2,7 +2,9 @@
 //! [--remove]` manages the pod's iptables rules. Configuration comes from the environment
 //! (see [`crate::env`]).
 
+use crate::env::IdentitySource;
 use std::process::ExitCode;
+use strait_identity_client::{IdentityClient, Settings};
 
 #[derive(Debug, clap::Parser)]
 #[command(name = "strait-proxy", about = "Strait's sidecar proxy")]
@@ -62,8 +64,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async move {
         let (anchors, creds) = crate::ctx::load_identity(&cfg)?;
-        tracing::info!(identity = %creds.identity(), "loaded certificate");
-        let (_tx, rx) = strait_tls::credentials_channel(Some(creds));
+        if let Some(c) = &creds {
+            tracing::info!(identity = %c.identity(), "loaded certificate");
+        }
+        let (tx, rx) = strait_tls::credentials_channel(creds);
+        if let IdentitySource::Service { addr, name, token } = &cfg.identity {
+            tracing::info!(identity = %name, %addr, "certifying with the identity service");
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
+            let settings = Settings::new(name.clone(), token.clone());
+            tokio::spawn(IdentityClient::new(settings, channel, anchors.clone()).run(tx));
+        } else {
+            // Fixed files: the sender lives as long as the proxy, so readers never see it close.
+            std::mem::forget(tx);
+        }
         crate::ctx::run(cfg, anchors, rx, shutdown_signal()).await?;
         Ok(())
     })

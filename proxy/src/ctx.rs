@@ -4,7 +4,7 @@ use crate::addr::EndpointAddr;
 use crate::admin::{self, Admin};
 use crate::connect::{Connector, Endpoint};
 use crate::discover::Resolver;
-use crate::env::Config;
+use crate::env::{Config, IdentitySource};
 use crate::http_client::EndpointClient;
 use crate::metrics::Metrics;
 use crate::outbound::balance::Balancers;
@@ -54,19 +54,27 @@ pub enum RunError {
     Resolver(#[from] crate::discover::ResolverError),
 }
 
-/// Loads the trust anchors and the leaf from files.
-pub fn load_identity(cfg: &Config) -> Result<(TrustAnchors, Credentials), RunError> {
+/// Loads the trust anchors and, with [`IdentitySource::Files`], the leaf.
+pub fn load_identity(cfg: &Config) -> Result<(TrustAnchors, Option<Credentials>), RunError> {
     let anchors = TrustAnchors::from_file(&cfg.trust_anchors)?;
+    match &cfg.identity {
+        IdentitySource::Files { cert, key } => Ok((anchors, Some(load_credentials(cert, key)?))),
+        IdentitySource::Service { .. } => Ok((anchors, None)),
+    }
+}
+
+/// Reads a PEM chain and key; the identity is the leaf's DNS SAN.
+pub fn load_credentials(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Credentials, RunError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|source| RunError::Read {
             path: p.display().to_string(),
             source,
         })
     };
-    let cert = read(&cfg.cert)?;
-    let key = read(&cfg.key)?;
-    let creds = credentials_from_pem(&cert, &key)?;
-    Ok((anchors, creds))
+    credentials_from_pem(&read(cert)?, &read(key)?)
 }
 
 fn credentials_from_pem(cert: &[u8], key: &[u8]) -> Result<Credentials, RunError> {

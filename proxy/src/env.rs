@@ -9,7 +9,10 @@
 //! | `STRAIT_PROXY_INBOUND_TARGET` | — | explicit mode: the app's address (else `127.0.0.1:<original port>`) |
 //! | `STRAIT_PROXY_DESTINATION_ADDR` | — | destination service `host:port`; without it every target is its original address |
 //! | `STRAIT_PROXY_IDENTITY_TRUST_ANCHORS` | required | PEM file of trust anchors |
-//! | `STRAIT_PROXY_IDENTITY_CERT`, `STRAIT_PROXY_IDENTITY_KEY` | required | PEM leaf chain and key |
+//! | `STRAIT_PROXY_IDENTITY_SVC_ADDR` | — | identity service `host:port`: certify and renew (needs the two below) |
+//! | `STRAIT_PROXY_IDENTITY_LOCAL_NAME` | — | the identity to ask for |
+//! | `STRAIT_PROXY_IDENTITY_TOKEN_FILE` | — | the service-account token file |
+//! | `STRAIT_PROXY_IDENTITY_CERT`, `STRAIT_PROXY_IDENTITY_KEY` | required without the identity service | PEM leaf chain and key (tests, benches) |
 //! | `STRAIT_PROXY_INBOUND_REQUIRE_IDENTITY` | `false` | refuse inbound connections without a client certificate |
 //! | `STRAIT_PROXY_OPAQUE_PORTS` | empty | comma-separated ports that skip protocol detection |
 //! | `STRAIT_PROXY_DETECT_TIMEOUT` | `3s` | protocol detection |
@@ -25,6 +28,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+use strait_core::identity::Identity;
 use strait_core::ports;
 
 /// A variable that is missing or does not parse, by name.
@@ -50,8 +54,7 @@ pub struct Config {
     pub inbound_target: Option<SocketAddr>,
     pub destination_addr: Option<String>,
     pub trust_anchors: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub identity: IdentitySource,
     pub inbound_require_identity: bool,
     pub opaque_ports: Vec<u16>,
     pub detect_timeout: Duration,
@@ -59,6 +62,19 @@ pub struct Config {
     pub request_timeout: Duration,
     pub discovery_timeout: Duration,
     pub shutdown_grace: Duration,
+}
+
+/// Where the proxy's certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// Fixed files (tests, benches; no renewal).
+    Files { cert: PathBuf, key: PathBuf },
+    /// The identity service: Certify with the token, renew at 70 % of the lifetime.
+    Service {
+        addr: String,
+        name: Identity,
+        token: PathBuf,
+    },
 }
 
 struct Env<F>(F);
@@ -147,8 +163,21 @@ impl Config {
             inbound_target: env.parse("STRAIT_PROXY_INBOUND_TARGET")?,
             destination_addr: env.get("STRAIT_PROXY_DESTINATION_ADDR"),
             trust_anchors: env.path("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS")?,
-            cert: env.path("STRAIT_PROXY_IDENTITY_CERT")?,
-            key: env.path("STRAIT_PROXY_IDENTITY_KEY")?,
+            identity: match env.get("STRAIT_PROXY_IDENTITY_SVC_ADDR") {
+                Some(addr) => IdentitySource::Service {
+                    addr,
+                    name: env.parse("STRAIT_PROXY_IDENTITY_LOCAL_NAME")?.ok_or(
+                        EnvError::Missing {
+                            name: "STRAIT_PROXY_IDENTITY_LOCAL_NAME",
+                        },
+                    )?,
+                    token: env.path("STRAIT_PROXY_IDENTITY_TOKEN_FILE")?,
+                },
+                None => IdentitySource::Files {
+                    cert: env.path("STRAIT_PROXY_IDENTITY_CERT")?,
+                    key: env.path("STRAIT_PROXY_IDENTITY_KEY")?,
+                },
+            },
             inbound_require_identity: env.bool("STRAIT_PROXY_INBOUND_REQUIRE_IDENTITY")?,
             opaque_ports: env.ports("STRAIT_PROXY_OPAQUE_PORTS")?,
             detect_timeout: env.duration("STRAIT_PROXY_DETECT_TIMEOUT", Duration::from_secs(3))?,
@@ -252,6 +281,22 @@ mod tests {
         assert_eq!(c.outbound_target, Some("127.0.0.1:8080".parse().unwrap()));
         assert!(c.inbound_require_identity);
         assert_eq!(c.detect_timeout, Duration::from_millis(250));
+        let mut v = vec![("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", "/ca.crt")];
+        v.push(("STRAIT_PROXY_IDENTITY_SVC_ADDR", "10.0.0.1:8080"));
+        let e = Config::from_lookup(lookup(&v)).unwrap_err();
+        assert_eq!(
+            e,
+            EnvError::Missing {
+                name: "STRAIT_PROXY_IDENTITY_LOCAL_NAME"
+            }
+        );
+        v.push((
+            "STRAIT_PROXY_IDENTITY_LOCAL_NAME",
+            "web.shop.serviceaccount.identity.strait.cluster.local",
+        ));
+        v.push(("STRAIT_PROXY_IDENTITY_TOKEN_FILE", "/token"));
+        let c = Config::from_lookup(lookup(&v)).unwrap();
+        assert!(matches!(c.identity, IdentitySource::Service { .. }));
         let i = init_from_lookup(lookup(&[("STRAIT_PROXY_OUTBOUND_SKIP_PORTS", "443")])).unwrap();
         assert_eq!((i.proxy_uid, i.skip_outbound_ports), (2102, vec![443]));
     }

@@ -102,7 +102,7 @@ impl Mesh {
         })
         .unwrap();
         let (anchors, creds) = strait_proxy::load_identity(&cfg).unwrap();
-        let (_tx, rx) = strait_tls::credentials_channel(Some(creds));
+        let (_tx, rx) = strait_tls::credentials_channel(creds);
         std::mem::forget(_tx);
         Connector::new(&anchors, rx, Duration::from_secs(3)).unwrap()
     }
@@ -114,6 +114,16 @@ async fn add_proxy(mesh: &Mesh, pod: &Pod, sa: &str) -> Result<u32, Error> {
 }
 
 async fn add_proxy_with(mesh: &Mesh, pod: &Pod, sa: &str, dest: SocketAddr) -> Result<u32, Error> {
+    add_proxy_env(mesh, pod, sa, dest, &[]).await
+}
+
+async fn add_proxy_env(
+    mesh: &Mesh,
+    pod: &Pod,
+    sa: &str,
+    dest: SocketAddr,
+    extra: &[(&str, String)],
+) -> Result<u32, Error> {
     let dir = mesh.creds(pod.name(), &id(sa));
     for _ in 0..2 {
         // Twice: init is idempotent.
@@ -132,6 +142,9 @@ async fn add_proxy_with(mesh: &Mesh, pod: &Pod, sa: &str, dest: SocketAddr) -> R
         .env("STRAIT_PROXY_DESTINATION_ADDR", dest.to_string())
         .env("STRAIT_PROXY_SHUTDOWN_GRACE_PERIOD", "2s")
         .env("STRAIT_PROXY_LOG", "info,strait_proxy=debug");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
     let pid = pod.spawn("proxy", cmd)?;
     let admin = SocketAddr::new(pod.ip().into(), 4191);
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -228,7 +241,7 @@ async fn proxy() -> Result<(), Error> {
     strait_localcluster::require_root()?;
     let cluster = Cluster::start(ClusterConfig::new("px")).await?;
     cluster.ensure_namespace(NS).await?;
-    for sa in ["web", "client", "plain"] {
+    for sa in ["web", "client", "plain", "billing"] {
         cluster.ensure_service_account(NS, sa).await?;
     }
 
@@ -354,6 +367,73 @@ async fn proxy() -> Result<(), Error> {
                 && l.contains("classification=\"success\"")),
         "client side saw the server's identity:\n{cm}"
     );
+
+    // A proxy certified by the identity service (Certify with its pod's token): ready once
+    // it holds the certificate, and the server side sees that identity.
+    let id_issuer = mesh.anchor.generate_issuer(
+        "identity.strait.cluster.local",
+        strait_tls::DEFAULT_ISSUER_LIFETIME,
+        SystemTime::now(),
+    )?;
+    let id_svc = strait_control_plane::identity::IdentityService::new(
+        strait_control_plane::identity::IdentitySettings {
+            trust_domain: "cluster.local".into(),
+            control_namespace: "strait".into(),
+            lifetime: strait_tls::DEFAULT_LEAF_LIFETIME,
+        },
+        tokio::sync::watch::channel(std::sync::Arc::new(id_issuer)).1,
+        std::sync::Arc::new(strait_control_plane::identity::KubeTokenReviewer::new(
+            cluster.client(),
+        )),
+        strait_control_plane::identity::Metrics::new(),
+    );
+    let id_listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    let id_addr = SocketAddr::new(cluster.host_addr().into(), id_listener.local_addr()?.port());
+    tokio::spawn(strait_control_plane::identity::serve(
+        id_listener,
+        id_svc,
+        std::future::pending(),
+    ));
+    let billing = cluster
+        .pod(
+            PodSpec::new(NS, "billing-1")
+                .label("app", "billing")
+                .annotation(labels::PROXY_VERSION, "test")
+                .service_account("billing"),
+        )
+        .await?;
+    let token = mesh.dirs.path().join("billing-token");
+    std::fs::copy(billing.identity_token_path(), &token)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644))?;
+    }
+    add_proxy_env(
+        &mesh,
+        &billing,
+        "billing",
+        mesh.dest,
+        &[
+            ("STRAIT_PROXY_IDENTITY_SVC_ADDR", id_addr.to_string()),
+            (
+                "STRAIT_PROXY_IDENTITY_LOCAL_NAME",
+                id("billing").to_string(),
+            ),
+            (
+                "STRAIT_PROXY_IDENTITY_TOKEN_FILE",
+                token.display().to_string(),
+            ),
+        ],
+    )
+    .await?;
+    let r = load(&billing, &web_addr, 20, 2, false).await?;
+    assert_eq!(r.ok, 20, "{r:?}");
+    let billing_id = format!("client_id=\"{}\"", id("billing"));
+    let mut seen = false;
+    for w in &webs {
+        seen |= metrics(w).await.contains(&billing_id);
+    }
+    assert!(seen, "the server side saw the certified identity");
 
     // HTTP/2 (prior knowledge, as gRPC speaks it).
     let r = load(&client, &web_addr, 20, 2, true).await?;
