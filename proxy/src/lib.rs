@@ -1,5 +1,43 @@
 //! # strait-proxy
 //!
 //! The sidecar that sits beside every meshed workload: outbound on 4140 (reached through
-//! iptables `REDIRECT`), inbound on 4143, admin on 4191. The multicluster gateway is this proxy
-//! in gateway mode. This library is what the `strait-proxy` binary and the tests drive.
+//! iptables `REDIRECT`), inbound on 4143, admin on 4191. The multicluster gateway reuses its
+//! pieces ([`connect`], [`admin`], [`metrics`]). This library is what the `strait-proxy`
+//! binary and the tests drive.
+//!
+//! ```text
+//!  app ──connect(svc:80)──► iptables REDIRECT ──► outbound :4140
+//!        SO_ORIGINAL_DST ─► detect (HTTP/1, HTTP/2, opaque) ─► discover (destination Get)
+//!        HTTP: p2c + peak-EWMA over endpoints, pooled hyper clients, H1→H2 between proxies
+//!        TCP:  one endpoint per connection
+//!        connect: TCP ─► mTLS (SNI = endpoint identity) ─► [transport header]
+//!                                       │
+//!  peer proxy ──mTLS──► iptables ──► inbound :4143 ─► TLS? ─► [transport header] ─► detect
+//!                                       └─► app on 127.0.0.1:<original port>
+//!  admin :4191  /live /ready /metrics
+//! ```
+//!
+//! ## How to start
+//!
+//! `strait-proxy init` installs the iptables rules in the pod's network namespace;
+//! `strait-proxy` (with `STRAIT_PROXY_*` variables, see [`env`]) runs the proxy. From Rust,
+//! parse a [`env::Config`] and call [`run`].
+
+pub mod addr;
+pub mod admin;
+pub mod cli;
+pub mod connect;
+pub mod ctx;
+pub mod detect;
+pub mod discover;
+pub mod env;
+pub mod http_client;
+pub mod http_server;
+pub mod inbound;
+pub mod io;
+pub mod iptables;
+pub mod metrics;
+pub mod orig_dst;
+pub mod outbound;
+
+pub use ctx::{Ctx, RunError, load_identity, run};

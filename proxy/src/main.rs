@@ -1,6 +1,5 @@
-//! `strait-proxy`: the sidecar proxy binary.
+//! `strait-proxy`: the sidecar proxy binary (see the library's docs).
 
-fn main() {
-    eprintln!("strait-proxy: the data plane is not built yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    strait_proxy::cli::main()
 }

@@ -1,0 +1,210 @@
+//! The proxy's shared state and its top-level `run`.
+
+use crate::addr::EndpointAddr;
+use crate::admin::{self, Admin};
+use crate::connect::{Connector, Endpoint};
+use crate::discover::Resolver;
+use crate::env::{Config, IdentitySource};
+use crate::http_client::EndpointClient;
+use crate::metrics::Metrics;
+use crate::outbound::balance::Balancers;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::sync::Arc;
+use strait_tls::rustls::ServerConfig;
+use strait_tls::{ClientAuth, Credentials, CredentialsReceiver, TrustAnchors};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything a connection handler needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub cfg: Arc<Config>,
+    pub connector: Connector,
+    pub resolver: Resolver,
+    pub metrics: Metrics,
+    pub tls_server: Arc<ServerConfig>,
+    pub balancers: Balancers,
+    /// Pooled clients to the local application, by address, shared by inbound connections.
+    pub app_clients: AppClients,
+    /// Cancelled on shutdown: listeners stop accepting, HTTP connections go away gracefully.
+    pub stop: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("load identity files")]
+    Tls(#[from] strait_tls::TlsError),
+    #[error("read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bind {what} {addr}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("destination client")]
+    Resolver(#[from] crate::discover::ResolverError),
+}
+
+/// Loads the trust anchors and, with [`IdentitySource::Files`], the leaf.
+pub fn load_identity(cfg: &Config) -> Result<(TrustAnchors, Option<Credentials>), RunError> {
+    let anchors = TrustAnchors::from_file(&cfg.trust_anchors)?;
+    match &cfg.identity {
+        IdentitySource::Files { cert, key } => Ok((anchors, Some(load_credentials(cert, key)?))),
+        IdentitySource::Service { .. } => Ok((anchors, None)),
+    }
+}
+
+/// Reads a PEM chain and key; the identity is the leaf's DNS SAN.
+pub fn load_credentials(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Credentials, RunError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| RunError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    credentials_from_pem(&read(cert)?, &read(key)?)
+}
+
+fn credentials_from_pem(cert: &[u8], key: &[u8]) -> Result<Credentials, RunError> {
+    use strait_tls::rustls::pki_types::pem::PemObject;
+    use strait_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str| RunError::Read {
+        path: what.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "bad PEM"),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|_| bad("key"))?;
+    let first = chain.first().ok_or_else(|| bad("certificate"))?;
+    let names = strait_tls::dns_names(first)?;
+    let id = names
+        .first()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad("certificate identity"))?;
+    Ok(Credentials::new(id, chain, key)?)
+}
+
+/// Binds the listeners and runs the proxy until `shutdown`, then drains for the grace period.
+pub async fn run(
+    cfg: Config,
+    anchors: TrustAnchors,
+    creds: CredentialsReceiver,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let bind = |what: &'static str, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { what, addr, source })
+    };
+    let outbound = bind("outbound", cfg.outbound_listen).await?;
+    let inbound = bind("inbound", cfg.inbound_listen).await?;
+    let admin_l = bind("admin", cfg.admin_listen).await?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let ctx = Ctx {
+        connector: Connector::new(&anchors, creds.clone(), cfg.connect_timeout)?,
+        resolver: Resolver::new(cfg.destination_addr.as_deref())?,
+        tls_server: strait_tls::server_config(
+            &anchors,
+            creds.clone(),
+            if cfg.inbound_require_identity {
+                ClientAuth::Required
+            } else {
+                ClientAuth::Optional
+            },
+            &[strait_core::transport_header::ALPN],
+        )?,
+        metrics,
+        balancers: Balancers::default(),
+        app_clients: AppClients::default(),
+        stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        cfg: Arc::new(cfg),
+    };
+    let admin = Admin::new(Arc::new(registry), move || creds.borrow().is_some());
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        admin_l,
+        admin,
+        admin_stop.clone().cancelled_owned(),
+    ));
+    tracing::info!(
+        outbound = %ctx.cfg.outbound_listen,
+        inbound = %ctx.cfg.inbound_listen,
+        admin = %ctx.cfg.admin_listen,
+        "proxy listening"
+    );
+    let out = tokio::spawn(crate::outbound::serve(outbound, ctx.clone()));
+    let inb = tokio::spawn(crate::inbound::serve(inbound, ctx.clone()));
+    shutdown.await;
+    tracing::info!(grace = ?ctx.cfg.shutdown_grace, "shutting down: draining connections");
+    ctx.stop.cancel();
+    let _ = out.await;
+    let _ = inb.await;
+    ctx.tracker.close();
+    if tokio::time::timeout(ctx.cfg.shutdown_grace, ctx.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = ctx.tracker.len(),
+            "grace period over; closing open connections"
+        );
+    }
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    Ok(())
+}
+
+/// Pooled HTTP clients to the application, one per address.
+#[derive(Clone, Debug, Default)]
+pub struct AppClients(
+    Arc<std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, EndpointClient>>>,
+);
+
+impl AppClients {
+    pub fn get(&self, connector: &Connector, addr: std::net::SocketAddr) -> EndpointClient {
+        let make = || EndpointClient::new(connector, &Endpoint::plain(EndpointAddr(addr)));
+        match self.0.lock() {
+            Ok(mut m) => m.entry(addr).or_insert_with(make).clone(),
+            Err(_) => make(),
+        }
+    }
+}
+
+/// Accepts on `listener` until `ctx.stop`, spawning `handle` for each connection.
+pub async fn accept_loop<F, Fut>(listener: TcpListener, ctx: Ctx, what: &'static str, handle: F)
+where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, Ctx) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (tcp, peer) = tokio::select! {
+            res = listener.accept() => match res {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, what, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = ctx.stop.cancelled() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        ctx.tracker.spawn(handle(tcp, peer, ctx.clone()));
+    }
+}

@@ -1,0 +1,303 @@
+//! Every `STRAIT_PROXY_*` environment variable, parsed in one place into typed config.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `STRAIT_PROXY_OUTBOUND_LISTEN_ADDR` | `0.0.0.0:4140` | outbound listener |
+//! | `STRAIT_PROXY_INBOUND_LISTEN_ADDR` | `0.0.0.0:4143` | inbound listener |
+//! | `STRAIT_PROXY_ADMIN_LISTEN_ADDR` | `0.0.0.0:4191` | admin listener |
+//! | `STRAIT_PROXY_OUTBOUND_TARGET` | — | explicit mode (tests, benches): every outbound connection targets this address instead of `SO_ORIGINAL_DST` |
+//! | `STRAIT_PROXY_INBOUND_TARGET` | — | explicit mode: the app's address (else `127.0.0.1:<original port>`) |
+//! | `STRAIT_PROXY_DESTINATION_ADDR` | — | destination service `host:port`; without it every target is its original address |
+//! | `STRAIT_PROXY_IDENTITY_TRUST_ANCHORS` | required | PEM file of trust anchors |
+//! | `STRAIT_PROXY_IDENTITY_SVC_ADDR` | — | identity service `host:port`: certify and renew (needs the two below) |
+//! | `STRAIT_PROXY_IDENTITY_LOCAL_NAME` | — | the identity to ask for |
+//! | `STRAIT_PROXY_IDENTITY_TOKEN_FILE` | — | the service-account token file |
+//! | `STRAIT_PROXY_IDENTITY_CERT`, `STRAIT_PROXY_IDENTITY_KEY` | required without the identity service | PEM leaf chain and key (tests, benches) |
+//! | `STRAIT_PROXY_INBOUND_REQUIRE_IDENTITY` | `false` | refuse inbound connections without a client certificate |
+//! | `STRAIT_PROXY_OPAQUE_PORTS` | empty | comma-separated ports that skip protocol detection |
+//! | `STRAIT_PROXY_DETECT_TIMEOUT` | `3s` | protocol detection |
+//! | `STRAIT_PROXY_CONNECT_TIMEOUT` | `2s` | TCP + TLS + header to an endpoint |
+//! | `STRAIT_PROXY_REQUEST_TIMEOUT` | `30s` | outbound response headers (504 after) |
+//! | `STRAIT_PROXY_DISCOVERY_TIMEOUT` | `2s` | wait for a first answer before using the original address |
+//! | `STRAIT_PROXY_SHUTDOWN_GRACE_PERIOD` | `10s` | drain on SIGTERM |
+//! | `STRAIT_PROXY_UID` | `2102` | (init) the proxy's uid, never redirected |
+//! | `STRAIT_PROXY_INBOUND_SKIP_PORTS`, `STRAIT_PROXY_OUTBOUND_SKIP_PORTS` | empty | (init) ports left alone |
+
+use crate::iptables::InitConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+use strait_core::identity::Identity;
+use strait_core::ports;
+
+/// A variable that is missing or does not parse, by name.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvError {
+    #[error("{name} is required")]
+    Missing { name: &'static str },
+    #[error("{name}={value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The proxy's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub outbound_listen: SocketAddr,
+    pub inbound_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub outbound_target: Option<SocketAddr>,
+    pub inbound_target: Option<SocketAddr>,
+    pub destination_addr: Option<String>,
+    pub trust_anchors: PathBuf,
+    pub identity: IdentitySource,
+    pub inbound_require_identity: bool,
+    pub opaque_ports: Vec<u16>,
+    pub detect_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub discovery_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Where the proxy's certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// Fixed files (tests, benches; no renewal).
+    Files { cert: PathBuf, key: PathBuf },
+    /// The identity service: Certify with the token, renew at 70 % of the lifetime.
+    Service {
+        addr: String,
+        name: Identity,
+        token: PathBuf,
+    },
+}
+
+struct Env<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn get(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, EnvError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.get(name)
+            .map(|v| {
+                v.trim().parse().map_err(|e: T::Err| EnvError::Invalid {
+                    name,
+                    value: v.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn addr(&self, name: &'static str, default: u16) -> Result<SocketAddr, EnvError> {
+        Ok(self
+            .parse(name)?
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default))))
+    }
+
+    fn path(&self, name: &'static str) -> Result<PathBuf, EnvError> {
+        self.get(name)
+            .map(PathBuf::from)
+            .ok_or(EnvError::Missing { name })
+    }
+
+    fn duration(&self, name: &'static str, default: Duration) -> Result<Duration, EnvError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v.trim()).map_err(|e| EnvError::Invalid {
+                name,
+                value: v.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn ports(&self, name: &'static str) -> Result<Vec<u16>, EnvError> {
+        let Some(v) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        v.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(EnvError::Invalid {
+                    name,
+                    value: v.clone(),
+                    reason: format!("{p:?} is not a port (1-65535)"),
+                }),
+            })
+            .collect()
+    }
+
+    fn bool(&self, name: &'static str) -> Result<bool, EnvError> {
+        Ok(self.parse(name)?.unwrap_or(false))
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, EnvError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let env = Env(lookup);
+        Ok(Self {
+            outbound_listen: env
+                .addr("STRAIT_PROXY_OUTBOUND_LISTEN_ADDR", ports::PROXY_OUTBOUND)?,
+            inbound_listen: env.addr("STRAIT_PROXY_INBOUND_LISTEN_ADDR", ports::PROXY_INBOUND)?,
+            admin_listen: env.addr("STRAIT_PROXY_ADMIN_LISTEN_ADDR", ports::ADMIN)?,
+            outbound_target: env.parse("STRAIT_PROXY_OUTBOUND_TARGET")?,
+            inbound_target: env.parse("STRAIT_PROXY_INBOUND_TARGET")?,
+            destination_addr: env.get("STRAIT_PROXY_DESTINATION_ADDR"),
+            trust_anchors: env.path("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS")?,
+            identity: match env.get("STRAIT_PROXY_IDENTITY_SVC_ADDR") {
+                Some(addr) => IdentitySource::Service {
+                    addr,
+                    name: env.parse("STRAIT_PROXY_IDENTITY_LOCAL_NAME")?.ok_or(
+                        EnvError::Missing {
+                            name: "STRAIT_PROXY_IDENTITY_LOCAL_NAME",
+                        },
+                    )?,
+                    token: env.path("STRAIT_PROXY_IDENTITY_TOKEN_FILE")?,
+                },
+                None => IdentitySource::Files {
+                    cert: env.path("STRAIT_PROXY_IDENTITY_CERT")?,
+                    key: env.path("STRAIT_PROXY_IDENTITY_KEY")?,
+                },
+            },
+            inbound_require_identity: env.bool("STRAIT_PROXY_INBOUND_REQUIRE_IDENTITY")?,
+            opaque_ports: env.ports("STRAIT_PROXY_OPAQUE_PORTS")?,
+            detect_timeout: env.duration("STRAIT_PROXY_DETECT_TIMEOUT", Duration::from_secs(3))?,
+            connect_timeout: env
+                .duration("STRAIT_PROXY_CONNECT_TIMEOUT", Duration::from_secs(2))?,
+            request_timeout: env
+                .duration("STRAIT_PROXY_REQUEST_TIMEOUT", Duration::from_secs(30))?,
+            discovery_timeout: env
+                .duration("STRAIT_PROXY_DISCOVERY_TIMEOUT", Duration::from_secs(2))?,
+            shutdown_grace: env.duration(
+                "STRAIT_PROXY_SHUTDOWN_GRACE_PERIOD",
+                Duration::from_secs(10),
+            )?,
+        })
+    }
+}
+
+/// The init command's configuration.
+pub fn init_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<InitConfig, EnvError> {
+    let env = Env(lookup);
+    Ok(InitConfig {
+        proxy_uid: env.parse("STRAIT_PROXY_UID")?.unwrap_or(2102),
+        inbound_port: ports::PROXY_INBOUND,
+        outbound_port: ports::PROXY_OUTBOUND,
+        admin_port: ports::ADMIN,
+        skip_inbound_ports: env.ports("STRAIT_PROXY_INBOUND_SKIP_PORTS")?,
+        skip_outbound_ports: env.ports("STRAIT_PROXY_OUTBOUND_SKIP_PORTS")?,
+    })
+}
+
+pub fn init_from_env() -> Result<InitConfig, EnvError> {
+    init_from_lookup(|k| std::env::var(k).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    const IDS: [(&str, &str); 3] = [
+        ("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", "/ca.crt"),
+        ("STRAIT_PROXY_IDENTITY_CERT", "/tls.crt"),
+        ("STRAIT_PROXY_IDENTITY_KEY", "/tls.key"),
+    ];
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_lookup(lookup(&IDS)).unwrap();
+        assert_eq!(c.outbound_listen.port(), 4140);
+        assert_eq!(c.inbound_listen.port(), 4143);
+        assert_eq!(c.admin_listen.port(), 4191);
+        assert!(!c.inbound_require_identity);
+        assert_eq!(c.outbound_target, None);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = Config::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(
+            e,
+            EnvError::Missing {
+                name: "STRAIT_PROXY_IDENTITY_TRUST_ANCHORS"
+            }
+        );
+        let mut bad = IDS.to_vec();
+        bad.push(("STRAIT_PROXY_OPAQUE_PORTS", "3306, 0"));
+        let e = Config::from_lookup(lookup(&bad)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("STRAIT_PROXY_OPAQUE_PORTS="),
+            "{e}"
+        );
+        let mut bad = IDS.to_vec();
+        bad.push(("STRAIT_PROXY_CONNECT_TIMEOUT", "soon"));
+        let e = Config::from_lookup(lookup(&bad)).unwrap_err();
+        assert!(
+            e.to_string().contains("STRAIT_PROXY_CONNECT_TIMEOUT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parses_values() {
+        let mut v = IDS.to_vec();
+        v.extend([
+            ("STRAIT_PROXY_OPAQUE_PORTS", "3306,5432"),
+            ("STRAIT_PROXY_OUTBOUND_TARGET", "127.0.0.1:8080"),
+            ("STRAIT_PROXY_INBOUND_REQUIRE_IDENTITY", "true"),
+            ("STRAIT_PROXY_DETECT_TIMEOUT", "250ms"),
+        ]);
+        let c = Config::from_lookup(lookup(&v)).unwrap();
+        assert_eq!(c.opaque_ports, vec![3306, 5432]);
+        assert_eq!(c.outbound_target, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(c.inbound_require_identity);
+        assert_eq!(c.detect_timeout, Duration::from_millis(250));
+        let mut v = vec![("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", "/ca.crt")];
+        v.push(("STRAIT_PROXY_IDENTITY_SVC_ADDR", "10.0.0.1:8080"));
+        let e = Config::from_lookup(lookup(&v)).unwrap_err();
+        assert_eq!(
+            e,
+            EnvError::Missing {
+                name: "STRAIT_PROXY_IDENTITY_LOCAL_NAME"
+            }
+        );
+        v.push((
+            "STRAIT_PROXY_IDENTITY_LOCAL_NAME",
+            "web.shop.serviceaccount.identity.strait.cluster.local",
+        ));
+        v.push(("STRAIT_PROXY_IDENTITY_TOKEN_FILE", "/token"));
+        let c = Config::from_lookup(lookup(&v)).unwrap();
+        assert!(matches!(c.identity, IdentitySource::Service { .. }));
+        let i = init_from_lookup(lookup(&[("STRAIT_PROXY_OUTBOUND_SKIP_PORTS", "443")])).unwrap();
+        assert_eq!((i.proxy_uid, i.skip_outbound_ports), (2102, vec![443]));
+    }
+}

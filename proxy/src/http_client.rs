@@ -1,0 +1,139 @@
+//! Pooled hyper clients to one endpoint, HTTP/1 and HTTP/2, over [`Connector`].
+//!
+//! Every request goes to the same endpoint whatever its URI says; the URI is made
+//! absolute only because hyper's pool keys on it.
+
+use crate::connect::{ConnectError, Connection, Connector, Endpoint};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use strait_core::transport_header::SessionProtocol;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The hyper connector: always `endpoint`, whatever the URI.
+#[derive(Clone, Debug)]
+pub struct EndpointConnect {
+    connector: Connector,
+    endpoint: Endpoint,
+    h2: bool,
+}
+
+impl tower::Service<Uri> for EndpointConnect {
+    type Response = TokioIo<Connection>;
+    type Error = ConnectError;
+    type Future = BoxFuture<'static, Result<Self::Response, ConnectError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let conn = this.connector.connect(&this.endpoint).await?;
+            Ok(TokioIo::new(conn.with_h2(this.h2)))
+        })
+    }
+}
+
+/// An HTTP/1 and an HTTP/2 client to one endpoint; connections are made on first use.
+#[derive(Clone, Debug)]
+pub struct EndpointClient {
+    h1: Client<EndpointConnect, Incoming>,
+    h2: Client<EndpointConnect, Incoming>,
+}
+
+impl EndpointClient {
+    pub fn new(connector: &Connector, endpoint: &Endpoint) -> Self {
+        let build = |h2: bool| {
+            let mut endpoint = endpoint.clone();
+            if let Some(h) = &mut endpoint.transport_header {
+                h.protocol = Some(if h2 {
+                    SessionProtocol::Http2
+                } else {
+                    SessionProtocol::Http1
+                });
+            }
+            let connect = EndpointConnect {
+                connector: connector.clone(),
+                endpoint,
+                h2,
+            };
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .http2_only(h2)
+                .build(connect)
+        };
+        Self {
+            h1: build(false),
+            h2: build(true),
+        }
+    }
+
+    /// Sends `req` as HTTP/2 when `h2`, else HTTP/1.1.
+    pub fn send(
+        &self,
+        mut req: Request<Incoming>,
+        h2: bool,
+    ) -> BoxFuture<'static, Result<Response<Incoming>, BoxError>> {
+        absolute_uri(&mut req);
+        *req.version_mut() = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let fut = if h2 {
+            self.h2.request(req)
+        } else {
+            self.h1.request(req)
+        };
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+/// Makes the URI absolute (scheme and authority from the Host header) as hyper's pool needs.
+fn absolute_uri<B>(req: &mut Request<B>) {
+    if req.uri().authority().is_some() && req.uri().scheme().is_some() {
+        return;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if let Ok(uri) = format!("http://{host}{pq}").parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// Walks an error's causes looking for a `T`.
+pub fn is_caused_by<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
+}

@@ -1,0 +1,321 @@
+//! Prometheus metrics with Linkerd's names and labels.
+//!
+//! `request_total`, `response_total` (`classification` = success | failure),
+//! `response_latency_ms`, `tcp_open_total`, `tcp_open_connections`, `tcp_read_bytes_total`,
+//! `tcp_write_bytes_total`, each labelled `direction`, `authority`, `tls`, `client_id`,
+//! `server_id`, `dst_namespace`, `dst_service`; plus `http_errors_total` and
+//! `tcp_errors_total` by `direction` and a bounded `error` kind.
+//!
+//! Cardinality is bounded: `authority`, `client_id` and `server_id` values beyond the first
+//! [`MAX_LABEL_VALUES`] distinct ones are reported as `overflow`.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use strait_core::identity::Identity;
+
+/// Distinct values kept per free-form label before they collapse into `overflow`.
+pub const MAX_LABEL_VALUES: usize = 500;
+
+/// Which side of the pod the traffic is on.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Labels shared by HTTP and TCP metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    pub direction: Direction,
+    pub authority: String,
+    pub tls: bool,
+    pub client_id: String,
+    pub server_id: String,
+    pub dst_namespace: String,
+    pub dst_service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    #[prometheus(flatten)]
+    pub traffic: TrafficLabels,
+    pub status_code: u16,
+    pub classification: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub direction: Direction,
+    pub error: &'static str,
+}
+
+/// What the destination service said about a target, as labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DstLabels {
+    pub namespace: String,
+    pub service: String,
+}
+
+/// Everything about one flow that goes into labels, before the cardinality bound.
+#[derive(Clone, Debug)]
+pub struct Flow<'a> {
+    pub direction: Direction,
+    pub authority: &'a str,
+    pub client_id: Option<&'a Identity>,
+    pub server_id: Option<&'a Identity>,
+    pub tls: bool,
+    pub dst: Option<&'a DstLabels>,
+}
+
+fn latency_histogram() -> Histogram {
+    // Linkerd's buckets, in milliseconds.
+    Histogram::new([
+        1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+        1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+    ])
+}
+
+/// The proxy's metric families; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    requests: Family<TrafficLabels, Counter>,
+    responses: Family<ResponseLabels, Counter>,
+    latency: Family<ResponseLabels, Histogram, fn() -> Histogram>,
+    tcp_open: Family<TrafficLabels, Counter>,
+    tcp_open_connections: Family<TrafficLabels, Gauge>,
+    tcp_read: Family<TrafficLabels, Counter>,
+    tcp_write: Family<TrafficLabels, Counter>,
+    http_errors: Family<ErrorLabels, Counter>,
+    tcp_errors: Family<ErrorLabels, Counter>,
+    budget: Arc<LabelBudget>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            responses: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            tcp_open: Family::default(),
+            tcp_open_connections: Family::default(),
+            tcp_read: Family::default(),
+            tcp_write: Family::default(),
+            http_errors: Family::default(),
+            tcp_errors: Family::default(),
+            budget: Arc::new(LabelBudget::new(MAX_LABEL_VALUES)),
+        };
+        registry.register("request", "HTTP requests", m.requests.clone());
+        registry.register("response", "HTTP responses", m.responses.clone());
+        registry.register(
+            "response_latency_ms",
+            "Time to response headers, in milliseconds",
+            m.latency.clone(),
+        );
+        registry.register("tcp_open", "TCP connections opened", m.tcp_open.clone());
+        registry.register(
+            "tcp_open_connections",
+            "TCP connections open now",
+            m.tcp_open_connections.clone(),
+        );
+        registry.register(
+            "tcp_read_bytes",
+            "Bytes read from peers",
+            m.tcp_read.clone(),
+        );
+        registry.register(
+            "tcp_write_bytes",
+            "Bytes written to peers",
+            m.tcp_write.clone(),
+        );
+        registry.register(
+            "http_errors",
+            "HTTP requests answered by the proxy with an error",
+            m.http_errors.clone(),
+        );
+        registry.register(
+            "tcp_errors",
+            "TCP connections the proxy closed on an error",
+            m.tcp_errors.clone(),
+        );
+        m
+    }
+
+    pub fn labels(&self, flow: &Flow<'_>) -> TrafficLabels {
+        let id = |i: Option<&Identity>| {
+            i.map(|i| self.budget.get(&i.to_string()))
+                .unwrap_or_default()
+        };
+        let dst = flow.dst.cloned().unwrap_or_default();
+        TrafficLabels {
+            direction: flow.direction,
+            authority: self.budget.get(flow.authority),
+            tls: flow.tls,
+            client_id: id(flow.client_id),
+            server_id: id(flow.server_id),
+            dst_namespace: dst.namespace,
+            dst_service: dst.service,
+        }
+    }
+
+    /// Counts an opened connection; the guard counts it closed when dropped.
+    pub fn tcp_open(&self, labels: TrafficLabels) -> TcpGuard {
+        self.tcp_open.get_or_create(&labels).inc();
+        let open = self.tcp_open_connections.get_or_create(&labels).clone();
+        open.inc();
+        TcpGuard {
+            open,
+            read: self.tcp_read.get_or_create(&labels).clone(),
+            write: self.tcp_write.get_or_create(&labels).clone(),
+        }
+    }
+
+    pub fn request(&self, labels: &TrafficLabels) {
+        self.requests.get_or_create(labels).inc();
+    }
+
+    pub fn response(&self, labels: TrafficLabels, status: u16, success: bool, elapsed: Duration) {
+        let labels = ResponseLabels {
+            traffic: labels,
+            status_code: status,
+            classification: if success { "success" } else { "failure" },
+        };
+        self.responses.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    pub fn http_error(&self, direction: Direction, error: &'static str) {
+        self.http_errors
+            .get_or_create(&ErrorLabels { direction, error })
+            .inc();
+    }
+
+    pub fn tcp_error(&self, direction: Direction, error: &'static str) {
+        self.tcp_errors
+            .get_or_create(&ErrorLabels { direction, error })
+            .inc();
+    }
+}
+
+/// An open connection in the metrics; decrements `tcp_open_connections` when dropped.
+#[derive(Debug)]
+pub struct TcpGuard {
+    open: Gauge,
+    pub read: Counter,
+    pub write: Counter,
+}
+
+impl Drop for TcpGuard {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// Admits the first `max` distinct values of free-form labels; later ones read `overflow`.
+#[derive(Debug)]
+struct LabelBudget {
+    seen: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+impl LabelBudget {
+    fn new(max: usize) -> Self {
+        Self {
+            seen: Mutex::new(HashSet::new()),
+            max,
+        }
+    }
+
+    fn get(&self, v: &str) -> String {
+        let Ok(mut seen) = self.seen.lock() else {
+            return "overflow".into();
+        };
+        if seen.contains(v) {
+            return v.to_owned();
+        }
+        if seen.len() < self.max {
+            seen.insert(v.to_owned());
+            return v.to_owned();
+        }
+        "overflow".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn names_and_labels_match_linkerd() {
+        let mut reg = Registry::default();
+        let m = Metrics::register(&mut reg);
+        let id: Identity = "web.shop.serviceaccount.identity.strait.cluster.local"
+            .parse()
+            .unwrap();
+        let l = m.labels(&Flow {
+            direction: Direction::Inbound,
+            authority: "web:80",
+            client_id: Some(&id),
+            server_id: None,
+            tls: true,
+            dst: None,
+        });
+        m.request(&l);
+        m.response(l.clone(), 200, true, Duration::from_millis(3));
+        let g = m.tcp_open(l);
+        g.read.inc_by(5);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        for want in [
+            "request_total{direction=\"inbound\",authority=\"web:80\",tls=\"true\",client_id=\"web.shop.serviceaccount.identity.strait.cluster.local\"",
+            "response_total{",
+            "classification=\"success\"",
+            "response_latency_ms_bucket{",
+            "tcp_open_total{",
+            "tcp_open_connections{",
+            "tcp_read_bytes_total{",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        drop(g);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(
+            text.contains("tcp_open_connections{direction=\"inbound\"") && text.contains("} 0")
+        );
+    }
+
+    #[test]
+    fn label_values_are_bounded() {
+        let b = LabelBudget::new(2);
+        assert_eq!(b.get("a"), "a");
+        assert_eq!(b.get("b"), "b");
+        assert_eq!(b.get("c"), "overflow");
+        assert_eq!(b.get("a"), "a");
+    }
+}
