@@ -36,7 +36,6 @@ pub mod connect;
 pub mod error;
 pub mod header;
 pub mod http;
-pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod opaque;

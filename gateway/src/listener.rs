@@ -220,8 +220,11 @@ impl Gateway {
                 })
                 .clone()
         };
-        let client =
-            crate::io::Counted::new(tls, bytes(Direction::ToTarget), bytes(Direction::ToClient));
+        let client = strait_proxy::io::CountingIo::new(
+            tls,
+            bytes(Direction::ToTarget),
+            bytes(Direction::ToClient),
+        );
         tracing::debug!(client = %client_addr, %client_id, %target, endpoint = %endpoint.addr, protocol = ?header.protocol, "forwarding");
 
         match header.protocol {
