@@ -230,7 +230,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .context("waiting for Ctrl-C")?;
         }
     }
-    drop((link, client, gateway, web, west_cp, east_cp));
+    link.stop().await;
+    drop((client, gateway, web, west_cp, east_cp));
     drop((west, east));
     println!("clusters stopped and cleaned up");
     Ok(())

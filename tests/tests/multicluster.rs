@@ -217,6 +217,6 @@ async fn multicluster() -> Result<(), Error> {
         "after the restart ({attempts} attempts): the new gateway moved {after} bytes for {client_id}"
     );
     assert!(after > 0.0, "{gm}");
-    drop(link);
+    link.stop().await;
     Ok(())
 }

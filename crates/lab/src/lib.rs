@@ -556,6 +556,18 @@ pub struct Mirror {
 }
 
 impl MirrorLink {
+    /// Stops the controller and waits until its task has ended (before the clusters go,
+    /// so it does not log a remote that vanished).
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !self.task.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
     /// Waits until the mirror of `service` in `ns` exists with a ready endpoint (the gateway).
     pub async fn wait_mirror(&self, ns: &str, service: &str) -> Result<Mirror, Error> {
         let name = format!("{service}-{}", self.remote);
