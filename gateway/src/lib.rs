@@ -31,6 +31,7 @@
 pub mod admin;
 pub mod app;
 pub mod authz;
+pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod error;

@@ -1,0 +1,173 @@
+//! # strait-cli
+//!
+//! `strait`, the operator's CLI: `strait identity` writes a trust anchor and an issuer;
+//! `strait demo` assembles the design's picture on this machine with `strait-lab` (two
+//! linked local clusters, traffic crossing the gateway). `main.rs` calls [`main`]; the
+//! end-to-end suite builds the same entry point as `e2e-strait`.
+
+mod demo;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strait",
+    version,
+    about = "Strait: a multi-cluster gateway and service mirror for Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start two local clusters (west and east) on this machine and show how to reach them.
+    ///
+    /// Needs root (network namespaces); builds etcd and kube-apiserver on first use.
+    Demo(demo::DemoArgs),
+    /// The programs the demo runs inside its pods (see `strait_lab::tool`).
+    #[command(hide = true)]
+    LabTool {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Write a trust anchor and an issuer for clusters that do not use cert-manager.
+    ///
+    /// Writes DIR/ca.crt (the trust anchor, to share with every linked cluster),
+    /// DIR/issuer.crt and DIR/issuer.key (this cluster's issuer, signed by the anchor).
+    /// The anchor's private key is not kept: make a new issuer with a new anchor.
+    Identity {
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The trust domain the certificates are for.
+        #[arg(long, default_value = strait_core::identity::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// The control plane's namespace (part of the issuer's name).
+        #[arg(long, default_value = strait_core::identity::DEFAULT_CONTROL_NAMESPACE)]
+        control_namespace: String,
+        /// How long the trust anchor is valid.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "87600h")]
+        anchor_lifetime: Duration,
+        /// How long the issuer is valid (never longer than the anchor).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "8760h")]
+        issuer_lifetime: Duration,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The binary's entry point: runs the command, prints any error with its causes.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strait: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Command::LabTool { args } = cli.command {
+        let code = rt.block_on(strait_lab::tool::run(args));
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strait: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::LabTool { .. } => Ok(()),
+        Command::Identity {
+            out,
+            trust_domain,
+            control_namespace,
+            anchor_lifetime,
+            issuer_lifetime,
+            force,
+        } => identity(
+            &out,
+            &trust_domain,
+            &control_namespace,
+            anchor_lifetime,
+            issuer_lifetime,
+            force,
+        ),
+    }
+}
+
+fn identity(
+    out: &Path,
+    trust_domain: &str,
+    control_namespace: &str,
+    anchor_lifetime: Duration,
+    issuer_lifetime: Duration,
+    force: bool,
+) -> anyhow::Result<()> {
+    use strait_tls::{Issuer, write_pem};
+    anyhow::ensure!(
+        !trust_domain.is_empty()
+            && trust_domain
+                .split('.')
+                .all(strait_core::identity::is_dns_label),
+        "--trust-domain {trust_domain:?} is not a DNS name"
+    );
+    anyhow::ensure!(
+        strait_core::identity::is_dns_label(control_namespace),
+        "--control-namespace {control_namespace:?} is not a DNS label"
+    );
+    let (ca, crt, key) = (
+        out.join("ca.crt"),
+        out.join("issuer.crt"),
+        out.join("issuer.key"),
+    );
+    if !force {
+        for p in [&ca, &crt, &key] {
+            anyhow::ensure!(
+                !p.exists(),
+                "{} already exists; pass --force to replace it",
+                p.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let now = std::time::SystemTime::now();
+    let anchor = Issuer::generate_anchor(trust_domain, anchor_lifetime, now)?;
+    let issuer = anchor.generate_issuer(
+        &format!("identity.{control_namespace}.{trust_domain}"),
+        issuer_lifetime,
+        now,
+    )?;
+    write_pem(&ca, &anchor.cert_pem(), false, force)?;
+    write_pem(&crt, &issuer.cert_pem(), false, force)?;
+    write_pem(&key, issuer.key_pem(), true, force)?;
+    println!(
+        "wrote {} (trust anchor), {} and {} (issuer, valid until {})",
+        ca.display(),
+        crt.display(),
+        key.display(),
+        humantime::format_rfc3339_seconds(issuer.not_after()),
+    );
+    Ok(())
+}
