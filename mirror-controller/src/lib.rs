@@ -12,7 +12,7 @@
 //!                                         ├─ credentials Secret ─► remote watch (Services, EndpointSlices)
 //!                                         ├─ gateway: resolve (hickory, TTL) + probe (TLS 1.3, identity)
 //!                                         └─ sync pass: desired − actual ─► SSA writes (bounded), GC
-//!  local reflectors (all Services, our EndpointSlices, Namespaces) ─┘ shared by every worker
+//!  local reflectors (metadata of our mirrors and their slices, Namespaces) ─┘ shared by every worker
 //!  admin :9999 ─► /metrics, /ready
 //! ```
 //!
@@ -31,7 +31,7 @@ pub mod worker;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::Api;
+use kube::api::{Api, ObjectMeta, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
@@ -97,12 +97,15 @@ pub enum Error {
     Lease(#[source] lease::LeaseError),
 }
 
-/// The local cluster as every worker sees it.
+/// The local cluster as every worker sees it: only objects labelled as mirrors, and only the
+/// metadata a pass reads (name, namespace, uid, our two labels, the spec hash). A name that is
+/// not in these stores may still be taken by someone else's object; a worker proves ownership
+/// with a GET before its first write of such a name.
 #[derive(Clone, Debug)]
 pub struct LocalStores {
-    pub services: Store<Service>,
-    pub slices: Store<EndpointSlice>,
-    pub namespaces: Store<Namespace>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub slices: Store<PartialObjectMeta<EndpointSlice>>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Bumped on every local change.
     pub changed: watch::Receiver<u64>,
 }
@@ -177,14 +180,36 @@ impl std::fmt::Debug for Context {
 
 type Feeder = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Local reflectors shared by all workers: every Service (to see both our mirrors and names we
-/// must not touch), our EndpointSlices, and Namespaces.
+/// Keeps of a mirror's metadata only what a pass reads.
+fn strip_mirror_meta(m: &mut ObjectMeta) {
+    let keep_label = |k: &String| {
+        k == strait_core::labels::MIRRORED_SERVICE || k == strait_core::labels::CLUSTER_NAME
+    };
+    *m = ObjectMeta {
+        name: m.name.take(),
+        namespace: m.namespace.take(),
+        uid: m.uid.take(),
+        resource_version: m.resource_version.take(),
+        labels: m.labels.take().map(|mut l| {
+            l.retain(|k, _| keep_label(k));
+            l
+        }),
+        annotations: m.annotations.take().map(|mut a| {
+            a.retain(|k, _| k == mirror::SPEC_HASH);
+            a
+        }),
+        ..Default::default()
+    };
+}
+
+/// Local reflectors shared by all workers, metadata-only: our mirror Services and
+/// EndpointSlices (label `mirrored-service=true`), and Namespace names.
 fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
     let (tx, rx) = watch::channel(0u64);
     let tx = Arc::new(tx);
-    let (services, sw) = reflector::store::<Service>();
-    let (slices, ew) = reflector::store::<EndpointSlice>();
-    let (namespaces, nw) = reflector::store::<Namespace>();
+    let (services, sw) = reflector::store::<PartialObjectMeta<Service>>();
+    let (slices, ew) = reflector::store::<PartialObjectMeta<EndpointSlice>>();
+    let (namespaces, nw) = reflector::store::<PartialObjectMeta<Namespace>>();
     let ours = watcher::Config::default()
         .labels(&format!("{}=true", strait_core::labels::MIRRORED_SERVICE));
     fn feed<S, T>(s: S, tx: Arc<watch::Sender<u64>>) -> Feeder
@@ -204,23 +229,37 @@ fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
     let feeders = vec![
         feed(
             watcher::watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default(),
+                Api::<PartialObjectMeta<Service>>::all(client.clone()),
+                ours.clone(),
             )
             .default_backoff()
+            .modify(|o| strip_mirror_meta(&mut o.metadata))
             .reflect(sw),
             tx.clone(),
         ),
         feed(
-            watcher::watcher(Api::<EndpointSlice>::all(client.clone()), ours)
-                .default_backoff()
-                .reflect(ew),
+            watcher::watcher(
+                Api::<PartialObjectMeta<EndpointSlice>>::all(client.clone()),
+                ours,
+            )
+            .default_backoff()
+            .modify(|o| strip_mirror_meta(&mut o.metadata))
+            .reflect(ew),
             tx.clone(),
         ),
         feed(
-            watcher::watcher(Api::<Namespace>::all(client), watcher::Config::default())
-                .default_backoff()
-                .reflect(nw),
+            watcher::watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(|o| {
+                o.metadata = ObjectMeta {
+                    name: o.metadata.name.take(),
+                    ..Default::default()
+                }
+            })
+            .reflect(nw),
             tx,
         ),
     ];
