@@ -550,13 +550,16 @@ struct Outcome {
 
 /// One write the pass decided on.
 enum Op {
-    /// Apply a mirror's Service and/or slice; `claim_*`: the name is not in our stores, so
-    /// prove it is free (or already ours) before writing.
+    /// Apply a mirror's Service and/or slice, derived from `remote` only when the write runs
+    /// (a cold start queues thousands; they stay small). `claim_*`: the name is not in our
+    /// stores, so prove it is free (or already ours) before writing.
     Mirror {
         key: Key,
-        svc: Option<Box<Service>>,
+        remote: Arc<Service>,
+        remote_ready: bool,
+        write_svc: bool,
         claim_svc: bool,
-        slice: Option<Box<EndpointSlice>>,
+        write_slice: bool,
         claim_slice: bool,
     },
     DeleteService(Key, Option<String>),
@@ -742,7 +745,6 @@ impl Sync {
                 continue;
             }
             let is_ready = ready.contains(&(ns.clone(), name.clone()));
-            let mut desired_slice: Option<EndpointSlice> = None;
             let slice_hash = match self.slice_memo.get(&key) {
                 Some((h, g, r, sh)) if *h == derived.hash && *g == gw_fp && *r == is_ready => {
                     sh.clone()
@@ -755,7 +757,6 @@ impl Sync {
                         key.clone(),
                         (derived.hash.clone(), gw_fp, is_ready, sh.clone()),
                     );
-                    desired_slice = Some(es);
                     sh
                 }
             };
@@ -777,18 +778,14 @@ impl Sync {
             if !(write_svc || write_slice) {
                 continue;
             }
-            let svc = desired_svc.unwrap_or_else(|| derive(remote, &plan));
-            let slice = match desired_slice {
-                Some(es) if write_slice => Some(es),
-                _ if write_slice => Some(mirror::slice(&svc, &plan, &gwv, is_ready)),
-                _ => None,
-            };
             let op = Op::Mirror {
                 key: key.clone(),
+                remote: remote.clone(),
+                remote_ready: is_ready,
+                write_svc,
                 claim_svc: write_svc && actual.is_none(),
-                svc: write_svc.then(|| Box::new(svc)),
+                write_slice,
                 claim_slice: write_slice && actual_slice.is_none(),
-                slice: slice.map(Box::new),
             };
             if actual.is_none() || actual_slice.is_none() {
                 creates.push(op);
@@ -835,8 +832,9 @@ impl Sync {
         ops.extend(deletes);
         let n_ops = ops.len();
         let started = Instant::now();
+        let gwv = Arc::new(gwv);
         let results: Vec<Outcome> =
-            futures::stream::iter(ops.into_iter().map(|op| self.execute(op)))
+            futures::stream::iter(ops.into_iter().map(|op| self.execute(op, gwv.clone())))
                 .buffer_unordered(self.ctx.write_concurrency.max(1))
                 .collect()
                 .await;
@@ -943,25 +941,32 @@ impl Sync {
             .is_some_and(|(h, at)| h == hash && now.duration_since(*at) < WRITE_GRACE)
     }
 
-    fn execute(&self, op: Op) -> impl std::future::Future<Output = Outcome> + use<> {
+    fn execute(
+        &self,
+        op: Op,
+        gateway: Arc<GatewayView>,
+    ) -> impl std::future::Future<Output = Outcome> + use<> {
         let client = self.ctx.client.clone();
         let metrics = self.ctx.metrics.clone();
-        let cluster = self.plan.cluster.clone();
+        let plan = self.plan.clone();
         async move {
+            let cluster = &plan.cluster;
             match op {
                 Op::Mirror {
                     key,
-                    svc,
+                    remote,
+                    remote_ready,
+                    write_svc,
                     claim_svc,
-                    slice,
+                    write_slice,
                     claim_slice,
                 } => {
                     let (ns, name) = (&key.0, &key.1);
                     // Ownership first: neither object is written unless both names are free
                     // or already ours, so a slice never lands behind someone else's Service.
                     let (a, b) = tokio::join!(
-                        claim::<Service>(&client, &metrics, claim_svc, ns, name, &cluster),
-                        claim::<EndpointSlice>(&client, &metrics, claim_slice, ns, name, &cluster),
+                        claim::<Service>(&client, &metrics, claim_svc, ns, name, cluster),
+                        claim::<EndpointSlice>(&client, &metrics, claim_slice, ns, name, cluster),
                     );
                     if let Err(e) = a.and(b) {
                         return Outcome {
@@ -970,16 +975,19 @@ impl Sync {
                             result: Err(e),
                         };
                     }
+                    let svc = derive(&remote, &plan);
+                    let slice =
+                        write_slice.then(|| mirror::slice(&svc, &plan, &gateway, remote_ready));
                     let (a, b) = tokio::join!(
                         async {
-                            match &svc {
-                                Some(s) => apply(&client, &metrics, s.as_ref()).await.map(Some),
-                                None => Ok(None),
+                            match write_svc {
+                                true => apply(&client, &metrics, &svc).await.map(Some),
+                                false => Ok(None),
                             }
                         },
                         async {
                             match &slice {
-                                Some(s) => apply(&client, &metrics, s.as_ref()).await.map(Some),
+                                Some(s) => apply(&client, &metrics, s).await.map(Some),
                                 None => Ok(None),
                             }
                         },

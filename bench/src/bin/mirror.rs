@@ -106,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let west_api = apiserver_pid(&west.server_url());
     let east_api = apiserver_pid(&east.server_url());
+    let west_etcd = etcd_pid(west.dir());
 
     // Cold start.
     let dir = tempfile_dir()?;
@@ -117,7 +118,12 @@ async fn main() -> anyhow::Result<()> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    let cpu0 = (cpu_ticks(west_api), cpu_ticks(east_api));
+    let cpu0 = (
+        cpu_ticks(west_api),
+        cpu_ticks(east_api),
+        cpu_ticks(west_etcd),
+        machine_ticks(),
+    );
     let probe = tokio::spawn(latency_probe(w.clone()));
     let t = Instant::now();
     let mut child = tokio::process::Command::new(&controller_bin)
@@ -152,6 +158,8 @@ async fn main() -> anyhow::Result<()> {
         cpu_ticks(west_api),
         cpu_ticks(east_api),
         cpu_ticks(Some(pid)),
+        cpu_ticks(west_etcd),
+        machine_ticks(),
     );
     probe.abort();
     let _ = probe.await;
@@ -160,9 +168,11 @@ async fn main() -> anyhow::Result<()> {
         _ => "?".into(),
     };
     println!(
-        "cold start CPU (cores busy on average; the machine has {}): west kube-apiserver {}, east kube-apiserver {}, controller {}",
+        "cold start CPU (cores busy on average; the machine has {}, all processes together used {}): west kube-apiserver {}, west etcd {}, east kube-apiserver {}, controller {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores(cpu0.3, cpu1.4),
         cores(cpu0.0, cpu1.0),
+        cores(cpu0.2, cpu1.3),
         cores(cpu0.1, cpu1.1),
         cores(Some(0), cpu1.2),
     );
@@ -348,6 +358,31 @@ fn apiserver_pid(url: &str) -> Option<u32> {
         let is_api = args.first()?.ends_with(b"kube-apiserver");
         (is_api && args.contains(&flag.as_bytes())).then_some(pid)
     })
+}
+
+/// The pid of the etcd whose data lives under `dir`.
+fn etcd_pid(dir: &std::path::Path) -> Option<u32> {
+    let data = dir.join("etcd");
+    let data = data.to_str()?.as_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
+        let pid: u32 = d.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(d.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_etcd = args.first()?.ends_with(b"etcd");
+        (is_etcd && args.contains(&data)).then_some(pid)
+    })
+}
+
+/// Busy (non-idle, non-iowait) clock ticks of the whole machine, from /proc/stat.
+fn machine_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
 }
 
 /// utime + stime of a process, in clock ticks (100 per second on Linux).
