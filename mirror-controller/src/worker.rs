@@ -962,22 +962,37 @@ impl Sync {
                     claim_slice,
                 } => {
                     let (ns, name) = (&key.0, &key.1);
-                    // Ownership first: neither object is written unless both names are free
-                    // or already ours, so a slice never lands behind someone else's Service.
-                    let (a, b) = tokio::join!(
-                        claim::<Service>(&client, &metrics, claim_svc, ns, name, cluster),
-                        claim::<EndpointSlice>(&client, &metrics, claim_slice, ns, name, cluster),
-                    );
-                    if let Err(e) = a.and(b) {
-                        return Outcome {
-                            key: Some(key),
-                            wrote: Vec::new(),
-                            result: Err(e),
-                        };
+                    let fail = |key, e| Outcome {
+                        key: Some(key),
+                        wrote: Vec::new(),
+                        result: Err(e),
+                    };
+                    // Ownership first, so neither object is written behind someone else's.
+                    // 1. The Service's name: a GET (an apply would take over an existing one).
+                    if let Err(e) =
+                        claim::<Service>(&client, &metrics, claim_svc, ns, name, cluster).await
+                    {
+                        return fail(key, e);
                     }
                     let svc = derive(&remote, &plan);
                     let slice =
                         write_slice.then(|| mirror::slice(&svc, &plan, &gateway, remote_ready));
+                    // 2. A new slice: a create, which fails rather than touch an existing
+                    //    object (no window between a check and the write). Its fields are a
+                    //    fixed set, so the create's field ownership never pins a stale value.
+                    let mut wrote = Vec::new();
+                    let mut slice_to_apply = slice.as_ref();
+                    if let (true, Some(es)) = (claim_slice, &slice) {
+                        match create_slice(&client, &metrics, es, cluster).await {
+                            Ok(true) => {
+                                wrote.push((false, key.clone(), hash_of(&es.metadata)));
+                                slice_to_apply = None;
+                            }
+                            Ok(false) => {}
+                            Err(e) => return fail(key, e),
+                        }
+                    }
+                    // 3. Apply what is left.
                     let (a, b) = tokio::join!(
                         async {
                             match write_svc {
@@ -986,13 +1001,12 @@ impl Sync {
                             }
                         },
                         async {
-                            match &slice {
+                            match slice_to_apply {
                                 Some(s) => apply(&client, &metrics, s).await.map(Some),
                                 None => Ok(None),
                             }
                         },
                     );
-                    let mut wrote = Vec::new();
                     if let Ok(Some(h)) = &a {
                         wrote.push((true, key.clone(), h.clone()));
                     }
@@ -1129,6 +1143,40 @@ where
     }
 }
 
+/// Creates a mirror's EndpointSlice. `Ok(true)`: created; `Ok(false)`: it exists and is
+/// ours (the store lags), so apply it; a conflict when it exists and is not ours.
+async fn create_slice(
+    client: &kube::Client,
+    metrics: &crate::Metrics,
+    es: &EndpointSlice,
+    cluster: &str,
+) -> Result<bool, Error> {
+    let ns = es.metadata.namespace.clone().unwrap_or_default();
+    let name = es.metadata.name.clone().unwrap_or_default();
+    let pp = PostParams {
+        field_manager: Some(mirror::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    metrics.count_request("create");
+    match Api::<EndpointSlice>::namespaced(client.clone(), &ns)
+        .create(&pp, es)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            claim::<EndpointSlice>(client, metrics, true, &ns, &name, cluster)
+                .await
+                .map(|()| false)
+        }
+        Err(source) => Err(Error::Apply {
+            kind: "EndpointSlice",
+            namespace: ns,
+            name,
+            source,
+        }),
+    }
+}
+
 /// Server-side applies one mirror object; returns the spec hash written.
 async fn apply<K>(client: &kube::Client, metrics: &crate::Metrics, obj: &K) -> Result<String, Error>
 where
@@ -1197,4 +1245,76 @@ pub(crate) fn source_of(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_slice_keeps_only_service_and_readiness() {
+        let mut es: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "shop", "resourceVersion": "7",
+                "labels": {SERVICE_NAME_LABEL: "web", "other": "x"},
+                "annotations": {"a": "b"},
+                "managedFields": [{"manager": "m", "operation": "Update"}]},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.2"]},
+            ],
+            "ports": [{"port": 80}],
+        }))
+        .expect("slice");
+        compact_remote_slice(&mut es);
+        assert_eq!(es.endpoints.len(), 1, "any ready (unset counts as ready)");
+        assert!(es.ports.is_none() && es.metadata.annotations.is_none());
+        assert!(es.metadata.managed_fields.is_none());
+        assert_eq!(
+            es.metadata.labels,
+            Some(BTreeMap::from([(SERVICE_NAME_LABEL.into(), "web".into())]))
+        );
+        let mut none_ready = es.clone();
+        none_ready.endpoints = vec![k8s_openapi::api::discovery::v1::Endpoint {
+            conditions: Some(k8s_openapi::api::discovery::v1::EndpointConditions {
+                ready: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        compact_remote_slice(&mut none_ready);
+        assert!(none_ready.endpoints.is_empty());
+    }
+
+    #[test]
+    fn remote_service_compaction_keeps_the_mirror_identical() {
+        let plan = Plan::new(
+            &serde_json::from_value(serde_json::json!({
+                "targetClusterName": "east",
+                "clusterCredentialsSecret": "c",
+                "gatewayAddress": "10.0.0.1",
+                "gatewayPort": 4143,
+                "gatewayIdentity": "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local",
+                "selector": {"matchLabels": {"mirror.strait.dev/exported": "true"}},
+            }))
+            .expect("spec"),
+        )
+        .expect("plan");
+        let full: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "42",
+                "labels": {"app": "web"}, "annotations": {"keep": "1"},
+                "managedFields": [{"manager": "m", "operation": "Update"}]},
+            "spec": {"selector": {"app": "web"}, "clusterIP": "10.1.1.1", "clusterIPs": ["10.1.1.1"],
+                "sessionAffinity": "None", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+            "status": {"loadBalancer": {}},
+        }))
+        .expect("svc");
+        let mut compact = full.clone();
+        compact_remote_service(&mut compact);
+        assert!(compact.metadata.managed_fields.is_none() && compact.status.is_none());
+        assert_eq!(
+            mirror::service(&full, &plan).expect("valid"),
+            mirror::service(&compact, &plan).expect("valid")
+        );
+    }
 }

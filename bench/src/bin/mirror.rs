@@ -195,6 +195,10 @@ async fn main() -> anyhow::Result<()> {
         bail!("{mirrors} mirrors in west, expected {n}");
     }
     let writes_cold = writes(port).await?;
+    println!(
+        "controller peak RSS (VmHWM) at the end of the cold start: {} kB",
+        vm_hwm(pid)?
+    );
     let link_size_n = serde_json::to_vec(&links.get("east").await?)?.len();
     println!(
         "cold start: {n} services mirrored {cold:.2?} after the controller started ({:.0} mirrors/s); {writes_cold} local writes, {:.2} per mirror",
