@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -710,7 +710,7 @@ impl Sync {
             let mname = derived.name.clone();
             let key = (ns.clone(), mname.clone());
             desired_keys.insert(key.clone());
-            if local.namespaces.get(&ObjectRef::new(ns)).is_none() {
+            if local.namespaces.get("", ns).is_none() {
                 if plan.create_namespaces {
                     namespaces_to_create.insert(ns.clone(), ());
                 }
@@ -720,14 +720,12 @@ impl Sync {
                 ));
                 continue;
             }
-            let actual = local.services.get(&ObjectRef::new(&mname).within(ns));
-            let actual_slice = local.slices.get(&ObjectRef::new(&mname).within(ns));
+            let actual = local.services.get(ns, &mname);
+            let actual_slice = local.slices.get(ns, &mname);
             // Labelled as a mirror, but of another cluster: not ours either.
             let foreign = match (&actual, &actual_slice) {
-                (Some(a), _) if !mirror::is_ours(&a.metadata, &plan.cluster) => Some("Service"),
-                (_, Some(a)) if !mirror::is_ours(&a.metadata, &plan.cluster) => {
-                    Some("EndpointSlice")
-                }
+                (Some(a), _) if !a.is_ours(&plan.cluster) => Some("Service"),
+                (_, Some(a)) if !a.is_ours(&plan.cluster) => Some("EndpointSlice"),
                 _ => None,
             };
             if let Some(kind) = foreign {
@@ -764,14 +762,14 @@ impl Sync {
             let write_svc = !self.fresh(
                 true,
                 &key,
-                actual.as_deref().map(|a| &a.metadata),
+                actual.as_ref().and_then(|a| a.hash.as_deref()),
                 &derived.hash,
                 now,
             );
             let write_slice = !self.fresh(
                 false,
                 &key,
-                actual_slice.as_deref().map(|a| &a.metadata),
+                actual_slice.as_ref().and_then(|a| a.hash.as_deref()),
                 &slice_hash,
                 now,
             );
@@ -798,28 +796,14 @@ impl Sync {
         self.conflicts.retain(|k, _| desired_keys.contains(k));
         // Orphans: ours, for this cluster, with no remote twin.
         let mut deletes = Vec::new();
-        for svc in local.services.state() {
-            if !mirror::is_ours(&svc.metadata, &plan.cluster) {
-                continue;
-            }
-            let key = (
-                svc.metadata.namespace.clone().unwrap_or_default(),
-                svc.metadata.name.clone().unwrap_or_default(),
-            );
+        for (key, uid) in local.services.ours(&plan.cluster) {
             if !desired_keys.contains(&key) {
-                deletes.push(Op::DeleteService(key, svc.metadata.uid.clone()));
+                deletes.push(Op::DeleteService(key, uid));
             }
         }
-        for es in local.slices.state() {
-            if !mirror::is_ours(&es.metadata, &plan.cluster) {
-                continue;
-            }
-            let key = (
-                es.metadata.namespace.clone().unwrap_or_default(),
-                es.metadata.name.clone().unwrap_or_default(),
-            );
+        for (key, uid) in local.slices.ours(&plan.cluster) {
             if !desired_keys.contains(&key) {
-                deletes.push(Op::DeleteSlice(key, es.metadata.uid.clone()));
+                deletes.push(Op::DeleteSlice(key, uid));
             }
         }
         let mut ops: Vec<Op> = namespaces_to_create
@@ -924,16 +908,11 @@ impl Sync {
         &self,
         is_svc: bool,
         key: &Key,
-        actual: Option<&kube::api::ObjectMeta>,
+        actual_hash: Option<&str>,
         hash: &str,
         now: Instant,
     ) -> bool {
-        if actual.is_some_and(|a| {
-            a.annotations
-                .as_ref()
-                .and_then(|a| a.get(mirror::SPEC_HASH))
-                .is_some_and(|h| h == hash)
-        }) {
+        if actual_hash == Some(hash) {
             return true;
         }
         self.written
