@@ -12,12 +12,33 @@
 //!                                         ├─ credentials Secret ─► remote watch (Services, EndpointSlices)
 //!                                         ├─ gateway: resolve (hickory, TTL) + probe (TLS 1.3, identity)
 //!                                         └─ sync pass: desired − actual ─► SSA writes (bounded), GC
-//!  local reflectors (all Services, our EndpointSlices, Namespaces) ─┘ shared by every worker
+//!  local watches (compact stores of our mirrors, their slices, Namespaces) ─┘ shared by every worker
 //!  admin :9999 ─► /metrics, /ready
 //! ```
 //!
 //! Start it with [`run`] and a [`Config`]; `main.rs` builds the config from flags and env.
 //! The pure parts are [`plan`] (what a Link asks for) and [`mirror`] (what a mirror looks like).
+//!
+//! ## Only ours
+//!
+//! The controller writes and deletes only Services and EndpointSlices labelled
+//! `mirrored-service=true` + `cluster-name=<the Link's cluster>`. Its local watches see only
+//! objects with the first label, so before the first write of a name it does not hold it
+//! proves the name free: a Service by a GET (404, or ours), an EndpointSlice by a create
+//! (which fails on any existing object). A name taken by someone else is reported in the
+//! Link status (`Error`, `conflict: ...`), counted once in `reconcile_errors{reason="conflict"}`,
+//! left alone, and checked again after a minute. Deletes carry a uid precondition. A Service
+//! created by someone else between our GET and our apply (milliseconds) is the one window left.
+//!
+//! ## Not yet: `remoteDiscoverySelector`
+//!
+//! Services matched only by `remoteDiscoverySelector` are not mirrored (nor reported). Doing
+//! it means mirrors whose EndpointSlices carry the remote pods' addresses and target ports
+//! (label `exported=remote-discovery`, no gateway identity), which needs the remote slices'
+//! addresses kept for those Services only: the remote slice store is compacted to a
+//! readiness bit per Service, and a second Service watch (a label selector cannot express
+//! "A or B"). It also only works on a flat network, which the local test clusters can give
+//! (pods in network namespaces of one host) but the gateway path does not test.
 
 pub mod controller;
 pub mod lease;
@@ -26,14 +47,14 @@ pub mod mirror;
 pub mod plan;
 pub mod probe;
 pub mod resolve;
+pub mod store;
 pub mod worker;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,12 +118,16 @@ pub enum Error {
     Lease(#[source] lease::LeaseError),
 }
 
-/// The local cluster as every worker sees it.
+/// The local cluster as every worker sees it: only objects labelled as mirrors, and only what
+/// a pass reads of them ([`store::Meta`]). A name that is not in these stores may still be
+/// taken by someone else's object; a worker proves ownership before its first write of such
+/// a name.
 #[derive(Clone, Debug)]
 pub struct LocalStores {
-    pub services: Store<Service>,
-    pub slices: Store<EndpointSlice>,
-    pub namespaces: Store<Namespace>,
+    pub services: store::Compact,
+    pub slices: store::Compact,
+    /// Namespace names, keyed ("", name).
+    pub namespaces: store::Compact,
     /// Bumped on every local change.
     pub changed: watch::Receiver<u64>,
 }
@@ -144,9 +169,9 @@ pub async fn run(client: kube::Client, config: Config, metrics: Arc<Metrics>) ->
     for f in feeders {
         tasks.spawn(f);
     }
-    let _ = local.services.wait_until_ready().await;
-    let _ = local.slices.wait_until_ready().await;
-    let _ = local.namespaces.wait_until_ready().await;
+    local.services.wait_until_ready().await;
+    local.slices.wait_until_ready().await;
+    local.namespaces.wait_until_ready().await;
     let ctx = Arc::new(Context {
         client,
         namespace: config.namespace.clone(),
@@ -177,25 +202,27 @@ impl std::fmt::Debug for Context {
 
 type Feeder = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Local reflectors shared by all workers: every Service (to see both our mirrors and names we
-/// must not touch), our EndpointSlices, and Namespaces.
+/// Local watches shared by all workers, metadata-only, into compact stores: our mirror
+/// Services and EndpointSlices (label `mirrored-service=true`), and Namespace names.
 fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
     let (tx, rx) = watch::channel(0u64);
     let tx = Arc::new(tx);
-    let (services, sw) = reflector::store::<Service>();
-    let (slices, ew) = reflector::store::<EndpointSlice>();
-    let (namespaces, nw) = reflector::store::<Namespace>();
+    let (services, slices, namespaces) =
+        <(store::Compact, store::Compact, store::Compact)>::default();
     let ours = watcher::Config::default()
         .labels(&format!("{}=true", strait_core::labels::MIRRORED_SERVICE));
-    fn feed<S, T>(s: S, tx: Arc<watch::Sender<u64>>) -> Feeder
+    fn feed<S, K>(s: S, store: &store::Compact, tx: Arc<watch::Sender<u64>>) -> Feeder
     where
-        S: futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+        S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+        K: kube::Resource + Send + 'static,
     {
+        let mut writer = store::Writer::new(store.clone());
         Box::pin(async move {
             let mut s = std::pin::pin!(s);
             while let Some(ev) = s.next().await {
-                if let Err(e) = ev {
-                    tracing::warn!(error = %e, "local watch failed; retrying");
+                match ev {
+                    Ok(ev) => writer.apply(&ev),
+                    Err(e) => tracing::warn!(error = %e, "local watch failed; retrying"),
                 }
                 tx.send_modify(|n| *n = n.wrapping_add(1));
             }
@@ -204,23 +231,29 @@ fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
     let feeders = vec![
         feed(
             watcher::watcher(
-                Api::<Service>::all(client.clone()),
+                Api::<PartialObjectMeta<Service>>::all(client.clone()),
+                ours.clone(),
+            )
+            .default_backoff(),
+            &services,
+            tx.clone(),
+        ),
+        feed(
+            watcher::watcher(
+                Api::<PartialObjectMeta<EndpointSlice>>::all(client.clone()),
+                ours,
+            )
+            .default_backoff(),
+            &slices,
+            tx.clone(),
+        ),
+        feed(
+            watcher::watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client),
                 watcher::Config::default(),
             )
-            .default_backoff()
-            .reflect(sw),
-            tx.clone(),
-        ),
-        feed(
-            watcher::watcher(Api::<EndpointSlice>::all(client.clone()), ours)
-                .default_backoff()
-                .reflect(ew),
-            tx.clone(),
-        ),
-        feed(
-            watcher::watcher(Api::<Namespace>::all(client), watcher::Config::default())
-                .default_backoff()
-                .reflect(nw),
+            .default_backoff(),
+            &namespaces,
             tx,
         ),
     ];

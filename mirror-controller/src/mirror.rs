@@ -36,7 +36,7 @@ pub enum InvalidService {
 }
 
 /// The gateway as the mirrors see it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GatewayView {
     pub addrs: Vec<IpAddr>,
     /// `false` after `failureThreshold` failed probes; unknown counts as alive.

@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -72,6 +72,20 @@ pub enum Error {
     CreateNamespace(String, #[source] kube::Error),
     #[error("writing the Link status")]
     Status(#[source] kube::Error),
+    #[error("conflict: {kind} {namespace}/{name} exists and is not ours; left alone")]
+    Conflict {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("checking who owns {kind} {namespace}/{name}")]
+    Ownership {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -83,6 +97,8 @@ impl Error {
             Error::Delete { .. } => "delete",
             Error::CreateNamespace(..) => "create_namespace",
             Error::Status(_) => "status",
+            Error::Conflict { .. } => "conflict",
+            Error::Ownership { .. } => "ownership",
         }
     }
 }
@@ -158,6 +174,7 @@ pub(crate) async fn run(ctx: Arc<Context>, link: Arc<Link>) {
         written: HashMap::new(),
         memo: HashMap::new(),
         slice_memo: HashMap::new(),
+        conflicts: HashMap::new(),
     };
     sync.run(trigger, gw_rx, remote_rx, status_tx).await;
 }
@@ -406,6 +423,7 @@ fn session(
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(compact_remote_slice)
         .reflect(slices_w)
         .map(|e| (false, e.map(|e| matches!(e, Event::InitDone))));
         let svc_events: futures::stream::BoxStream<'static, _> = match selector {
@@ -414,6 +432,7 @@ fn session(
                 watcher::Config::default().labels(&sel),
             )
             .default_backoff()
+            .modify(compact_remote_service)
             .reflect(services_w)
             .map(|e| (true, e.map(|e| matches!(e, Event::InitDone))))
             .boxed(),
@@ -462,17 +481,87 @@ fn session(
     (view, fut)
 }
 
+/// Keeps of a remote Service only what deriving its mirror reads.
+fn compact_remote_service(svc: &mut Service) {
+    svc.metadata.managed_fields = None;
+    svc.metadata.owner_references = None;
+    svc.metadata.finalizers = None;
+    if let Some(a) = svc.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    svc.status = None;
+    if let Some(spec) = svc.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::ServiceSpec {
+            type_: spec.type_.take(),
+            cluster_ip: spec.cluster_ip.take(),
+            ports: spec.ports.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// Keeps of a remote EndpointSlice only its Service and whether any endpoint is ready (as at
+/// most one endpoint): at 10,000 Services the full slices would be most of our memory.
+fn compact_remote_slice(es: &mut EndpointSlice) {
+    let ready = es
+        .endpoints
+        .iter()
+        .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
+    let service = es
+        .metadata
+        .labels
+        .as_mut()
+        .and_then(|l| l.remove(SERVICE_NAME_LABEL));
+    es.metadata = kube::api::ObjectMeta {
+        name: es.metadata.name.take(),
+        namespace: es.metadata.namespace.take(),
+        resource_version: es.metadata.resource_version.take(),
+        labels: service.map(|s| BTreeMap::from([(SERVICE_NAME_LABEL.to_string(), s)])),
+        ..Default::default()
+    };
+    es.ports = None;
+    es.endpoints = if ready {
+        vec![k8s_openapi::api::discovery::v1::Endpoint::default()]
+    } else {
+        Vec::new()
+    };
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// How long a name found taken by someone else is left alone before it is checked again.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+
 type Key = (String, String);
-type SliceMemo = HashMap<Key, (String, GatewayView, bool, Arc<EndpointSlice>)>;
+
+/// A derived mirror, as little as a pass needs to compare: its name and spec hash.
+#[derive(Clone)]
+struct Derived {
+    name: String,
+    hash: String,
+}
 
 /// What one write did: the mirror it was for (to report errors), what was written (kind,
 /// key, spec hash) and how it ended.
-type Outcome = (Option<Key>, Option<(bool, Key, String)>, Result<(), Error>);
+struct Outcome {
+    key: Option<Key>,
+    wrote: Vec<(bool, Key, String)>,
+    result: Result<(), Error>,
+}
 
 /// One write the pass decided on.
 enum Op {
-    ApplyService(Box<Service>),
-    ApplySlice(Box<EndpointSlice>),
+    /// Apply a mirror's Service and/or slice, derived from `remote` only when the write runs
+    /// (a cold start queues thousands; they stay small). `claim_*`: the name is not in our
+    /// stores, so prove it is free (or already ours) before writing.
+    Mirror {
+        key: Key,
+        remote: Arc<Service>,
+        remote_ready: bool,
+        write_svc: bool,
+        claim_svc: bool,
+        write_slice: bool,
+        claim_slice: bool,
+    },
     DeleteService(Key, Option<String>),
     DeleteSlice(Key, Option<String>),
     CreateNamespace(String),
@@ -485,9 +574,12 @@ struct Sync {
     /// What we wrote recently, by (kind, ns, name): the spec hash and when.
     written: HashMap<(bool, String, String), (String, Instant)>,
     /// Derived mirrors by remote (ns, name), with the remote resourceVersion they came from.
-    memo: HashMap<Key, (String, Result<Arc<Service>, InvalidService>)>,
-    /// Derived slices by mirror key, with what they were derived from.
-    slice_memo: SliceMemo,
+    memo: HashMap<Key, (String, Result<Derived, InvalidService>)>,
+    /// Derived slice hashes by mirror key, with what they were derived from (the Service's
+    /// hash, a fingerprint of the gateway view, remote readiness).
+    slice_memo: HashMap<Key, (String, u64, bool, String)>,
+    /// Mirror names taken by someone else's object: the message, and when last checked.
+    conflicts: HashMap<Key, (String, Instant)>,
 }
 
 impl Sync {
@@ -540,26 +632,24 @@ impl Sync {
     /// counts and whether anything failed (to retry with backoff).
     async fn pass(&mut self, view: &RemoteView, gateway: &GatewayState) -> (LinkStatus, bool) {
         let plan = self.plan.clone();
-        let local = &self.ctx.local;
+        let ctx = self.ctx.clone();
+        let local = &ctx.local;
         let gwv = GatewayView {
             addrs: gateway.addrs.clone(),
             alive: gateway.alive != Some(false),
+        };
+        let gw_fp = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            gwv.hash(&mut h);
+            h.finish()
         };
         let ready: HashSet<Key> = view
             .slices
             .state()
             .iter()
-            .filter(|s| {
-                s.endpoints
-                    .iter()
-                    .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            })
+            .filter(|s| !s.endpoints.is_empty())
             .filter_map(|s| {
-                let svc = s
-                    .metadata
-                    .labels
-                    .as_ref()?
-                    .get("kubernetes.io/service-name")?;
+                let svc = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
                 Some((s.metadata.namespace.clone()?, svc.clone()))
             })
             .collect();
@@ -589,19 +679,23 @@ impl Sync {
                 reason,
                 message,
             };
-            // Deriving a mirror serialises and hashes it; do it once per remote resourceVersion.
+            // Deriving a mirror serialises and hashes it; do it once per remote
+            // resourceVersion, and keep only its name and hash between passes.
             let rv = remote.metadata.resource_version.clone().unwrap_or_default();
             let memo_key = (ns.clone(), name.clone());
+            let mut desired_svc: Option<Service> = None;
             let derived = match self.memo.get(&memo_key) {
                 Some((v, d)) if *v == rv => d.clone(),
                 _ => {
-                    let d = mirror::service(remote, &plan).map(Arc::new);
-                    self.memo.insert(memo_key.clone(), (rv, d.clone()));
-                    d
+                    let d = mirror::service(remote, &plan);
+                    let summary = d.as_ref().map(derived_of).map_err(Clone::clone);
+                    desired_svc = d.ok();
+                    self.memo.insert(memo_key.clone(), (rv, summary.clone()));
+                    summary
                 }
             };
             seen.insert(memo_key);
-            let desired = match derived {
+            let derived = match derived {
                 Ok(d) => d,
                 Err(
                     e @ (InvalidService::ExternalName
@@ -613,10 +707,10 @@ impl Sync {
                     continue;
                 }
             };
-            let mname = desired.metadata.name.clone().unwrap_or_default();
+            let mname = derived.name.clone();
             let key = (ns.clone(), mname.clone());
             desired_keys.insert(key.clone());
-            if local.namespaces.get(&ObjectRef::new(ns)).is_none() {
+            if local.namespaces.get("", ns).is_none() {
                 if plan.create_namespaces {
                     namespaces_to_create.insert(ns.clone(), ());
                 }
@@ -626,101 +720,90 @@ impl Sync {
                 ));
                 continue;
             }
-            let actual = local.services.get(&ObjectRef::new(&mname).within(ns));
-            if let Some(a) = &actual
-                && !mirror::is_ours(&a.metadata, &plan.cluster)
+            let actual = local.services.get(ns, &mname);
+            let actual_slice = local.slices.get(ns, &mname);
+            // Labelled as a mirror, but of another cluster: not ours either.
+            let foreign = match (&actual, &actual_slice) {
+                (Some(a), _) if !a.is_ours(&plan.cluster) => Some("Service"),
+                (_, Some(a)) if !a.is_ours(&plan.cluster) => Some("EndpointSlice"),
+                _ => None,
+            };
+            if let Some(kind) = foreign {
+                let e = Error::Conflict {
+                    kind,
+                    namespace: ns.clone(),
+                    name: mname.clone(),
+                };
+                self.note_conflict(&key, e.to_string(), now);
+            }
+            if let Some((msg, at)) = self.conflicts.get(&key)
+                && (foreign.is_some() || now.duration_since(*at) < CONFLICT_RECHECK)
             {
-                self.ctx.metrics.error(&self.link, "conflict");
-                not_mirrored.push(nm(
-                    Reason::Error,
-                    format!(
-                        "Service {ns}/{mname} exists and is not a mirror of {}; left alone",
-                        plan.cluster
-                    ),
-                ));
+                not_mirrored.push(nm(Reason::Error, msg.clone()));
                 continue;
             }
             let is_ready = ready.contains(&(ns.clone(), name.clone()));
-            let svc_hash = desired
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(mirror::SPEC_HASH))
-                .cloned()
-                .unwrap_or_default();
-            let slice = match self.slice_memo.get(&key) {
-                Some((h, g, r, es)) if *h == svc_hash && *g == gwv && *r == is_ready => es.clone(),
+            let slice_hash = match self.slice_memo.get(&key) {
+                Some((h, g, r, sh)) if *h == derived.hash && *g == gw_fp && *r == is_ready => {
+                    sh.clone()
+                }
                 _ => {
-                    let es = Arc::new(mirror::slice(&desired, &plan, &gwv, is_ready));
-                    self.slice_memo
-                        .insert(key.clone(), (svc_hash, gwv.clone(), is_ready, es.clone()));
-                    es
+                    let svc = desired_svc.get_or_insert_with(|| derive(remote, &plan));
+                    let es = mirror::slice(svc, &plan, &gwv, is_ready);
+                    let sh = hash_of(&es.metadata);
+                    self.slice_memo.insert(
+                        key.clone(),
+                        (derived.hash.clone(), gw_fp, is_ready, sh.clone()),
+                    );
+                    sh
                 }
             };
-            let actual_slice = local.slices.get(&ObjectRef::new(&mname).within(ns));
-            if let Some(a) = &actual_slice
-                && !mirror::is_ours(&a.metadata, &plan.cluster)
-            {
-                not_mirrored.push(nm(
-                    Reason::Error,
-                    format!("EndpointSlice {ns}/{mname} exists and is not ours; left alone"),
-                ));
-                continue;
-            }
             mirrored_ok.push(key.clone());
-            if !self.fresh(
+            let write_svc = !self.fresh(
                 true,
                 &key,
-                actual.as_deref().map(|a| &a.metadata),
-                &desired.metadata,
+                actual.as_ref().and_then(|a| a.hash.as_deref()),
+                &derived.hash,
                 now,
-            ) {
-                if actual.is_none() {
-                    creates.push(Op::ApplyService(Box::new((*desired).clone())))
-                } else {
-                    updates.push(Op::ApplyService(Box::new((*desired).clone())))
-                }
-            }
-            if !self.fresh(
+            );
+            let write_slice = !self.fresh(
                 false,
                 &key,
-                actual_slice.as_deref().map(|a| &a.metadata),
-                &slice.metadata,
+                actual_slice.as_ref().and_then(|a| a.hash.as_deref()),
+                &slice_hash,
                 now,
-            ) {
-                if actual_slice.is_none() {
-                    creates.push(Op::ApplySlice(Box::new((*slice).clone())))
-                } else {
-                    updates.push(Op::ApplySlice(Box::new((*slice).clone())))
-                }
+            );
+            if !(write_svc || write_slice) {
+                continue;
+            }
+            let op = Op::Mirror {
+                key: key.clone(),
+                remote: remote.clone(),
+                remote_ready: is_ready,
+                write_svc,
+                claim_svc: write_svc && actual.is_none(),
+                write_slice,
+                claim_slice: write_slice && actual_slice.is_none(),
+            };
+            if actual.is_none() || actual_slice.is_none() {
+                creates.push(op);
+            } else {
+                updates.push(op);
             }
         }
         self.memo.retain(|k, _| seen.contains(k));
         self.slice_memo.retain(|k, _| desired_keys.contains(k));
+        self.conflicts.retain(|k, _| desired_keys.contains(k));
         // Orphans: ours, for this cluster, with no remote twin.
         let mut deletes = Vec::new();
-        for svc in local.services.state() {
-            if !mirror::is_ours(&svc.metadata, &plan.cluster) {
-                continue;
-            }
-            let key = (
-                svc.metadata.namespace.clone().unwrap_or_default(),
-                svc.metadata.name.clone().unwrap_or_default(),
-            );
+        for (key, uid) in local.services.ours(&plan.cluster) {
             if !desired_keys.contains(&key) {
-                deletes.push(Op::DeleteService(key, svc.metadata.uid.clone()));
+                deletes.push(Op::DeleteService(key, uid));
             }
         }
-        for es in local.slices.state() {
-            if !mirror::is_ours(&es.metadata, &plan.cluster) {
-                continue;
-            }
-            let key = (
-                es.metadata.namespace.clone().unwrap_or_default(),
-                es.metadata.name.clone().unwrap_or_default(),
-            );
+        for (key, uid) in local.slices.ours(&plan.cluster) {
             if !desired_keys.contains(&key) {
-                deletes.push(Op::DeleteSlice(key, es.metadata.uid.clone()));
+                deletes.push(Op::DeleteSlice(key, uid));
             }
         }
         let mut ops: Vec<Op> = namespaces_to_create
@@ -733,19 +816,30 @@ impl Sync {
         ops.extend(deletes);
         let n_ops = ops.len();
         let started = Instant::now();
+        let gwv = Arc::new(gwv);
         let results: Vec<Outcome> =
-            futures::stream::iter(ops.into_iter().map(|op| self.execute(op)))
+            futures::stream::iter(ops.into_iter().map(|op| self.execute(op, gwv.clone())))
                 .buffer_unordered(self.ctx.write_concurrency.max(1))
                 .collect()
                 .await;
         let mut failed = false;
         let mut errors: HashMap<Key, String> = HashMap::new();
-        for (key, wrote, res) in results {
-            match res {
+        let now = Instant::now();
+        for Outcome { key, wrote, result } in results {
+            for (kind, k, hash) in wrote {
+                self.written.insert((kind, k.0, k.1), (hash, now));
+            }
+            match result {
                 Ok(()) => {
-                    if let Some((kind, k, hash)) = wrote {
-                        self.written
-                            .insert((kind, k.0, k.1), (hash, Instant::now()));
+                    if let Some(k) = &key {
+                        self.conflicts.remove(k);
+                    }
+                }
+                Err(e @ Error::Conflict { .. }) => {
+                    tracing::warn!(link = %self.link, error = %e, "mirror name taken");
+                    if let Some(k) = key {
+                        self.note_conflict(&k, e.to_string(), now);
+                        errors.insert(k, e.to_string());
                     }
                 }
                 Err(e) => {
@@ -801,102 +895,136 @@ impl Sync {
         (status, failed)
     }
 
-    /// Whether `actual` already matches `desired`, or we wrote exactly this a moment ago and
+    /// Remembers that `key`'s name is taken; counts a conflict only when it is new.
+    fn note_conflict(&mut self, key: &Key, msg: String, now: Instant) {
+        if self.conflicts.insert(key.clone(), (msg, now)).is_none() {
+            self.ctx.metrics.error(&self.link, "conflict");
+        }
+    }
+
+    /// Whether `actual` already carries `hash`, or we wrote exactly this a moment ago and
     /// the local reflector has not caught up yet.
     fn fresh(
         &self,
         is_svc: bool,
         key: &Key,
-        actual: Option<&kube::api::ObjectMeta>,
-        desired: &kube::api::ObjectMeta,
+        actual_hash: Option<&str>,
+        hash: &str,
         now: Instant,
     ) -> bool {
-        if actual.is_some_and(|a| mirror::up_to_date(a, desired)) {
+        if actual_hash == Some(hash) {
             return true;
         }
-        let hash = desired
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(mirror::SPEC_HASH));
         self.written
             .get(&(is_svc, key.0.clone(), key.1.clone()))
-            .is_some_and(|(h, at)| Some(h) == hash && now.duration_since(*at) < WRITE_GRACE)
+            .is_some_and(|(h, at)| h == hash && now.duration_since(*at) < WRITE_GRACE)
     }
 
-    fn execute(&self, op: Op) -> impl std::future::Future<Output = Outcome> + use<> {
+    fn execute(
+        &self,
+        op: Op,
+        gateway: Arc<GatewayView>,
+    ) -> impl std::future::Future<Output = Outcome> + use<> {
         let client = self.ctx.client.clone();
         let metrics = self.ctx.metrics.clone();
-        let pp = PatchParams::apply(mirror::FIELD_MANAGER).force();
+        let plan = self.plan.clone();
         async move {
-            let hash_of = |m: &kube::api::ObjectMeta| {
-                m.annotations
-                    .as_ref()
-                    .and_then(|a| a.get(mirror::SPEC_HASH))
-                    .cloned()
-                    .unwrap_or_default()
-            };
+            let cluster = &plan.cluster;
             match op {
-                Op::ApplyService(svc) => {
-                    let ns = svc.metadata.namespace.clone().unwrap_or_default();
-                    let name = svc.metadata.name.clone().unwrap_or_default();
-                    let key = (ns.clone(), name.clone());
-                    let hash = hash_of(&svc.metadata);
-                    metrics.count_request("apply");
-                    let r = Api::<Service>::namespaced(client, &ns)
-                        .patch(&name, &pp, &Patch::Apply(&svc))
-                        .await;
-                    let r = r.map(|_| ()).map_err(|source| Error::Apply {
-                        kind: "Service",
-                        namespace: ns,
-                        name,
-                        source,
-                    });
-                    (Some(key.clone()), Some((true, key, hash)), r)
-                }
-                Op::ApplySlice(es) => {
-                    let ns = es.metadata.namespace.clone().unwrap_or_default();
-                    let name = es.metadata.name.clone().unwrap_or_default();
-                    let key = (ns.clone(), name.clone());
-                    let hash = hash_of(&es.metadata);
-                    metrics.count_request("apply");
-                    let r = Api::<EndpointSlice>::namespaced(client, &ns)
-                        .patch(&name, &pp, &Patch::Apply(&es))
-                        .await;
-                    let r = r.map(|_| ()).map_err(|source| Error::Apply {
-                        kind: "EndpointSlice",
-                        namespace: ns,
-                        name,
-                        source,
-                    });
-                    (Some(key.clone()), Some((false, key, hash)), r)
+                Op::Mirror {
+                    key,
+                    remote,
+                    remote_ready,
+                    write_svc,
+                    claim_svc,
+                    write_slice,
+                    claim_slice,
+                } => {
+                    let (ns, name) = (&key.0, &key.1);
+                    let fail = |key, e| Outcome {
+                        key: Some(key),
+                        wrote: Vec::new(),
+                        result: Err(e),
+                    };
+                    // Ownership first, so neither object is written behind someone else's.
+                    // 1. The Service's name: a GET (an apply would take over an existing one).
+                    if let Err(e) =
+                        claim::<Service>(&client, &metrics, claim_svc, ns, name, cluster).await
+                    {
+                        return fail(key, e);
+                    }
+                    let svc = derive(&remote, &plan);
+                    let slice =
+                        write_slice.then(|| mirror::slice(&svc, &plan, &gateway, remote_ready));
+                    // 2. A new slice: a create, which fails rather than touch an existing
+                    //    object (no window between a check and the write). Its fields are a
+                    //    fixed set, so the create's field ownership never pins a stale value.
+                    let mut wrote = Vec::new();
+                    let mut slice_to_apply = slice.as_ref();
+                    if let (true, Some(es)) = (claim_slice, &slice) {
+                        match create_slice(&client, &metrics, es, cluster).await {
+                            Ok(true) => {
+                                wrote.push((false, key.clone(), hash_of(&es.metadata)));
+                                slice_to_apply = None;
+                            }
+                            Ok(false) => {}
+                            Err(e) => return fail(key, e),
+                        }
+                    }
+                    // 3. Apply what is left.
+                    let (a, b) = tokio::join!(
+                        async {
+                            match write_svc {
+                                true => apply(&client, &metrics, &svc).await.map(Some),
+                                false => Ok(None),
+                            }
+                        },
+                        async {
+                            match slice_to_apply {
+                                Some(s) => apply(&client, &metrics, s).await.map(Some),
+                                None => Ok(None),
+                            }
+                        },
+                    );
+                    if let Ok(Some(h)) = &a {
+                        wrote.push((true, key.clone(), h.clone()));
+                    }
+                    if let Ok(Some(h)) = &b {
+                        wrote.push((false, key.clone(), h.clone()));
+                    }
+                    Outcome {
+                        key: Some(key),
+                        wrote,
+                        result: a.and(b).map(|_| ()),
+                    }
                 }
                 Op::DeleteService((ns, name), uid) => {
                     metrics.count_request("delete");
                     let r = delete::<Service>(client, &ns, &name, uid).await;
-                    (
-                        None,
-                        None,
-                        r.map_err(|source| Error::Delete {
+                    Outcome {
+                        key: None,
+                        wrote: Vec::new(),
+                        result: r.map_err(|source| Error::Delete {
                             kind: "Service",
                             namespace: ns,
                             name,
                             source,
                         }),
-                    )
+                    }
                 }
                 Op::DeleteSlice((ns, name), uid) => {
                     metrics.count_request("delete");
                     let r = delete::<EndpointSlice>(client, &ns, &name, uid).await;
-                    (
-                        None,
-                        None,
-                        r.map_err(|source| Error::Delete {
+                    Outcome {
+                        key: None,
+                        wrote: Vec::new(),
+                        result: r.map_err(|source| Error::Delete {
                             kind: "EndpointSlice",
                             namespace: ns,
                             name,
                             source,
                         }),
-                    )
+                    }
                 }
                 Op::CreateNamespace(ns) => {
                     metrics.count_request("create");
@@ -915,11 +1043,150 @@ impl Sync {
                         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
                         Err(e) => Err(Error::CreateNamespace(ns, e)),
                     };
-                    (None, None, r)
+                    Outcome {
+                        key: None,
+                        wrote: Vec::new(),
+                        result: r,
+                    }
                 }
             }
         }
     }
+}
+
+/// The spec hash a derived object carries.
+fn hash_of(m: &kube::api::ObjectMeta) -> String {
+    m.annotations
+        .as_ref()
+        .and_then(|a| a.get(mirror::SPEC_HASH))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn derived_of(svc: &Service) -> Derived {
+    Derived {
+        name: svc.metadata.name.clone().unwrap_or_default(),
+        hash: hash_of(&svc.metadata),
+    }
+}
+
+/// Derives a mirror the memo already found valid (so this cannot fail but for a race with a
+/// newer remote version, which the next pass handles).
+fn derive(remote: &Service, plan: &Plan) -> Service {
+    mirror::service(remote, plan).unwrap_or_default()
+}
+
+/// Proves that `ns/name` is free or already ours before we write it. `Ok` when `needed` is
+/// false. A metadata-only GET; a 404 means free.
+async fn claim<K>(
+    client: &kube::Client,
+    metrics: &crate::Metrics,
+    needed: bool,
+    ns: &str,
+    name: &str,
+    cluster: &str,
+) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    if !needed {
+        return Ok(());
+    }
+    let kind = if K::kind(&K::DynamicType::default()) == "Service" {
+        "Service"
+    } else {
+        "EndpointSlice"
+    };
+    metrics.count_request("get");
+    match Api::<K>::namespaced(client.clone(), ns)
+        .get_metadata_opt(name)
+        .await
+    {
+        Ok(None) => Ok(()),
+        Ok(Some(m)) if mirror::is_ours(&m.metadata, cluster) => Ok(()),
+        Ok(Some(_)) => Err(Error::Conflict {
+            kind,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        }),
+        Err(source) => Err(Error::Ownership {
+            kind,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Creates a mirror's EndpointSlice. `Ok(true)`: created; `Ok(false)`: it exists and is
+/// ours (the store lags), so apply it; a conflict when it exists and is not ours.
+async fn create_slice(
+    client: &kube::Client,
+    metrics: &crate::Metrics,
+    es: &EndpointSlice,
+    cluster: &str,
+) -> Result<bool, Error> {
+    let ns = es.metadata.namespace.clone().unwrap_or_default();
+    let name = es.metadata.name.clone().unwrap_or_default();
+    let pp = PostParams {
+        field_manager: Some(mirror::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    metrics.count_request("create");
+    match Api::<EndpointSlice>::namespaced(client.clone(), &ns)
+        .create(&pp, es)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            claim::<EndpointSlice>(client, metrics, true, &ns, &name, cluster)
+                .await
+                .map(|()| false)
+        }
+        Err(source) => Err(Error::Apply {
+            kind: "EndpointSlice",
+            namespace: ns,
+            name,
+            source,
+        }),
+    }
+}
+
+/// Server-side applies one mirror object; returns the spec hash written.
+async fn apply<K>(client: &kube::Client, metrics: &crate::Metrics, obj: &K) -> Result<String, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let meta = obj.meta();
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let hash = hash_of(meta);
+    let kind = if K::kind(&K::DynamicType::default()) == "Service" {
+        "Service"
+    } else {
+        "EndpointSlice"
+    };
+    metrics.count_request("apply");
+    let pp = PatchParams::apply(mirror::FIELD_MANAGER).force();
+    Api::<K>::namespaced(client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(obj))
+        .await
+        .map(|_| hash)
+        .map_err(|source| Error::Apply {
+            kind,
+            namespace: ns,
+            name,
+            source,
+        })
 }
 
 /// Deletes one object, only if it is still the one we saw (uid precondition); gone is fine.
@@ -957,4 +1224,76 @@ pub(crate) fn source_of(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_slice_keeps_only_service_and_readiness() {
+        let mut es: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "shop", "resourceVersion": "7",
+                "labels": {SERVICE_NAME_LABEL: "web", "other": "x"},
+                "annotations": {"a": "b"},
+                "managedFields": [{"manager": "m", "operation": "Update"}]},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.2"]},
+            ],
+            "ports": [{"port": 80}],
+        }))
+        .expect("slice");
+        compact_remote_slice(&mut es);
+        assert_eq!(es.endpoints.len(), 1, "any ready (unset counts as ready)");
+        assert!(es.ports.is_none() && es.metadata.annotations.is_none());
+        assert!(es.metadata.managed_fields.is_none());
+        assert_eq!(
+            es.metadata.labels,
+            Some(BTreeMap::from([(SERVICE_NAME_LABEL.into(), "web".into())]))
+        );
+        let mut none_ready = es.clone();
+        none_ready.endpoints = vec![k8s_openapi::api::discovery::v1::Endpoint {
+            conditions: Some(k8s_openapi::api::discovery::v1::EndpointConditions {
+                ready: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        compact_remote_slice(&mut none_ready);
+        assert!(none_ready.endpoints.is_empty());
+    }
+
+    #[test]
+    fn remote_service_compaction_keeps_the_mirror_identical() {
+        let plan = Plan::new(
+            &serde_json::from_value(serde_json::json!({
+                "targetClusterName": "east",
+                "clusterCredentialsSecret": "c",
+                "gatewayAddress": "10.0.0.1",
+                "gatewayPort": 4143,
+                "gatewayIdentity": "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local",
+                "selector": {"matchLabels": {"mirror.strait.dev/exported": "true"}},
+            }))
+            .expect("spec"),
+        )
+        .expect("plan");
+        let full: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "42",
+                "labels": {"app": "web"}, "annotations": {"keep": "1"},
+                "managedFields": [{"manager": "m", "operation": "Update"}]},
+            "spec": {"selector": {"app": "web"}, "clusterIP": "10.1.1.1", "clusterIPs": ["10.1.1.1"],
+                "sessionAffinity": "None", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+            "status": {"loadBalancer": {}},
+        }))
+        .expect("svc");
+        let mut compact = full.clone();
+        compact_remote_service(&mut compact);
+        assert!(compact.metadata.managed_fields.is_none() && compact.status.is_none());
+        assert_eq!(
+            mirror::service(&full, &plan).expect("valid"),
+            mirror::service(&compact, &plan).expect("valid")
+        );
+    }
 }

@@ -442,6 +442,22 @@ async fn mirror_lifecycle() -> Res {
             &service("shop", "api-east", 9, &[("owner", "someone-else")], None)?,
         )
         .await?;
+    // And pay, whose mirror's EndpointSlice name is taken by someone else's slice (no Service):
+    // invisible to a controller that watches only its own labels, so it must ask first.
+    esvc("shop")
+        .create(&pp, &service("shop", "pay", 88, &[EXPORTED], None)?)
+        .await?;
+    let foreign_slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "pay-east", "namespace": "shop",
+            "labels": {"kubernetes.io/service-name": "pay-east", "owner": "someone-else"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["198.18.0.9"]}],
+        "ports": [{"name": "http", "port": 9, "protocol": "TCP"}],
+    }))?;
+    let foreign_slice = Api::<EndpointSlice>::namespaced(w.clone(), "shop")
+        .create(&pp, &foreign_slice)
+        .await?;
 
     put_secret(&w, "east-credentials", &kubeconfig_via(&east, relay.addr)?).await?;
     let links: Api<Link> = Api::namespaced(w.clone(), LINK_NS);
@@ -513,10 +529,13 @@ async fn mirror_lifecycle() -> Res {
         "not exported, not mirrored"
     );
 
-    // Missing namespace and a name taken by someone else: in status, not mirrored.
+    // Missing namespace and names taken by someone else: in status, not mirrored.
     let st = wait_for("status with MissingNamespace and Error", T, || async {
         status(&w, "east").await.filter(|s| {
-            s.services.missing_namespace == 1 && s.services.error == 1 && s.services.mirrored == 1
+            s.services.missing_namespace == 1
+                && s.services.error == 2
+                && s.services.mirrored == 1
+                && s.gateway_alive.is_some()
         })
     })
     .await?;
@@ -525,11 +544,27 @@ async fn mirror_lifecycle() -> Res {
             .iter()
             .any(|n| n.name == "orders" && n.reason.as_str() == "MissingNamespace")
     );
-    assert!(
-        st.not_mirrored
-            .iter()
-            .any(|n| n.name == "api" && n.reason.as_str() == "Error")
-    );
+    for name in ["api", "pay"] {
+        assert!(
+            st.not_mirrored.iter().any(|n| n.name == name
+                && n.reason.as_str() == "Error"
+                && n.message.starts_with("conflict:")),
+            "{name} reported as a conflict: {:?}",
+            st.not_mirrored
+        );
+    }
+    // Neither half of pay's mirror was written: no Service to put behind someone's slice.
+    assert!(get_svc(&w, "shop", "pay-east").await.is_none());
+    // A conflict is counted once, however many passes see it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let conflicts: u64 = ctl
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.contains("reconcile_errors") && l.contains("reason=\"conflict\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(conflicts, 2, "{}", ctl.metrics.encode());
     assert_eq!(st.gateway_alive, Some(true));
     assert!(st.gateway_latency_ms.is_some());
     west.ensure_namespace("billing").await?;
@@ -802,6 +837,15 @@ async fn mirror_lifecycle() -> Res {
         f.metadata.resource_version, foreign.metadata.resource_version,
         "foreign Service untouched"
     );
+    let fs = get_slice(&w, "shop", "pay-east")
+        .await
+        .ok_or("foreign pay-east slice vanished")?;
+    assert_eq!(
+        fs.metadata.resource_version, foreign_slice.metadata.resource_version,
+        "foreign EndpointSlice untouched"
+    );
+    assert_eq!(fs.endpoints, foreign_slice.endpoints);
+    assert_eq!(fs.metadata.labels, foreign_slice.metadata.labels);
 
     // Deleting the Link removes its mirrors (finalizer) and nothing else.
     links.delete("east", &DeleteParams::default()).await?;
@@ -826,6 +870,13 @@ async fn mirror_lifecycle() -> Res {
     assert_eq!(
         f.metadata.resource_version,
         foreign.metadata.resource_version
+    );
+    let fs = get_slice(&w, "shop", "pay-east")
+        .await
+        .ok_or("foreign pay-east slice vanished")?;
+    assert_eq!(
+        fs.metadata.resource_version,
+        foreign_slice.metadata.resource_version
     );
     println!("{}", ctl.metrics.encode());
     drop(ctl);

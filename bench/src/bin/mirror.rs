@@ -95,11 +95,18 @@ async fn main() -> anyhow::Result<()> {
     let links: Api<Link> = Api::namespaced(w.clone(), LINK_NS);
     links.create(&PostParams::default(), &link).await?;
 
-    // Baseline: the client creating the N services in east.
+    // Setup, not measured as the controller's: the N remote Services exist before the
+    // controller starts. The time it takes is the baseline (the same kind of writes).
     let t = Instant::now();
     create(&e, "cold", 0, n).await?;
     let baseline = t.elapsed();
-    println!("baseline: creating {n} Services in east with 32 in flight took {baseline:.2?}");
+    println!(
+        "setup/baseline (no controller running): creating {n} Services in east with 32 in flight took {baseline:.2?} ({:.0}/s)",
+        n as f64 / baseline.as_secs_f64()
+    );
+    let west_api = apiserver_pid(&west.server_url());
+    let east_api = apiserver_pid(&east.server_url());
+    let west_etcd = etcd_pid(west.dir());
 
     // Cold start.
     let dir = tempfile_dir()?;
@@ -111,6 +118,13 @@ async fn main() -> anyhow::Result<()> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
+    let cpu0 = (
+        cpu_ticks(west_api),
+        cpu_ticks(east_api),
+        cpu_ticks(west_etcd),
+        machine_ticks(),
+    );
+    let probe = tokio::spawn(latency_probe(w.clone()));
     let t = Instant::now();
     let mut child = tokio::process::Command::new(&controller_bin)
         .args([
@@ -140,11 +154,51 @@ async fn main() -> anyhow::Result<()> {
     let limit = Duration::from_secs(60 + (n as u64) / 20);
     wait("cold start: all mirrored", limit, mirrored(n as u32)).await?;
     let cold = t.elapsed();
+    let cpu1 = (
+        cpu_ticks(west_api),
+        cpu_ticks(east_api),
+        cpu_ticks(Some(pid)),
+        cpu_ticks(west_etcd),
+        machine_ticks(),
+    );
+    probe.abort();
+    let _ = probe.await;
+    let cores = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a) as f64 / 100.0 / cold.as_secs_f64()),
+        _ => "?".into(),
+    };
+    println!(
+        "cold start CPU (cores busy on average; the machine has {}, all processes together used {}): west kube-apiserver {}, west etcd {}, east kube-apiserver {}, controller {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores(cpu0.3, cpu1.4),
+        cores(cpu0.0, cpu1.0),
+        cores(cpu0.2, cpu1.3),
+        cores(cpu0.1, cpu1.1),
+        cores(Some(0), cpu1.2),
+    );
+    if let Some(l) = LATENCIES.lock().ok().map(|mut v| std::mem::take(&mut *v))
+        && !l.is_empty()
+    {
+        let mut l = l;
+        l.sort();
+        let pct = |p: f64| l[((l.len() - 1) as f64 * p) as usize];
+        println!(
+            "west API latency during cold start (one GET of a Service every 250 ms, {} samples): p50 {:.1?}, p90 {:.1?}, max {:.1?}",
+            l.len(),
+            pct(0.5),
+            pct(0.9),
+            pct(1.0)
+        );
+    }
     let mirrors = count_mirrors(&w).await?;
     if mirrors != n {
         bail!("{mirrors} mirrors in west, expected {n}");
     }
     let writes_cold = writes(port).await?;
+    println!(
+        "controller peak RSS (VmHWM) at the end of the cold start: {} kB",
+        vm_hwm(pid)?
+    );
     let link_size_n = serde_json::to_vec(&links.get("east").await?)?.len();
     println!(
         "cold start: {n} services mirrored {cold:.2?} after the controller started ({:.0} mirrors/s); {writes_cold} local writes, {:.2} per mirror",
@@ -295,4 +349,67 @@ fn vm_hwm(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmHWM in /proc/<pid>/status")
+}
+
+/// The pid of the kube-apiserver serving `url`, found by its `--secure-port`.
+fn apiserver_pid(url: &str) -> Option<u32> {
+    let port = url.trim_end_matches('/').rsplit(':').next()?;
+    let flag = format!("--secure-port={port}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
+        let pid: u32 = d.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(d.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_api = args.first()?.ends_with(b"kube-apiserver");
+        (is_api && args.contains(&flag.as_bytes())).then_some(pid)
+    })
+}
+
+/// The pid of the etcd whose data lives under `dir`.
+fn etcd_pid(dir: &std::path::Path) -> Option<u32> {
+    let data = dir.join("etcd");
+    let data = data.to_str()?.as_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
+        let pid: u32 = d.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(d.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_etcd = args.first()?.ends_with(b"etcd");
+        (is_etcd && args.contains(&data)).then_some(pid)
+    })
+}
+
+/// Busy (non-idle, non-iowait) clock ticks of the whole machine, from /proc/stat.
+fn machine_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
+}
+
+/// utime + stime of a process, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+static LATENCIES: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
+
+/// One GET every 250 ms against west while the controller works: the API server's latency
+/// as any client sees it. Bounded by the caller (aborted) and by 4,000 samples.
+async fn latency_probe(client: Client) {
+    let api = Api::<Service>::namespaced(client, "default");
+    for _ in 0..4000 {
+        let t = Instant::now();
+        if api.get_opt("kubernetes").await.is_ok()
+            && let Ok(mut l) = LATENCIES.lock()
+        {
+            l.push(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -1,0 +1,194 @@
+//! Compact local stores: of each local object labelled as a mirror, only what a sync pass
+//! reads (uid, the cluster it mirrors, the spec hash we wrote), not the object. At 10,000
+//! mirrors a reflector of even metadata-only objects costs about a kilobyte each, twice.
+//!
+//! Fed by a watcher's events with the reflector's semantics: a (re-)list replaces the whole
+//! map at `InitDone`, so a deletion missed during a watch outage disappears with the re-list.
+
+use kube::api::ObjectMeta;
+use kube::runtime::watcher::Event;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use strait_core::labels;
+use tokio::sync::Notify;
+
+/// (namespace, name); namespace is empty for cluster-scoped objects.
+pub type Key = (String, String);
+
+/// What a pass needs to know of one local object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub uid: Option<String>,
+    /// The `cluster-name` label, when the object is also labelled `mirrored-service=true`.
+    pub cluster: Option<String>,
+    /// [`crate::mirror::SPEC_HASH`].
+    pub hash: Option<String>,
+}
+
+impl Meta {
+    pub fn of(m: &ObjectMeta) -> Self {
+        let l = m.labels.as_ref();
+        let mirrored = l
+            .and_then(|l| l.get(labels::MIRRORED_SERVICE))
+            .is_some_and(|v| v == "true");
+        Self {
+            uid: m.uid.clone(),
+            cluster: l
+                .and_then(|l| l.get(labels::CLUSTER_NAME))
+                .filter(|_| mirrored)
+                .cloned(),
+            hash: m
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::mirror::SPEC_HASH))
+                .cloned(),
+        }
+    }
+
+    /// Whether this object is a mirror of `cluster` (ours to write and delete).
+    pub fn is_ours(&self, cluster: &str) -> bool {
+        self.cluster.as_deref() == Some(cluster)
+    }
+}
+
+/// A shared map of [`Meta`] by key, filled from a watch.
+#[derive(Clone, Debug, Default)]
+pub struct Compact {
+    map: Arc<RwLock<HashMap<Key, Meta>>>,
+    ready: Arc<AtomicBool>,
+    ready_notify: Arc<Notify>,
+}
+
+impl Compact {
+    pub fn get(&self, ns: &str, name: &str) -> Option<Meta> {
+        self.read()
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every object that is a mirror of `cluster`, with its uid.
+    pub fn ours(&self, cluster: &str) -> Vec<(Key, Option<String>)> {
+        self.read()
+            .iter()
+            .filter(|(_, m)| m.is_ours(cluster))
+            .map(|(k, m)| (k.clone(), m.uid.clone()))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits for the first complete list.
+    pub async fn wait_until_ready(&self) {
+        loop {
+            let notified = self.ready_notify.notified();
+            if self.ready.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Meta>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Meta>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Applies watch events to a [`Compact`] store; `pending` holds a re-list until it is done.
+#[derive(Debug, Default)]
+pub struct Writer {
+    store: Compact,
+    pending: Option<HashMap<Key, Meta>>,
+}
+
+impl Writer {
+    pub fn new(store: Compact) -> Self {
+        Self {
+            store,
+            pending: None,
+        }
+    }
+
+    pub fn apply<K: kube::Resource>(&mut self, ev: &Event<K>) {
+        let key = |o: &K| {
+            let m = o.meta();
+            (
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+            )
+        };
+        match ev {
+            Event::Init => self.pending = Some(HashMap::new()),
+            Event::InitApply(o) => {
+                self.pending
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key(o), Meta::of(o.meta()));
+            }
+            Event::InitDone => {
+                let fresh = self.pending.take().unwrap_or_default();
+                *self.store.write() = fresh;
+                self.store.ready.store(true, Ordering::Release);
+                self.store.ready_notify.notify_waiters();
+            }
+            Event::Apply(o) => {
+                self.store.write().insert(key(o), Meta::of(o.meta()));
+            }
+            Event::Delete(o) => {
+                self.store.write().remove(&key(o));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+
+    fn svc(name: &str, cluster: Option<&str>) -> Service {
+        let mut labels = serde_json::Map::new();
+        if let Some(c) = cluster {
+            labels.insert(labels::MIRRORED_SERVICE.into(), "true".into());
+            labels.insert(labels::CLUSTER_NAME.into(), c.into());
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("u-{name}"), "labels": labels,
+                "annotations": {crate::mirror::SPEC_HASH: "h"}},
+        }))
+        .expect("svc")
+    }
+
+    #[test]
+    fn relist_replaces_and_watch_updates() {
+        let store = Compact::default();
+        let mut w = Writer::new(store.clone());
+        w.apply(&Event::<Service>::Init);
+        w.apply(&Event::InitApply(svc("a-east", Some("east"))));
+        w.apply(&Event::InitApply(svc("b-west", Some("west"))));
+        assert!(store.is_empty(), "not visible before InitDone");
+        w.apply(&Event::<Service>::InitDone);
+        assert_eq!(store.len(), 2);
+        let a = store.get("ns", "a-east").expect("a");
+        assert!(a.is_ours("east") && !a.is_ours("west"));
+        assert_eq!(a.hash.as_deref(), Some("h"));
+        assert_eq!(store.ours("east").len(), 1);
+        w.apply(&Event::Delete(svc("a-east", Some("east"))));
+        w.apply(&Event::Apply(svc("foreign", None)));
+        assert!(store.get("ns", "a-east").is_none());
+        assert!(!store.get("ns", "foreign").expect("f").is_ours("east"));
+        // A re-list that no longer holds b-west drops it.
+        w.apply(&Event::<Service>::Init);
+        w.apply(&Event::<Service>::InitDone);
+        assert!(store.is_empty());
+    }
+}
