@@ -315,7 +315,9 @@ async fn credentials(
     let cfg =
         watcher::Config::default().fields(&format!("metadata.name={}", plan.credentials_secret));
     let mut events = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
-    let mut current: Option<(u64, tokio::task::JoinHandle<()>)> = None;
+    // The session runs in its own task; the guard aborts it when this task is aborted too
+    // (a dropped JoinHandle alone would leave it running against the remote API).
+    let mut current: Option<(u64, AbortOnDrop)> = None;
     let set_error = |e: Option<String>| {
         status.send_if_modified(|s| {
             let changed = s.link_error != e;
@@ -355,9 +357,8 @@ async fn credentials(
         match remote_client(kubeconfig).await {
             Ok(client) => {
                 set_error(None);
-                if let Some((_, old)) = current.take() {
+                if current.take().is_some() {
                     tracing::info!(%link, "credentials changed; reconnecting");
-                    old.abort();
                 }
                 let (view, session) = session(
                     ctx.clone(),
@@ -368,7 +369,7 @@ async fn credentials(
                     trigger.clone(),
                 );
                 remote.send_replace(Some(view));
-                current = Some((hash, tokio::spawn(session)));
+                current = Some((hash, AbortOnDrop(tokio::spawn(session))));
                 trigger.notify_one();
             }
             Err(e) => {
@@ -379,8 +380,16 @@ async fn credentials(
             }
         }
     }
-    if let Some((_, old)) = current {
-        old.abort();
+    drop(current);
+}
+
+/// Aborts its task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
