@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod plan;
 pub mod probe;
+pub mod remote;
 pub mod resolve;
 pub mod store;
 pub mod worker;

@@ -51,6 +51,20 @@ pub fn is_ours(meta: &ObjectMeta, cluster: &str) -> bool {
     })
 }
 
+fn keep(k: &str, patterns: &[String]) -> bool {
+    !k.starts_with(labels::PREFIX) && !TOPOLOGY.contains(&k) && !excluded(patterns, k)
+}
+
+/// Whether the mirror copies the remote label `k`.
+pub fn copies_label(plan: &Plan, k: &str) -> bool {
+    keep(k, &plan.excluded_labels)
+}
+
+/// Whether the mirror copies the remote annotation `k`.
+pub fn copies_annotation(plan: &Plan, k: &str) -> bool {
+    keep(k, &plan.excluded_annotations) && k != "kubectl.kubernetes.io/last-applied-configuration"
+}
+
 /// The mirror Service for `remote`.
 pub fn service(remote: &Service, plan: &Plan) -> Result<Service, InvalidService> {
     let name = remote.metadata.name.as_deref().unwrap_or_default();
@@ -81,15 +95,12 @@ pub fn service(remote: &Service, plan: &Plan) -> Result<Service, InvalidService>
     if mirror.len() > 63 {
         return Err(InvalidService::NameTooLong(mirror));
     }
-    let keep = |k: &String, patterns: &[String]| {
-        !k.starts_with(labels::PREFIX) && !TOPOLOGY.contains(&k.as_str()) && !excluded(patterns, k)
-    };
     let mut lbls: BTreeMap<String, String> = remote
         .metadata
         .labels
         .iter()
         .flatten()
-        .filter(|(k, _)| keep(k, &plan.excluded_labels))
+        .filter(|(k, _)| copies_label(plan, k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     lbls.insert(labels::MIRRORED_SERVICE.into(), "true".into());
@@ -99,8 +110,7 @@ pub fn service(remote: &Service, plan: &Plan) -> Result<Service, InvalidService>
         .annotations
         .iter()
         .flatten()
-        .filter(|(k, _)| keep(k, &plan.excluded_annotations))
-        .filter(|(k, _)| k.as_str() != "kubectl.kubernetes.io/last-applied-configuration")
+        .filter(|(k, _)| copies_annotation(plan, k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     annos.insert(

@@ -23,7 +23,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -113,8 +112,8 @@ struct GatewayState {
 /// A complete (or not yet) view of the remote cluster, from one set of credentials.
 #[derive(Clone)]
 struct RemoteView {
-    services: Option<Store<Service>>,
-    slices: Store<EndpointSlice>,
+    services: Option<crate::remote::Services>,
+    slices: crate::remote::Slices,
     services_synced: Arc<AtomicBool>,
     slices_synced: Arc<AtomicBool>,
 }
@@ -415,8 +414,10 @@ fn session(
     RemoteView,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let (slices, slices_w) = reflector::store::<EndpointSlice>();
-    let (services, services_w) = reflector::store::<Service>();
+    let slices = crate::remote::Slices::default();
+    let mut slices_w = crate::remote::slices_writer(slices.clone());
+    let services = crate::remote::Services::default();
+    let mut services_w = crate::remote::services_writer(services.clone(), plan.clone());
     let selector = plan.selector_string();
     let view = RemoteView {
         services: selector.as_ref().map(|_| services),
@@ -432,18 +433,30 @@ fn session(
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(compact_remote_slice)
-        .reflect(slices_w)
-        .map(|e| (false, e.map(|e| matches!(e, Event::InitDone))));
+        .map(move |e| {
+            (
+                false,
+                e.map(|e| {
+                    slices_w.apply(&e);
+                    matches!(e, Event::InitDone)
+                }),
+            )
+        });
         let svc_events: futures::stream::BoxStream<'static, _> = match selector {
             Some(sel) => watcher::watcher(
                 Api::<Service>::all(client),
                 watcher::Config::default().labels(&sel),
             )
             .default_backoff()
-            .modify(compact_remote_service)
-            .reflect(services_w)
-            .map(|e| (true, e.map(|e| matches!(e, Event::InitDone))))
+            .map(move |e| {
+                (
+                    true,
+                    e.map(|e| {
+                        services_w.apply(&e);
+                        matches!(e, Event::InitDone)
+                    }),
+                )
+            })
             .boxed(),
             None => futures::stream::pending().boxed(),
         };
@@ -490,53 +503,6 @@ fn session(
     (view, fut)
 }
 
-/// Keeps of a remote Service only what deriving its mirror reads.
-fn compact_remote_service(svc: &mut Service) {
-    svc.metadata.managed_fields = None;
-    svc.metadata.owner_references = None;
-    svc.metadata.finalizers = None;
-    if let Some(a) = svc.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    svc.status = None;
-    if let Some(spec) = svc.spec.as_mut() {
-        *spec = k8s_openapi::api::core::v1::ServiceSpec {
-            type_: spec.type_.take(),
-            cluster_ip: spec.cluster_ip.take(),
-            ports: spec.ports.take(),
-            ..Default::default()
-        };
-    }
-}
-
-/// Keeps of a remote EndpointSlice only its Service and whether any endpoint is ready (as at
-/// most one endpoint): at 10,000 Services the full slices would be most of our memory.
-fn compact_remote_slice(es: &mut EndpointSlice) {
-    let ready = es
-        .endpoints
-        .iter()
-        .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
-    let service = es
-        .metadata
-        .labels
-        .as_mut()
-        .and_then(|l| l.remove(SERVICE_NAME_LABEL));
-    es.metadata = kube::api::ObjectMeta {
-        name: es.metadata.name.take(),
-        namespace: es.metadata.namespace.take(),
-        resource_version: es.metadata.resource_version.take(),
-        labels: service.map(|s| BTreeMap::from([(SERVICE_NAME_LABEL.to_string(), s)])),
-        ..Default::default()
-    };
-    es.ports = None;
-    es.endpoints = if ready {
-        vec![k8s_openapi::api::discovery::v1::Endpoint::default()]
-    } else {
-        Vec::new()
-    };
-}
-
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// How long a name found taken by someone else is left alone before it is checked again.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 
@@ -564,7 +530,7 @@ enum Op {
     /// stores, so prove it is free (or already ours) before writing.
     Mirror {
         key: Key,
-        remote: Arc<Service>,
+        remote: Arc<crate::remote::RemoteSvc>,
         remote_ready: bool,
         write_svc: bool,
         claim_svc: bool,
@@ -652,16 +618,7 @@ impl Sync {
             gwv.hash(&mut h);
             h.finish()
         };
-        let ready: HashSet<Key> = view
-            .slices
-            .state()
-            .iter()
-            .filter(|s| !s.endpoints.is_empty())
-            .filter_map(|s| {
-                let svc = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-                Some((s.metadata.namespace.clone()?, svc.clone()))
-            })
-            .collect();
+        let ready: HashSet<Key> = view.slices.ready();
         let remote_services = view
             .services
             .as_ref()
@@ -676,12 +633,7 @@ impl Sync {
         let now = Instant::now();
         let mut seen: HashSet<Key> = HashSet::new();
         for remote in remote_services.iter() {
-            let (Some(ns), Some(name)) = (&remote.metadata.namespace, &remote.metadata.name) else {
-                continue;
-            };
-            if !plan.selects(remote.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())) {
-                continue;
-            }
+            let (ns, name) = (&remote.namespace.to_string(), &remote.name.to_string());
             let nm = |reason, message: String| NotMirrored {
                 namespace: ns.clone(),
                 name: name.clone(),
@@ -690,13 +642,17 @@ impl Sync {
             };
             // Deriving a mirror serialises and hashes it; do it once per remote
             // resourceVersion, and keep only its name and hash between passes.
-            let rv = remote.metadata.resource_version.clone().unwrap_or_default();
+            let rv = remote
+                .resource_version
+                .as_deref()
+                .unwrap_or_default()
+                .to_string();
             let memo_key = (ns.clone(), name.clone());
             let mut desired_svc: Option<Service> = None;
             let derived = match self.memo.get(&memo_key) {
                 Some((v, d)) if *v == rv => d.clone(),
                 _ => {
-                    let d = mirror::service(remote, &plan);
+                    let d = mirror::service(&remote.to_service(), &plan);
                     let summary = d.as_ref().map(derived_of).map_err(Clone::clone);
                     desired_svc = d.ok();
                     self.memo.insert(memo_key.clone(), (rv, summary.clone()));
@@ -1081,8 +1037,8 @@ fn derived_of(svc: &Service) -> Derived {
 
 /// Derives a mirror the memo already found valid (so this cannot fail but for a race with a
 /// newer remote version, which the next pass handles).
-fn derive(remote: &Service, plan: &Plan) -> Service {
-    mirror::service(remote, plan).unwrap_or_default()
+fn derive(remote: &crate::remote::RemoteSvc, plan: &Plan) -> Service {
+    mirror::service(&remote.to_service(), plan).unwrap_or_default()
 }
 
 /// Proves that `ns/name` is free or already ours before we write it. `Ok` when `needed` is
@@ -1233,76 +1189,4 @@ pub(crate) fn source_of(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_slice_keeps_only_service_and_readiness() {
-        let mut es: EndpointSlice = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web-abc", "namespace": "shop", "resourceVersion": "7",
-                "labels": {SERVICE_NAME_LABEL: "web", "other": "x"},
-                "annotations": {"a": "b"},
-                "managedFields": [{"manager": "m", "operation": "Update"}]},
-            "addressType": "IPv4",
-            "endpoints": [
-                {"addresses": ["10.0.0.1"], "conditions": {"ready": false}},
-                {"addresses": ["10.0.0.2"]},
-            ],
-            "ports": [{"port": 80}],
-        }))
-        .expect("slice");
-        compact_remote_slice(&mut es);
-        assert_eq!(es.endpoints.len(), 1, "any ready (unset counts as ready)");
-        assert!(es.ports.is_none() && es.metadata.annotations.is_none());
-        assert!(es.metadata.managed_fields.is_none());
-        assert_eq!(
-            es.metadata.labels,
-            Some(BTreeMap::from([(SERVICE_NAME_LABEL.into(), "web".into())]))
-        );
-        let mut none_ready = es.clone();
-        none_ready.endpoints = vec![k8s_openapi::api::discovery::v1::Endpoint {
-            conditions: Some(k8s_openapi::api::discovery::v1::EndpointConditions {
-                ready: Some(false),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }];
-        compact_remote_slice(&mut none_ready);
-        assert!(none_ready.endpoints.is_empty());
-    }
-
-    #[test]
-    fn remote_service_compaction_keeps_the_mirror_identical() {
-        let plan = Plan::new(
-            &serde_json::from_value(serde_json::json!({
-                "targetClusterName": "east",
-                "clusterCredentialsSecret": "c",
-                "gatewayAddress": "10.0.0.1",
-                "gatewayPort": 4143,
-                "gatewayIdentity": "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local",
-                "selector": {"matchLabels": {"mirror.strait.dev/exported": "true"}},
-            }))
-            .expect("spec"),
-        )
-        .expect("plan");
-        let full: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "42",
-                "labels": {"app": "web"}, "annotations": {"keep": "1"},
-                "managedFields": [{"manager": "m", "operation": "Update"}]},
-            "spec": {"selector": {"app": "web"}, "clusterIP": "10.1.1.1", "clusterIPs": ["10.1.1.1"],
-                "sessionAffinity": "None", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
-            "status": {"loadBalancer": {}},
-        }))
-        .expect("svc");
-        let mut compact = full.clone();
-        compact_remote_service(&mut compact);
-        assert!(compact.metadata.managed_fields.is_none() && compact.status.is_none());
-        assert_eq!(
-            mirror::service(&full, &plan).expect("valid"),
-            mirror::service(&compact, &plan).expect("valid")
-        );
-    }
 }
