@@ -210,11 +210,13 @@ pub fn ready_service(es: &EndpointSlice) -> Option<Box<str>> {
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+type Keep<K, V> = Box<dyn Fn(&K) -> Option<V> + Send>;
+
 /// Applies watch events to a [`Map`]: `keep` is what is kept of an object, `None` to keep
 /// nothing (the entry is removed); `pending` holds a re-list until it is done.
 pub struct Writer<K, V> {
     store: Map<V>,
-    keep: Box<dyn Fn(&K) -> Option<V> + Send>,
+    keep: Keep<K, V>,
     pending: Option<HashMap<Key, V>>,
 }
 
