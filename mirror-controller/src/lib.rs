@@ -22,13 +22,18 @@
 //! ## Only ours
 //!
 //! The controller writes and deletes only Services and EndpointSlices labelled
-//! `mirrored-service=true` + `cluster-name=<the Link's cluster>`. Its local watches see only
-//! objects with the first label, so before the first write of a name it does not hold it
-//! proves the name free: a Service by a GET (404, or ours), an EndpointSlice by a create
-//! (which fails on any existing object). A name taken by someone else is reported in the
-//! Link status (`Error`, `conflict: ...`), counted once in `reconcile_errors{reason="conflict"}`,
-//! left alone, and checked again after a minute. Deletes carry a uid precondition. A Service
-//! created by someone else between our GET and our apply (milliseconds) is the one window left.
+//! `mirrored-service=true` + `cluster-name=<the Link's cluster>`, and every write proves it
+//! atomically, with no window between a check and the write:
+//! - a name not in our stores is *created*, which fails on any existing object; a metadata
+//!   GET then tells ours (the store lagged) from someone else's;
+//! - an update is a JSON patch whose first operations `test` our two labels, so the API
+//!   server refuses the whole patch if the object stopped being ours;
+//! - a delete carries a uid precondition.
+//!
+//! A name taken by someone else is reported in the Link status (`Error`, `conflict: ...`),
+//! counted once in `reconcile_errors{reason="conflict"}`, left alone, and checked again after
+//! a minute. The Service is written before its slice, so a slice never lends endpoints to a
+//! Service that is not ours.
 //!
 //! ## Not yet: `remoteDiscoverySelector`
 //!

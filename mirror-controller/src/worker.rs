@@ -51,13 +51,21 @@ pub enum Error {
     Kubeconfig(#[source] kube::config::KubeconfigError),
     #[error("building a client from the credentials kubeconfig")]
     RemoteClient(#[source] kube::Error),
-    #[error("applying {kind} {namespace}/{name}")]
+    #[error("writing {kind} {namespace}/{name}")]
     Apply {
         kind: &'static str,
         namespace: String,
         name: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("encoding the update of {kind} {namespace}/{name}")]
+    Encode {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("deleting {kind} {namespace}/{name}")]
     Delete {
@@ -92,7 +100,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::NoKubeconfig | Error::Kubeconfig(_) | Error::RemoteClient(_) => "credentials",
-            Error::Apply { .. } => "apply",
+            Error::Apply { .. } | Error::Encode { .. } => "apply",
             Error::Delete { .. } => "delete",
             Error::CreateNamespace(..) => "create_namespace",
             Error::Status(_) => "status",
@@ -905,62 +913,50 @@ impl Sync {
                     write_slice,
                     claim_slice,
                 } => {
-                    let (ns, name) = (&key.0, &key.1);
-                    let fail = |key, e| Outcome {
+                    let fail = |key, wrote, e| Outcome {
                         key: Some(key),
-                        wrote: Vec::new(),
+                        wrote,
                         result: Err(e),
                     };
-                    // Ownership first, so neither object is written behind someone else's.
-                    // 1. The Service's name: a GET (an apply would take over an existing one).
-                    if let Err(e) =
-                        claim::<Service>(&client, &metrics, claim_svc, ns, name, cluster).await
-                    {
-                        return fail(key, e);
-                    }
+                    // The Service first: a slice is never written for a name that is not ours.
                     let svc = derive(&remote, &plan);
-                    let slice =
-                        write_slice.then(|| mirror::slice(&svc, &plan, &gateway, remote_ready));
-                    // 2. A new slice: a create, which fails rather than touch an existing
-                    //    object (no window between a check and the write). Its fields are a
-                    //    fixed set, so the create's field ownership never pins a stale value.
                     let mut wrote = Vec::new();
-                    let mut slice_to_apply = slice.as_ref();
-                    if let (true, Some(es)) = (claim_slice, &slice) {
-                        match create_slice(&client, &metrics, es, cluster).await {
-                            Ok(true) => {
-                                wrote.push((false, key.clone(), hash_of(&es.metadata)));
-                                slice_to_apply = None;
+                    let mut created = None;
+                    if write_svc {
+                        match write(&client, &metrics, &svc, claim_svc, cluster).await {
+                            Ok(w) => {
+                                created = w.created_uid;
+                                wrote.push((true, key.clone(), w.hash));
                             }
-                            Ok(false) => {}
-                            Err(e) => return fail(key, e),
+                            Err(e) => return fail(key, wrote, e),
                         }
                     }
-                    // 3. Apply what is left.
-                    let (a, b) = tokio::join!(
-                        async {
-                            match write_svc {
-                                true => apply(&client, &metrics, &svc).await.map(Some),
-                                false => Ok(None),
+                    if write_slice {
+                        let es = mirror::slice(&svc, &plan, &gateway, remote_ready);
+                        match write(&client, &metrics, &es, claim_slice, cluster).await {
+                            Ok(w) => wrote.push((false, key.clone(), w.hash)),
+                            // Someone else's slice has the mirror's name: it would lend its
+                            // endpoints to the Service we just created, so take that back.
+                            Err(e @ Error::Conflict { .. }) => {
+                                if let Some(uid) = created {
+                                    metrics.count_request("delete");
+                                    if let Err(err) =
+                                        delete::<Service>(client.clone(), &key.0, &key.1, Some(uid))
+                                            .await
+                                    {
+                                        tracing::warn!(error = %err, "taking back a mirror Service");
+                                    }
+                                    wrote.clear();
+                                }
+                                return fail(key, wrote, e);
                             }
-                        },
-                        async {
-                            match slice_to_apply {
-                                Some(s) => apply(&client, &metrics, s).await.map(Some),
-                                None => Ok(None),
-                            }
-                        },
-                    );
-                    if let Ok(Some(h)) = &a {
-                        wrote.push((true, key.clone(), h.clone()));
-                    }
-                    if let Ok(Some(h)) = &b {
-                        wrote.push((false, key.clone(), h.clone()));
+                            Err(e) => return fail(key, wrote, e),
+                        }
                     }
                     Outcome {
                         key: Some(key),
                         wrote,
-                        result: a.and(b).map(|_| ()),
+                        result: Ok(()),
                     }
                 }
                 Op::DeleteService((ns, name), uid) => {
@@ -1041,31 +1037,164 @@ fn derive(remote: &crate::remote::RemoteSvc, plan: &Plan) -> Service {
     mirror::service(&remote.to_service(), plan).unwrap_or_default()
 }
 
-/// Proves that `ns/name` is free or already ours before we write it. `Ok` when `needed` is
-/// false. A metadata-only GET; a 404 means free.
-async fn claim<K>(
+/// A mirror object the controller writes: which of its fields a write replaces.
+trait MirrorObject:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+    /// JSON pointers of the fields a mirror sets; an update replaces each one whole.
+    const FIELDS: &'static [&'static str];
+}
+
+impl MirrorObject for Service {
+    const FIELDS: &'static [&'static str] = &[
+        "/metadata/labels",
+        "/metadata/annotations",
+        "/spec/type",
+        "/spec/ports",
+    ];
+}
+
+impl MirrorObject for EndpointSlice {
+    const FIELDS: &'static [&'static str] = &[
+        "/metadata/labels",
+        "/metadata/annotations",
+        "/endpoints",
+        "/ports",
+    ];
+}
+
+/// What [`write`] did.
+struct Written {
+    /// The spec hash written.
+    hash: String,
+    /// The uid of the object, if this write created it.
+    created_uid: Option<String>,
+}
+
+/// Writes one mirror object. Two requests at most, one in
+/// the common cases:
+/// - a name not in our stores (`new`) is created, which fails rather than touch an existing
+///   object; only then a metadata GET tells whether the existing object is ours (our store
+///   lagged) or someone else's (a conflict, left alone);
+/// - an object of ours is updated with a JSON patch whose first operations `test` our
+///   labels, so the API server refuses it atomically if the object stopped being ours.
+///
+/// Not server-side apply: creating a ClusterIP Service by apply costs the API server about
+/// twice the CPU of a create (`bench/src/bin/mirror.rs` measures both), and a mirror's
+/// fields are ours whole, so replacing them needs no field-ownership merge.
+async fn write<K: MirrorObject>(
     client: &kube::Client,
     metrics: &crate::Metrics,
-    needed: bool,
-    ns: &str,
-    name: &str,
+    desired: &K,
+    new: bool,
     cluster: &str,
-) -> Result<(), Error>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    if !needed {
-        return Ok(());
+) -> Result<Written, Error> {
+    let meta = desired.meta();
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let hash = hash_of(meta);
+    let kind = kind_of::<K>();
+    let api = Api::<K>::namespaced(client.clone(), &ns);
+    let failed = |source| Error::Apply {
+        kind,
+        namespace: ns.clone(),
+        name: name.clone(),
+        source,
+    };
+    if new {
+        let pp = PostParams {
+            field_manager: Some(mirror::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        metrics.count_request("create");
+        match api.create(&pp, desired).await {
+            Ok(o) => {
+                return Ok(Written {
+                    hash,
+                    created_uid: o.meta().uid.clone(),
+                });
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                claim::<K>(client, metrics, &ns, &name, cluster).await?;
+            }
+            Err(e) => return Err(failed(e)),
+        }
     }
-    let kind = if K::kind(&K::DynamicType::default()) == "Service" {
+    let patch = update_patch(desired, cluster).map_err(|e| Error::Encode {
+        kind,
+        namespace: ns.clone(),
+        name: name.clone(),
+        source: e,
+    })?;
+    let pp = PatchParams {
+        field_manager: Some(mirror::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    metrics.count_request("patch");
+    match api.patch(&name, &pp, &Patch::<()>::Json(patch)).await {
+        Ok(_) => Ok(Written {
+            hash,
+            created_uid: None,
+        }),
+        // A failed `test`: someone else's object now (or an invalid change); tell which.
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            claim::<K>(client, metrics, &ns, &name, cluster).await?;
+            Err(failed(kube::Error::Api(s)))
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// The JSON patch that makes an object of ours match `desired`: `test`s that it still
+/// carries our labels, then every field in [`MirrorObject::FIELDS`] replaced whole (`add`
+/// replaces a member that exists and creates one that does not).
+fn update_patch<K: MirrorObject>(
+    desired: &K,
+    cluster: &str,
+) -> Result<json_patch::Patch, serde_json::Error> {
+    let body = serde_json::to_value(desired)?;
+    let label = |k: &str| {
+        format!(
+            "/metadata/labels/{}",
+            k.replace('~', "~0").replace('/', "~1")
+        )
+    };
+    let mut ops = vec![
+        serde_json::json!({"op": "test", "path": label(strait_core::labels::MIRRORED_SERVICE), "value": "true"}),
+        serde_json::json!({"op": "test", "path": label(strait_core::labels::CLUSTER_NAME), "value": cluster}),
+    ];
+    for path in K::FIELDS {
+        let value = body
+            .pointer(path)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        ops.push(serde_json::json!({"op": "add", "path": path, "value": value}));
+    }
+    serde_json::from_value(serde_json::Value::Array(ops))
+}
+
+fn kind_of<K: MirrorObject>() -> &'static str {
+    if K::kind(&()) == "Service" {
         "Service"
     } else {
         "EndpointSlice"
-    };
+    }
+}
+
+/// Tells whether the existing `ns/name` is ours: `Ok` if it is or if it is gone, a
+/// [`Error::Conflict`] if someone else's. A metadata-only GET.
+async fn claim<K: MirrorObject>(
+    client: &kube::Client,
+    metrics: &crate::Metrics,
+    ns: &str,
+    name: &str,
+    cluster: &str,
+) -> Result<(), Error> {
+    let kind = kind_of::<K>();
     metrics.count_request("get");
     match Api::<K>::namespaced(client.clone(), ns)
         .get_metadata_opt(name)
@@ -1085,73 +1214,6 @@ where
             source,
         }),
     }
-}
-
-/// Creates a mirror's EndpointSlice. `Ok(true)`: created; `Ok(false)`: it exists and is
-/// ours (the store lags), so apply it; a conflict when it exists and is not ours.
-async fn create_slice(
-    client: &kube::Client,
-    metrics: &crate::Metrics,
-    es: &EndpointSlice,
-    cluster: &str,
-) -> Result<bool, Error> {
-    let ns = es.metadata.namespace.clone().unwrap_or_default();
-    let name = es.metadata.name.clone().unwrap_or_default();
-    let pp = PostParams {
-        field_manager: Some(mirror::FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    metrics.count_request("create");
-    match Api::<EndpointSlice>::namespaced(client.clone(), &ns)
-        .create(&pp, es)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            claim::<EndpointSlice>(client, metrics, true, &ns, &name, cluster)
-                .await
-                .map(|()| false)
-        }
-        Err(source) => Err(Error::Apply {
-            kind: "EndpointSlice",
-            namespace: ns,
-            name,
-            source,
-        }),
-    }
-}
-
-/// Server-side applies one mirror object; returns the spec hash written.
-async fn apply<K>(client: &kube::Client, metrics: &crate::Metrics, obj: &K) -> Result<String, Error>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let meta = obj.meta();
-    let ns = meta.namespace.clone().unwrap_or_default();
-    let name = meta.name.clone().unwrap_or_default();
-    let hash = hash_of(meta);
-    let kind = if K::kind(&K::DynamicType::default()) == "Service" {
-        "Service"
-    } else {
-        "EndpointSlice"
-    };
-    metrics.count_request("apply");
-    let pp = PatchParams::apply(mirror::FIELD_MANAGER).force();
-    Api::<K>::namespaced(client.clone(), &ns)
-        .patch(&name, &pp, &Patch::Apply(obj))
-        .await
-        .map(|_| hash)
-        .map_err(|source| Error::Apply {
-            kind,
-            namespace: ns,
-            name,
-            source,
-        })
 }
 
 /// Deletes one object, only if it is still the one we saw (uid precondition); gone is fine.
@@ -1189,4 +1251,60 @@ pub(crate) fn source_of(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_update_tests_ownership_then_replaces_every_mirror_field() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-east", "namespace": "ns",
+                "labels": {"mirror.strait.dev/mirrored-service": "true",
+                           "mirror.strait.dev/cluster-name": "east", "a~b": "c"},
+                "annotations": {"x": "y"}},
+            "spec": {"type": "ClusterIP", "ports": [{"name": "http", "port": 80}]},
+        }))
+        .unwrap();
+        let patch = serde_json::to_value(update_patch(&svc, "east").unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/labels/mirror.strait.dev~1mirrored-service", "value": "true"},
+                {"op": "test", "path": "/metadata/labels/mirror.strait.dev~1cluster-name", "value": "east"},
+                {"op": "add", "path": "/metadata/labels", "value": svc.metadata.labels},
+                {"op": "add", "path": "/metadata/annotations", "value": {"x": "y"}},
+                {"op": "add", "path": "/spec/type", "value": "ClusterIP"},
+                {"op": "add", "path": "/spec/ports", "value": [{"name": "http", "port": 80}]},
+            ])
+        );
+    }
+
+    #[test]
+    fn an_update_of_a_slice_replaces_endpoints_and_ports() {
+        let es: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-east", "namespace": "ns"},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["198.18.0.1"], "conditions": {"ready": false}}],
+            "ports": [{"name": "http", "port": 4143}],
+        }))
+        .unwrap();
+        let patch = serde_json::to_value(update_patch(&es, "east").unwrap()).unwrap();
+        let ops = patch.as_array().unwrap();
+        let paths: Vec<&str> = ops.iter().map(|o| o["path"].as_str().unwrap()).collect();
+        assert_eq!(
+            paths[2..],
+            [
+                "/metadata/labels",
+                "/metadata/annotations",
+                "/endpoints",
+                "/ports"
+            ]
+        );
+        assert_eq!(ops[4]["value"][0]["conditions"]["ready"], false);
+        // Absent metadata is written as null, which clears the field: nothing stale stays.
+        assert_eq!(ops[2]["value"], serde_json::Value::Null);
+    }
 }

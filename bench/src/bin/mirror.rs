@@ -16,9 +16,11 @@
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use std::time::{Duration, Instant};
+use strait_bench::procfs::{apiserver_pid, cpu_ticks, etcd_pid, machine_ticks};
 use strait_k8s_api::Link;
 use strait_localcluster::{Cluster, ClusterConfig};
 
@@ -95,17 +97,31 @@ async fn main() -> anyhow::Result<()> {
     let links: Api<Link> = Api::namespaced(w.clone(), LINK_NS);
     links.create(&PostParams::default(), &link).await?;
 
-    // Setup, not measured as the controller's: the N remote Services exist before the
-    // controller starts. The time it takes is the baseline (the same kind of writes).
+    // Setup, not measured as the controller's: the N remote Services, each with a ready
+    // EndpointSlice, exist before the controller starts. Creating them is the baseline: the
+    // same pair of objects a mirror is, written by a bare client with 32 in flight.
+    let east_api = apiserver_pid(&east.server_url());
+    let e0 = cpu_ticks(east_api);
     let t = Instant::now();
     create(&e, "cold", 0, n).await?;
     let baseline = t.elapsed();
     println!(
-        "setup/baseline (no controller running): creating {n} Services in east with 32 in flight took {baseline:.2?} ({:.0}/s)",
-        n as f64 / baseline.as_secs_f64()
+        "baseline (no controller running): a bare client created {n} ClusterIP Services + {n} EndpointSlices in east with 32 in flight in {baseline:.2?} ({:.0} pairs/s); east kube-apiserver busy {} cores, {} ms CPU per pair",
+        n as f64 / baseline.as_secs_f64(),
+        cpu_ticks(east_api)
+            .zip(e0)
+            .map_or("?".into(), |(b, a)| format!(
+                "{:.2}",
+                (b - a) as f64 / 100.0 / baseline.as_secs_f64()
+            )),
+        cpu_ticks(east_api)
+            .zip(e0)
+            .map_or("?".into(), |(b, a)| format!(
+                "{:.2}",
+                (b - a) as f64 * 10.0 / n as f64
+            )),
     );
     let west_api = apiserver_pid(&west.server_url());
-    let east_api = apiserver_pid(&east.server_url());
     let west_etcd = etcd_pid(west.dir());
 
     // Cold start.
@@ -275,17 +291,26 @@ where
     bail!("timed out after {limit:?}: {what}")
 }
 
+/// Creates Services `s<from>..s<to>` in `ns`, each with one ready EndpointSlice.
 async fn create(client: &Client, ns: &str, from: usize, to: usize) -> anyhow::Result<()> {
-    let api = Api::<Service>::namespaced(client.clone(), ns);
+    let svcs = Api::<Service>::namespaced(client.clone(), ns);
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(from..to)
         .map(|i| {
-            let api = api.clone();
+            let (svcs, slices) = (svcs.clone(), slices.clone());
             async move {
                 let svc: Service = serde_json::from_value(serde_json::json!({
                     "metadata": {"name": format!("s{i}"), "labels": {"mirror.strait.dev/exported": "true", "app": format!("s{i}")}},
                     "spec": {"ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 9090}]},
                 }))?;
-                api.create(&PostParams::default(), &svc).await?;
+                svcs.create(&PostParams::default(), &svc).await?;
+                let es: EndpointSlice = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("s{i}-1"), "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250)], "conditions": {"ready": true}}],
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "grpc", "port": 9090, "protocol": "TCP"}],
+                }))?;
+                slices.create(&PostParams::default(), &es).await?;
                 Ok(())
             }
         })
@@ -334,7 +359,7 @@ async fn writes(port: u16) -> anyhow::Result<u64> {
         .lines()
         .filter(|l| l.starts_with("strait_mirror_api_requests_total{"))
         .filter(|l| {
-            ["apply", "delete", "create"]
+            ["apply", "delete", "create", "patch"]
                 .iter()
                 .any(|v| l.contains(&format!("verb=\"{v}\"")))
         })
@@ -349,52 +374,6 @@ fn vm_hwm(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmHWM in /proc/<pid>/status")
-}
-
-/// The pid of the kube-apiserver serving `url`, found by its `--secure-port`.
-fn apiserver_pid(url: &str) -> Option<u32> {
-    let port = url.trim_end_matches('/').rsplit(':').next()?;
-    let flag = format!("--secure-port={port}");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
-        let pid: u32 = d.file_name().to_str()?.parse().ok()?;
-        let cmd = std::fs::read(d.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let is_api = args.first()?.ends_with(b"kube-apiserver");
-        (is_api && args.contains(&flag.as_bytes())).then_some(pid)
-    })
-}
-
-/// The pid of the etcd whose data lives under `dir`.
-fn etcd_pid(dir: &std::path::Path) -> Option<u32> {
-    let data = dir.join("etcd");
-    let data = data.to_str()?.as_bytes();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
-        let pid: u32 = d.file_name().to_str()?.parse().ok()?;
-        let cmd = std::fs::read(d.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let is_etcd = args.first()?.ends_with(b"etcd");
-        (is_etcd && args.contains(&data)).then_some(pid)
-    })
-}
-
-/// Busy (non-idle, non-iowait) clock ticks of the whole machine, from /proc/stat.
-fn machine_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
-    let f: Vec<u64> = cpu
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
-}
-
-/// utime + stime of a process, in clock ticks (100 per second on Linux).
-fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
-    let rest = stat.rsplit_once(") ")?.1;
-    let f: Vec<&str> = rest.split(' ').collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 static LATENCIES: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
