@@ -16,7 +16,8 @@
 //!  admin :9999 ─► /metrics, /ready
 //! ```
 //!
-//! Start it with [`run`] and a [`Config`]; `main.rs` builds the config from flags and env.
+//! Start it with [`run`] (or [`run_until`]) and a [`Config`]; [`cli`] builds the config from
+//! flags and env.
 //! The pure parts are [`plan`] (what a Link asks for) and [`mirror`] (what a mirror looks like).
 //!
 //! ## Only ours
@@ -51,6 +52,7 @@
 //! "A or B"). It also only works on a flat network, which the local test clusters can give
 //! (pods in network namespaces of one host) but the gateway path does not test.
 
+pub mod cli;
 pub mod controller;
 pub mod lease;
 pub mod metrics;
