@@ -16,7 +16,8 @@
 //!  admin :9999 ─► /metrics, /ready
 //! ```
 //!
-//! Start it with [`run`] and a [`Config`]; `main.rs` builds the config from flags and env.
+//! Start it with [`run`] (or [`run_until`]) and a [`Config`]; [`cli`] builds the config from
+//! flags and env.
 //! The pure parts are [`plan`] (what a Link asks for) and [`mirror`] (what a mirror looks like).
 //!
 //! ## Only ours
@@ -35,6 +36,17 @@
 //! a minute. The Service is written before its slice, so a slice never lends endpoints to a
 //! Service that is not ours.
 //!
+//! ## Two replicas
+//!
+//! Replicas with different `holder_identity`s share one Lease ([`lease`]); only its holder
+//! runs the Link controller and writes. A replica standing by sends no write but its Lease
+//! reads, shows `strait_mirror_leader 0` and answers `/ready` with 503 `standby`. When the
+//! leader dies, a follower takes over once the Lease has gone unrenewed for its duration; when
+//! it is shut down (SIGTERM), it stops its workers and clears the holder, and a follower takes
+//! over at its next try. A leader that cannot renew stops serving ([`run`] returns
+//! [`Error::Lease`], the binary exits) before any follower may take over. What no lease can
+//! fence: a write already sent when the leader stops.
+//!
 //! ## Not yet: `remoteDiscoverySelector`
 //!
 //! Services matched only by `remoteDiscoverySelector` are not mirrored (nor reported). Doing
@@ -45,6 +57,7 @@
 //! "A or B"). It also only works on a flat network, which the local test clusters can give
 //! (pods in network namespaces of one host) but the gateway path does not test.
 
+pub mod cli;
 pub mod controller;
 pub mod lease;
 pub mod metrics;
@@ -152,8 +165,20 @@ pub struct Context {
 }
 
 /// Runs the controller until leadership is lost (an error) or the task is dropped; dropping
-/// it stops every task it started.
+/// it stops every task it started. See [`run_until`] to stop it gracefully.
 pub async fn run(client: kube::Client, config: Config, metrics: Arc<Metrics>) -> Result<(), Error> {
+    run_until(client, config, metrics, std::future::pending()).await
+}
+
+/// Runs the controller until leadership is lost (an error) or `shutdown` completes. A leader
+/// that is shut down stops its workers, then gives up the Lease so that another replica takes
+/// over at its next try instead of after the lease duration.
+pub async fn run_until(
+    client: kube::Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     let tls = probe::client_config(&config.trust_anchors_pem).map_err(Error::Anchors)?;
     let resolver = resolve::resolver(config.nameserver).map_err(Error::Resolver)?;
     let listener = tokio::net::TcpListener::bind(config.admin_addr)
@@ -161,16 +186,55 @@ pub async fn run(client: kube::Client, config: Config, metrics: Arc<Metrics>) ->
         .map_err(|e| Error::Bind(config.admin_addr, e))?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(metrics::serve(listener, metrics.clone()));
+    let mut shutdown = std::pin::pin!(shutdown);
 
-    let elector = lease::Elector {
-        api: Api::namespaced(client.clone(), &config.namespace),
-        name: config.lease_name.clone(),
-        holder: config.holder_identity.clone(),
-        duration: config.lease_duration,
+    let mut elector = lease::Elector::new(
+        Api::namespaced(client.clone(), &config.namespace),
+        &config.lease_name,
+        &config.holder_identity,
+        config.lease_duration,
+    );
+    tracing::info!(holder = %config.holder_identity, lease = %config.lease_name, "standing by for the leader Lease");
+    let renewed = tokio::select! {
+        t = elector.acquire() => t,
+        () = &mut shutdown => {
+            tracing::info!("shutting down while standing by");
+            return Ok(());
+        }
     };
-    elector.acquire().await;
+    metrics.leader.set(1);
     tracing::info!(holder = %config.holder_identity, "leader; serving Links in {}", config.namespace);
 
+    // Renewal runs from the moment the lease is ours, also while the local stores sync.
+    let result = tokio::select! {
+        () = lead(client, &config, metrics.clone(), tls, resolver) => Ok(()),
+        e = elector.hold(renewed) => Err(Error::Lease(e)),
+        () = &mut shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    // The leader's futures are dropped by now, and with them every worker.
+    metrics.ready.store(false, Ordering::Relaxed);
+    metrics.leader.set(0);
+    if result.is_ok() {
+        match elector.release().await {
+            Ok(()) => tracing::info!(lease = %config.lease_name, "released the leader Lease"),
+            Err(e) => tracing::warn!(error = %e, "releasing the leader Lease failed; it expires"),
+        }
+    }
+    result
+}
+
+/// The leader's work: the local stores, then the Link controller until its stream ends.
+async fn lead(
+    client: kube::Client,
+    config: &Config,
+    metrics: Arc<Metrics>,
+    tls: Arc<rustls::ClientConfig>,
+    resolver: resolve::Resolver,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
     let (local, feeders) = local_stores(client.clone());
     for f in feeders {
         tasks.spawn(f);
@@ -190,12 +254,7 @@ pub async fn run(client: kube::Client, config: Config, metrics: Arc<Metrics>) ->
         keep_mirrors_on_delete: config.keep_mirrors_on_delete,
     });
     metrics.ready.store(true, Ordering::Relaxed);
-    let result = tokio::select! {
-        () = controller::run(ctx) => Ok(()),
-        e = elector.hold() => Err(Error::Lease(e)),
-    };
-    metrics.ready.store(false, Ordering::Relaxed);
-    result
+    controller::run(ctx).await;
 }
 
 impl std::fmt::Debug for Context {

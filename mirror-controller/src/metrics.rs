@@ -1,4 +1,6 @@
-//! Prometheus metrics and the admin server on 9999 (`/metrics`, `/ready`).
+//! Prometheus metrics and the admin server on 9999 (`/metrics`, `/ready`). `/ready` answers
+//! 200 only on the leader once it serves Links; a replica standing by answers 503 `standby`
+//! (and `strait_mirror_leader 0`).
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -38,6 +40,9 @@ pub struct Metrics {
     pub watch_restarts: Family<LinkLabels, Counter>,
     /// Requests this controller sent to the local API server, by verb (watches excluded).
     pub api_requests: Family<VerbLabels, Counter>,
+    /// 1 while this replica holds the leader Lease, 0 while it stands by.
+    pub leader: Gauge,
+    /// The leader's local stores are synced and its Link controller runs.
     pub ready: AtomicBool,
     registry: Registry,
 }
@@ -87,6 +92,12 @@ impl Metrics {
             "Requests to the local API server by verb",
             api_requests.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         Self {
             gateway_alive,
             probe_latency_ms,
@@ -94,6 +105,7 @@ impl Metrics {
             reconcile_errors,
             watch_restarts,
             api_requests,
+            leader,
             ready: AtomicBool::new(false),
             registry,
         }
@@ -160,6 +172,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                             "/ready" if metrics.ready.load(Ordering::Relaxed) => {
                                 (200, "ready\n".into())
                             }
+                            "/ready" if metrics.leader.get() == 0 => (503, "standby\n".into()),
                             "/ready" => (503, "not ready\n".into()),
                             _ => (404, "not found\n".into()),
                         };

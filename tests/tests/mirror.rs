@@ -6,140 +6,23 @@
 //! Run: `cargo test -p strait-e2e --test mirror -- --nocapture --test-threads=1` (as root).
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strait_core::labels;
-use strait_k8s_api::{Link, LinkStatus};
-use strait_localcluster::{Cluster, ClusterConfig, PodSpec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use strait_k8s_api::Link;
+use strait_localcluster::{Cluster, PodSpec};
 
-type Res<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-const LINK_NS: &str = "strait-multicluster";
-const GW_ID: &str =
-    "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local";
-const WRONG_ID: &str = "impostor.strait-multicluster.serviceaccount.identity.strait.cluster.local";
-const EXPORTED: (&str, &str) = (labels::EXPORTED, "true");
+mod mirror_support;
+use mirror_support::*;
 
 // ---------------------------------------------------------------- helpers
-
-/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> Res<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if start.elapsed() > limit {
-            return Err(format!("timed out after {limit:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-struct Pki {
-    anchor_pem: String,
-    good: (Vec<rustls::pki_types::CertificateDer<'static>>, Vec<u8>),
-    wrong: (Vec<rustls::pki_types::CertificateDer<'static>>, Vec<u8>),
-}
-
-fn pki() -> Res<Pki> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "test trust anchor");
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf = |name: &str| -> Res<_> {
-        let key = KeyPair::generate()?;
-        let cert = CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &issuer)?;
-        Ok((vec![cert.der().clone()], key.serialize_der()))
-    };
-    Ok(Pki {
-        anchor_pem: ca_cert.pem(),
-        good: leaf(GW_ID)?,
-        wrong: leaf(WRONG_ID)?,
-    })
-}
-
-/// A stand-in gateway admin port: TLS 1.3, answers 200 to any request while `up`.
-struct Gateway {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn gateway(
-    ip: IpAddr,
-    cert: &(Vec<rustls::pki_types::CertificateDer<'static>>, Vec<u8>),
-) -> Res<Gateway> {
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.1.clone().into());
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])?
-    .with_no_client_auth()
-    .with_single_cert(cert.0.clone(), key)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
-    let addr = listener.local_addr()?;
-    let up = Arc::new(AtomicBool::new(true));
-    let up2 = up.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            if !up2.load(Ordering::SeqCst) {
-                drop(tcp);
-                continue;
-            }
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(Ok(mut tls)) =
-                    tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await
-                else {
-                    return;
-                };
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 65536 {
-                    match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-                let _ = tls
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
-                    )
-                    .await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    Ok(Gateway { addr, up, task })
-}
 
 /// A TCP relay to the remote API server that the test can cut: a network partition between
 /// the controller and east, while the test still reaches east directly.
@@ -218,81 +101,6 @@ fn upstream_of(cluster: &Cluster) -> Res<SocketAddr> {
     Ok(hostport.parse()?)
 }
 
-async fn install_crd(client: &Client) -> Res {
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "links.multicluster.strait.dev",
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(Link::crd()),
-    )
-    .await?;
-    let links: Api<Link> = Api::namespaced(client.clone(), "default");
-    wait_for("the Link CRD to be served", Duration::from_secs(30), || {
-        let links = links.clone();
-        async move { links.list(&ListParams::default()).await.ok().map(|_| ()) }
-    })
-    .await
-}
-
-fn service(
-    ns: &str,
-    name: &str,
-    port: i32,
-    extra: &[(&str, &str)],
-    selector: Option<&str>,
-) -> Res<Service> {
-    let mut labels: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
-    for (k, v) in extra {
-        labels.insert((*k).into(), (*v).into());
-    }
-    let mut spec =
-        serde_json::json!({"ports": [{"name": "http", "port": port, "targetPort": port}]});
-    if let Some(app) = selector {
-        spec["selector"] = serde_json::json!({"app": app});
-    }
-    Ok(serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, "labels": labels,
-            "annotations": {"keep-me": "yes", "drop-me": "no", "service.kubernetes.io/topology-mode": "Auto"}},
-        "spec": spec,
-    }))?)
-}
-
-fn link(name: &str, secret: &str, gw_ip: IpAddr, probe_port: u16, identity: &str) -> Res<Link> {
-    Ok(serde_json::from_value(serde_json::json!({
-        "apiVersion": "multicluster.strait.dev/v1alpha1", "kind": "Link",
-        "metadata": {"name": name, "namespace": LINK_NS},
-        "spec": {
-            "targetClusterName": "east",
-            "targetClusterDomain": "cluster.local",
-            "clusterCredentialsSecret": secret,
-            "gatewayAddress": gw_ip.to_string(),
-            "gatewayPort": 4143,
-            "gatewayIdentity": identity,
-            "probeSpec": {"path": "/ready", "port": probe_port, "period": "1s", "timeout": "1s", "failureThreshold": 2},
-            "selector": {"matchLabels": {labels::EXPORTED: "true"}},
-            "excludedLabels": ["secret.example.com/*"],
-            "excludedAnnotations": ["drop-me"],
-        }
-    }))?)
-}
-
-async fn put_secret(client: &Client, name: &str, kubeconfig: &str) -> Res {
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": LINK_NS},
-        "stringData": {"kubeconfig": kubeconfig},
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), LINK_NS)
-        .patch(
-            name,
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
-    Ok(())
-}
-
 struct Controller {
     task: tokio::task::JoinHandle<Result<(), strait_mirror::Error>>,
     metrics: Arc<strait_mirror::Metrics>,
@@ -314,94 +122,13 @@ fn start_controller(client: Client, anchors: &str) -> Controller {
     Controller { task, metrics }
 }
 
-async fn get_svc(client: &Client, ns: &str, name: &str) -> Option<Service> {
-    Api::<Service>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
-}
-
-async fn get_slice(client: &Client, ns: &str, name: &str) -> Option<EndpointSlice> {
-    Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
-}
-
-fn slice_ready(es: &EndpointSlice) -> Option<bool> {
-    es.endpoints
-        .first()
-        .and_then(|e| e.conditions.as_ref())
-        .and_then(|c| c.ready)
-}
-
-async fn status(client: &Client, name: &str) -> Option<LinkStatus> {
-    Api::<Link>::namespaced(client.clone(), LINK_NS)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .status
-}
-
-/// Names of every mirror (Service and slice) labelled as ours for east, cluster-wide.
-async fn our_mirrors(client: &Client) -> Res<(BTreeSet<String>, BTreeSet<String>)> {
-    let lp = ListParams::default().labels(&format!(
-        "{}=true,{}=east",
-        labels::MIRRORED_SERVICE,
-        labels::CLUSTER_NAME
-    ));
-    let svcs = Api::<Service>::all(client.clone()).list(&lp).await?;
-    let slices = Api::<EndpointSlice>::all(client.clone()).list(&lp).await?;
-    let key = |m: &kube::api::ObjectMeta| {
-        format!(
-            "{}/{}",
-            m.namespace.clone().unwrap_or_default(),
-            m.name.clone().unwrap_or_default()
-        )
-    };
-    Ok((
-        svcs.items.iter().map(|s| key(&s.metadata)).collect(),
-        slices.items.iter().map(|s| key(&s.metadata)).collect(),
-    ))
-}
-
-async fn set_labels(client: &Client, ns: &str, name: &str, labels: serde_json::Value) -> Res {
-    Api::<Service>::namespaced(client.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": labels}})),
-        )
-        .await?;
-    Ok(())
-}
-
-const T: Duration = Duration::from_secs(30);
-
 // ---------------------------------------------------------------- the lifecycle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirror_lifecycle() -> Res {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,kube=warn,strait_mirror=debug")
-        .with_test_writer()
-        .try_init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (west, east) = tokio::try_join!(
-        Cluster::start(ClusterConfig::new("west")),
-        Cluster::start(ClusterConfig::new("east"))
-    )?;
+    init("info,kube=warn,strait_mirror=debug");
+    let (west, east) = clusters(&["shop"], &["shop", "billing"]).await?;
     let (w, e) = (west.client(), east.client());
-    install_crd(&w).await?;
-    for ns in [LINK_NS, "shop"] {
-        west.ensure_namespace(ns).await?;
-    }
-    for ns in ["shop", "billing"] {
-        east.ensure_namespace(ns).await?;
-    }
     // A pod in east gives the root namespace east's host address, where the gateway listens.
     let web_pod = east
         .pod(PodSpec::new("shop", "web").label("app", "web"))
@@ -888,20 +615,9 @@ async fn mirror_lifecycle() -> Res {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirror_at_scale() -> Res {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn")
-        .with_test_writer()
-        .try_init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (west, east) = tokio::try_join!(
-        Cluster::start(ClusterConfig::new("west")),
-        Cluster::start(ClusterConfig::new("east"))
-    )?;
+    init("warn");
+    let (west, east) = clusters(&["scale"], &["scale"]).await?;
     let (w, e) = (west.client(), east.client());
-    install_crd(&w).await?;
-    west.ensure_namespace(LINK_NS).await?;
-    west.ensure_namespace("scale").await?;
-    east.ensure_namespace("scale").await?;
     let pki = pki()?;
     let gw = gateway("127.0.0.1".parse()?, &pki.good).await?;
     let _ = gw.addr;
@@ -1045,20 +761,9 @@ async fn dns_responder(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirror_gateway_hostname() -> Res {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,kube=warn")
-        .with_test_writer()
-        .try_init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (west, east) = tokio::try_join!(
-        Cluster::start(ClusterConfig::new("west")),
-        Cluster::start(ClusterConfig::new("east"))
-    )?;
+    init("info,kube=warn");
+    let (west, east) = clusters(&["shop"], &["shop"]).await?;
     let (w, e) = (west.client(), east.client());
-    install_crd(&w).await?;
-    west.ensure_namespace(LINK_NS).await?;
-    west.ensure_namespace("shop").await?;
-    east.ensure_namespace("shop").await?;
     let pki = pki()?;
     // Addresses in the benchmark range with no listener: nothing leaves the machine.
     let first: std::net::Ipv4Addr = "198.18.200.10".parse()?;
