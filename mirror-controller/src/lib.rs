@@ -40,7 +40,8 @@
 //!
 //! Replicas with different `holder_identity`s share one Lease ([`lease`]); only its holder
 //! runs the Link controller and writes. A replica standing by sends no write but its Lease
-//! reads, shows `strait_mirror_leader 0` and answers `/ready` with 503 `standby`. When the
+//! reads, shows `strait_mirror_leader 0` and answers `/ready` with 200 `standby` (ready to take
+//! over, so a rolling update of two replicas proceeds). When the
 //! leader dies, a follower takes over once the Lease has gone unrenewed for its duration; when
 //! it is shut down (SIGTERM), it stops its workers and clears the holder, and a follower takes
 //! over at its next try. A leader that cannot renew stops serving ([`run`] returns

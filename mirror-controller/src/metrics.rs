@@ -1,6 +1,7 @@
 //! Prometheus metrics and the admin server on 9999 (`/metrics`, `/ready`). `/ready` answers
-//! 200 only on the leader once it serves Links; a replica standing by answers 503 `standby`
-//! (and `strait_mirror_leader 0`).
+//! 200 `ready` on the leader once it serves Links, and 200 `standby` on a healthy replica
+//! standing by (`strait_mirror_leader 0`): a standby must count as ready, or a rolling update
+//! of two replicas would wait forever for one. 503 otherwise.
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -172,7 +173,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                             "/ready" if metrics.ready.load(Ordering::Relaxed) => {
                                 (200, "ready\n".into())
                             }
-                            "/ready" if metrics.leader.get() == 0 => (503, "standby\n".into()),
+                            "/ready" if metrics.leader.get() == 0 => (200, "standby\n".into()),
                             "/ready" => (503, "not ready\n".into()),
                             _ => (404, "not found\n".into()),
                         };
