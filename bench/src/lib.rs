@@ -55,3 +55,26 @@ pub mod procfs {
         Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
     }
 }
+
+/// The count a benchmark takes as its first argument: `default` when absent; an error that
+/// says `why` when it does not parse or falls outside `range`.
+pub fn count_arg(
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+    why: &str,
+) -> anyhow::Result<usize> {
+    let n = match std::env::args().nth(1) {
+        Some(s) => s
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the count {s:?} is not a number: {e}"))?,
+        None => default,
+    };
+    if !range.contains(&n) {
+        anyhow::bail!(
+            "the count must be within {}..={} ({why})",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(n)
+}

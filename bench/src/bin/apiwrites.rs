@@ -6,7 +6,7 @@
 //! The baseline in the same run is a ConfigMap create, the cheapest write there is.
 //!
 //! Run (root): `cargo build --release -p strait-bench --bin apiwrites && target/release/apiwrites [N]`
-//! (N defaults to 2,000; at most 12,000, which the service CIDR holds).
+//! (N defaults to 2,000; at most 8,000: two sets of N Services share the 16k service CIDR).
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
@@ -166,14 +166,11 @@ fn slice(name: &str, ready: bool) -> anyhow::Result<EndpointSlice> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(2000);
-    if !(10..=12_000).contains(&n) {
-        bail!("N must be within 10..=12000 (two sets of N Services share a 16k service CIDR)");
-    }
+    let n = strait_bench::count_arg(
+        2000,
+        10..=8000,
+        "two sets of N Services share a 16k service CIDR",
+    )?;
     let cluster = Cluster::start(ClusterConfig::new("writes")).await?;
     cluster.ensure_namespace(NS).await?;
     let api_pid = Some(apiserver_pid(&cluster.server_url()).context("kube-apiserver pid")?);

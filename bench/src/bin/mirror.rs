@@ -30,14 +30,7 @@ const GW_ID: &str =
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(1000);
-    if !(10..=12_000).contains(&n) {
-        bail!("N must be within 10..=12000 (the service CIDR holds 16k addresses)");
-    }
+    let n = strait_bench::count_arg(1000, 10..=12_000, "the service CIDR holds 16k addresses")?;
     let exe = std::env::current_exe()?;
     let controller_bin = exe.with_file_name("strait-mirror");
     if !controller_bin.exists() {
