@@ -288,10 +288,14 @@ fn cleanup_holds_when_a_test_panics() {
                 .unwrap();
             let mut cmd = pod.command("sleep");
             cmd.arg("600");
-            pod.spawn("sleep", cmd).unwrap();
+            let sleep = pod.spawn("sleep", cmd).unwrap();
             {
                 let mut m = made_in.lock().unwrap();
                 m.record_pod(&pod);
+                // The netns may not list it yet: it joins the namespace after it starts.
+                if !m.pids.contains(&sleep) {
+                    m.pids.push(sleep);
+                }
                 m.pids.extend(apiserver_and_etcd_pids(cluster.dir()));
                 m.dirs.push(cluster.dir().to_path_buf());
                 assert!(net::list_links().contains(&m.veths[0]), "{m:?}");
