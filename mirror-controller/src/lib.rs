@@ -48,6 +48,7 @@ pub mod plan;
 pub mod probe;
 pub mod remote;
 pub mod resolve;
+pub mod session;
 pub mod store;
 pub mod worker;
 
@@ -87,6 +88,9 @@ pub struct Config {
     pub keep_mirrors_on_delete: bool,
     /// Resolve gateway hostnames with only this nameserver instead of the system's.
     pub nameserver: Option<SocketAddr>,
+    /// How often a remote cluster that does not serve `ServiceExport`s (or refuses them to
+    /// the Link's credentials) is asked again.
+    pub exports_recheck: Duration,
 }
 
 impl Config {
@@ -102,6 +106,7 @@ impl Config {
             status_interval: Duration::from_secs(1),
             keep_mirrors_on_delete: false,
             nameserver: None,
+            exports_recheck: session::EXPORTS_RECHECK,
         }
     }
 }
@@ -144,6 +149,7 @@ pub struct Context {
     pub write_concurrency: usize,
     pub status_interval: Duration,
     pub keep_mirrors_on_delete: bool,
+    pub exports_recheck: Duration,
 }
 
 /// Runs the controller until leadership is lost (an error) or the task is dropped; dropping
@@ -183,6 +189,7 @@ pub async fn run(client: kube::Client, config: Config, metrics: Arc<Metrics>) ->
         write_concurrency: config.write_concurrency,
         status_interval: config.status_interval,
         keep_mirrors_on_delete: config.keep_mirrors_on_delete,
+        exports_recheck: config.exports_recheck,
     });
     metrics.ready.store(true, Ordering::Relaxed);
     let result = tokio::select! {

@@ -41,6 +41,9 @@ struct Args {
     /// Resolve gateway hostnames with this nameserver (ip:port) instead of the system's.
     #[arg(long, env = "STRAIT_MIRROR_NAMESERVER")]
     nameserver: Option<SocketAddr>,
+    /// How often a remote cluster without the ServiceExport API is asked again.
+    #[arg(long, env = "STRAIT_MIRROR_EXPORTS_RECHECK", default_value = "1m", value_parser = humantime::parse_duration)]
+    exports_recheck: std::time::Duration,
 }
 
 #[tokio::main]
@@ -74,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     config.write_concurrency = args.write_concurrency;
     config.keep_mirrors_on_delete = args.keep_mirrors_on_delete;
     config.nameserver = args.nameserver;
+    config.exports_recheck = args.exports_recheck;
     let metrics = Arc::new(strait_mirror::Metrics::new());
     tokio::select! {
         r = strait_mirror::run(client, config, metrics) => r.context("controller stopped")?,
