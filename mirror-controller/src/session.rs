@@ -1,5 +1,5 @@
 //! One remote session: the watches of one remote cluster, made with one set of credentials,
-//! and the compact stores they feed ([`RemoteView`]). Read-only: nothing here writes to the
+//! and the compact stores they feed (`RemoteView`). Read-only: nothing here writes to the
 //! remote cluster.
 //!
 //! ```text

@@ -760,14 +760,19 @@ impl Sync {
         self.rd_memo.retain(|k, _| desired_keys.contains(k));
         self.conflicts.retain(|k, _| desired_keys.contains(k));
         // Orphans: ours, for this cluster, with no remote twin.
+        // What we wrote of them no longer vouches for anything: were the same object wanted
+        // again within the grace, it must be written again (remote-discovery slices come
+        // and go with their pods).
         let mut deletes = Vec::new();
         for (key, uid) in local.services.ours(&plan.cluster) {
             if !desired_keys.contains(&key) {
+                self.written.remove(&(true, key.0.clone(), key.1.clone()));
                 deletes.push(Op::DeleteService(key, uid));
             }
         }
         for (key, uid) in local.slices.ours(&plan.cluster) {
             if !desired_slices.contains(&key) {
+                self.written.remove(&(false, key.0.clone(), key.1.clone()));
                 deletes.push(Op::DeleteSlice(key, uid));
             }
         }
