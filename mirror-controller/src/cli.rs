@@ -43,6 +43,9 @@ pub struct Args {
     /// Resolve gateway hostnames with this nameserver (ip:port) instead of the system's.
     #[arg(long, env = "STRAIT_MIRROR_NAMESERVER")]
     nameserver: Option<SocketAddr>,
+    /// How often a remote cluster without the ServiceExport API is asked again.
+    #[arg(long, env = "STRAIT_MIRROR_EXPORTS_RECHECK", default_value = "1m", value_parser = humantime::parse_duration)]
+    exports_recheck: std::time::Duration,
 }
 
 /// Why the binary stopped with an error.
@@ -117,6 +120,7 @@ async fn serve(args: Args) -> Result<(), StartError> {
     config.write_concurrency = args.write_concurrency;
     config.keep_mirrors_on_delete = args.keep_mirrors_on_delete;
     config.nameserver = args.nameserver;
+    config.exports_recheck = args.exports_recheck;
     let metrics = Arc::new(crate::Metrics::new());
     crate::run_until(client, config, metrics, shutdown_signal())
         .await

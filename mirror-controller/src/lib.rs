@@ -3,15 +3,16 @@
 //! The service-mirror controller. For every `Link` in its namespace it watches the remote
 //! cluster's exported Services and keeps a local mirror `<svc>-<cluster>` of each, whose
 //! endpoints are the remote cluster's gateway; it probes that gateway and marks the mirrors
-//! not ready when it stops answering.
+//! not ready when it stops answering. Services the Link selects for remote discovery get a
+//! mirror whose endpoints are the remote pods themselves (a flat network).
 //!
 //! ```text
 //!           Lease (leader election)
 //!                 │ held
 //!  Links ──► controller (finalizer) ──► one worker per Link (worker.rs)
-//!                                         ├─ credentials Secret ─► remote watch (Services, EndpointSlices)
+//!                                         ├─ credentials Secret ─► remote session (session.rs: read-only watches)
 //!                                         ├─ gateway: resolve (hickory, TTL) + probe (TLS 1.3, identity)
-//!                                         └─ sync pass: desired − actual ─► SSA writes (bounded), GC
+//!                                         └─ sync pass: desired − actual ─► create / JSON patch (bounded), GC
 //!  local watches (compact stores of our mirrors, their slices, Namespaces) ─┘ shared by every worker
 //!  admin :9999 ─► /metrics, /ready
 //! ```
@@ -19,6 +20,27 @@
 //! Start it with [`run`] (or [`run_until`]) and a [`Config`]; [`cli`] builds the config from
 //! flags and env.
 //! The pure parts are [`plan`] (what a Link asks for) and [`mirror`] (what a mirror looks like).
+//!
+//! ## Three ways in
+//!
+//! | a remote Service is mirrored when | its mirror's endpoints | TLS identity |
+//! |---|---|---|
+//! | the Link's `selector` matches its labels | the gateway, at `gatewayPort` | `gatewayIdentity` |
+//! | a `ServiceExport` (MCS API, KEP-1645) has its name | the gateway, the same | the same |
+//! | `remoteDiscoverySelector` matches (wins over both) | its ready pods, at their ports | each pod's, per slice |
+//!
+//! The remote is only read; nothing is written there. A remote without the `ServiceExport`
+//! API (404), or whose credentials may not read it (403), simply has no exports; it is asked
+//! again every [`Config::exports_recheck`]. Every remote Service is watched only while at
+//! least one `ServiceExport` exists, and only the exported ones are kept ([`session`]).
+//!
+//! A remote-discovery mirror carries `mirror.strait.dev/remote-discovery=<cluster>` and no
+//! gateway identity; its EndpointSlices list the ready remote pods, one slice per identity
+//! (`<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>`, the last two taken from
+//! `gatewayIdentity`) in `mirror.strait.dev/remote-identity`, and a slice without it for pods
+//! without a proxy. The gateway's liveness does not touch them. Pod addresses are kept only
+//! for these Services, and remote pods (service account, meshed or not) only while the Link
+//! has a `remoteDiscoverySelector`; the gateway mirrors' stores are as small as before.
 //!
 //! ## Only ours
 //!
@@ -34,7 +56,7 @@
 //! A name taken by someone else is reported in the Link status (`Error`, `conflict: ...`),
 //! counted once in `reconcile_errors{reason="conflict"}`, left alone, and checked again after
 //! a minute. The Service is written before its slice, so a slice never lends endpoints to a
-//! Service that is not ours.
+//! Service that is not ours. The same holds for every slice of a remote-discovery mirror.
 //!
 //! ## Two replicas
 //!
@@ -47,16 +69,6 @@
 //! over at its next try. A leader that cannot renew stops serving ([`run`] returns
 //! [`Error::Lease`], the binary exits) before any follower may take over. What no lease can
 //! fence: a write already sent when the leader stops.
-//!
-//! ## Not yet: `remoteDiscoverySelector`
-//!
-//! Services matched only by `remoteDiscoverySelector` are not mirrored (nor reported). Doing
-//! it means mirrors whose EndpointSlices carry the remote pods' addresses and target ports
-//! (label `exported=remote-discovery`, no gateway identity), which needs the remote slices'
-//! addresses kept for those Services only: the remote slice store is compacted to a
-//! readiness bit per Service, and a second Service watch (a label selector cannot express
-//! "A or B"). It also only works on a flat network, which the local test clusters can give
-//! (pods in network namespaces of one host) but the gateway path does not test.
 
 pub mod cli;
 pub mod controller;
@@ -67,6 +79,7 @@ pub mod plan;
 pub mod probe;
 pub mod remote;
 pub mod resolve;
+pub mod session;
 pub mod store;
 pub mod worker;
 
@@ -106,6 +119,9 @@ pub struct Config {
     pub keep_mirrors_on_delete: bool,
     /// Resolve gateway hostnames with only this nameserver instead of the system's.
     pub nameserver: Option<SocketAddr>,
+    /// How often a remote cluster that does not serve `ServiceExport`s (or refuses them to
+    /// the Link's credentials) is asked again.
+    pub exports_recheck: Duration,
 }
 
 impl Config {
@@ -121,6 +137,7 @@ impl Config {
             status_interval: Duration::from_secs(1),
             keep_mirrors_on_delete: false,
             nameserver: None,
+            exports_recheck: session::EXPORTS_RECHECK,
         }
     }
 }
@@ -163,6 +180,7 @@ pub struct Context {
     pub write_concurrency: usize,
     pub status_interval: Duration,
     pub keep_mirrors_on_delete: bool,
+    pub exports_recheck: Duration,
 }
 
 /// Runs the controller until leadership is lost (an error) or the task is dropped; dropping
@@ -253,6 +271,7 @@ async fn lead(
         write_concurrency: config.write_concurrency,
         status_interval: config.status_interval,
         keep_mirrors_on_delete: config.keep_mirrors_on_delete,
+        exports_recheck: config.exports_recheck,
     });
     metrics.ready.store(true, Ordering::Relaxed);
     controller::run(ctx).await;

@@ -1,20 +1,24 @@
 //! The mirror of a remote Service, as a pure function of the remote Service, the Link and the
-//! gateway's state. The controller compares these with what exists and writes only differences.
+//! gateway's state (a mirror reached through the gateway) or the remote pods (a mirror for
+//! remote discovery). The controller compares these with what exists and writes only
+//! differences.
 
 use crate::plan::{Plan, excluded};
+use crate::remote::{PodMeta, RdSlice, SlicePort};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use kube::api::ObjectMeta;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 use strait_core::labels;
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "strait-mirror";
 /// On mirrors and their slices: a hash of what we last wrote, so an unchanged mirror costs no write.
 pub const SPEC_HASH: &str = "mirror.strait.dev/spec-hash";
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const SERVICE_NAME_LABEL: &str = crate::remote::SERVICE_NAME_LABEL;
 const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// Topology hints are about the remote cluster's zones; they mean nothing here.
 const TOPOLOGY: [&str; 2] = [
@@ -27,7 +31,7 @@ const TOPOLOGY: [&str; 2] = [
 pub enum InvalidService {
     #[error("type ExternalName cannot be mirrored")]
     ExternalName,
-    #[error("headless Services are not mirrored through a gateway")]
+    #[error("headless Services are not mirrored")]
     Headless,
     #[error("the Service has no ports")]
     NoPorts,
@@ -41,6 +45,15 @@ pub struct GatewayView {
     pub addrs: Vec<IpAddr>,
     /// `false` after `failureThreshold` failed probes; unknown counts as alive.
     pub alive: bool,
+}
+
+/// How a mirror's traffic reaches the remote Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// Through the remote gateway (the Link's `selector`, or a `ServiceExport`).
+    Gateway,
+    /// Straight to the remote pods, on a flat network (`remoteDiscoverySelector`).
+    RemoteDiscovery,
 }
 
 /// Whether this object carries the labels that make it ours for this cluster.
@@ -65,8 +78,9 @@ pub fn copies_annotation(plan: &Plan, k: &str) -> bool {
     keep(k, &plan.excluded_annotations) && k != "kubectl.kubernetes.io/last-applied-configuration"
 }
 
-/// The mirror Service for `remote`.
-pub fn service(remote: &Service, plan: &Plan) -> Result<Service, InvalidService> {
+/// The mirror Service for `remote`. A remote-discovery mirror says so in a label
+/// ([`labels::REMOTE_DISCOVERY`]) and names no gateway identity.
+pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, InvalidService> {
     let name = remote.metadata.name.as_deref().unwrap_or_default();
     let ns = remote.metadata.namespace.as_deref().unwrap_or_default();
     let spec = remote.spec.clone().unwrap_or_default();
@@ -105,6 +119,9 @@ pub fn service(remote: &Service, plan: &Plan) -> Result<Service, InvalidService>
         .collect();
     lbls.insert(labels::MIRRORED_SERVICE.into(), "true".into());
     lbls.insert(labels::CLUSTER_NAME.into(), plan.cluster.clone());
+    if via == Via::RemoteDiscovery {
+        lbls.insert(labels::REMOTE_DISCOVERY.into(), plan.cluster.clone());
+    }
     let mut annos: BTreeMap<String, String> = remote
         .metadata
         .annotations
@@ -121,10 +138,12 @@ pub fn service(remote: &Service, plan: &Plan) -> Result<Service, InvalidService>
         labels::REMOTE_RESOURCE_VERSION.into(),
         remote.metadata.resource_version.clone().unwrap_or_default(),
     );
-    annos.insert(
-        labels::REMOTE_GATEWAY_IDENTITY.into(),
-        plan.gateway_identity.clone(),
-    );
+    if via == Via::Gateway {
+        annos.insert(
+            labels::REMOTE_GATEWAY_IDENTITY.into(),
+            plan.gateway_identity.clone(),
+        );
+    }
     let mut svc = Service {
         metadata: ObjectMeta {
             name: Some(mirror),
@@ -208,6 +227,169 @@ pub fn slice(
     es
 }
 
+/// The most endpoints one EndpointSlice holds (the API's own limit is 1000).
+pub const MAX_SLICE_ENDPOINTS: usize = 1000;
+
+/// Ready endpoints of a remote-discovery mirror that go in one EndpointSlice (or several,
+/// past [`MAX_SLICE_ENDPOINTS`]): one TLS identity (or none), address family and port set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RdGroup {
+    /// The identity of the remote pods' service account; `None` for pods without a proxy.
+    pub identity: Option<String>,
+    pub ipv6: bool,
+    pub ports: Box<[SlicePort]>,
+    /// Sorted, without duplicates.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Groups the ready endpoints of the remote slices of Service `ns/<svc>` by what their
+/// mirror slices must say: a meshed pod (it carries the proxy annotation) has its service
+/// account's identity, under the remote's control namespace and trust domain; a pod without
+/// a proxy, or an endpoint that names no pod, has none. An endpoint whose pod is not known,
+/// or whose service account is no identity, is left out: a client would otherwise connect
+/// to a meshed pod without TLS. The result is sorted, so it is the same for the same input.
+pub fn rd_groups(
+    remote: &[Arc<RdSlice>],
+    ns: &str,
+    plan: &Plan,
+    pod: impl Fn(&str) -> Option<PodMeta>,
+) -> Vec<RdGroup> {
+    type GroupKey = (Option<String>, bool, Box<[SlicePort]>);
+    let mut groups: BTreeMap<GroupKey, BTreeSet<IpAddr>> = BTreeMap::new();
+    for slice in remote {
+        for ep in slice.endpoints.iter() {
+            let identity = match ep.pod.as_deref() {
+                None => None,
+                Some(name) => match pod(name) {
+                    None => continue,
+                    Some(p) if !p.meshed => None,
+                    Some(p) => match plan.remote_identity(&p.service_account, ns) {
+                        Some(id) => Some(id.to_string()),
+                        None => continue,
+                    },
+                },
+            };
+            groups
+                .entry((identity, slice.ipv6, slice.ports.clone()))
+                .or_default()
+                .insert(ep.addr);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((identity, ipv6, ports), addrs)| RdGroup {
+            identity,
+            ipv6,
+            ports,
+            addrs: addrs.into_iter().collect(),
+        })
+        .collect()
+}
+
+/// 64-bit FNV-1a: stable across builds and Rust versions, unlike `DefaultHasher`; names
+/// derived from it must not change when the controller is upgraded.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(&[0xff]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The name of a remote-discovery mirror's slice for `group` (its `chunk`-th, past 1000
+/// endpoints): `<mirror>-<10 hex digits of the identity, family and ports>[-<chunk>]`, so
+/// the same endpoints keep the same slice as they come and go.
+pub fn rd_slice_name(mirror: &str, group: &RdGroup, chunk: usize) -> String {
+    let ports: Vec<String> = group
+        .ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}/{}/{}",
+                p.name.as_deref().unwrap_or_default(),
+                p.port,
+                p.protocol.as_deref().unwrap_or_default(),
+                p.app_protocol.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    let mut parts: Vec<&[u8]> = vec![
+        group.identity.as_deref().unwrap_or_default().as_bytes(),
+        if group.ipv6 { b"IPv6" } else { b"IPv4" },
+    ];
+    parts.extend(ports.iter().map(|p| p.as_bytes()));
+    let h = fnv1a(&parts) & 0xff_ffff_ffff;
+    match chunk {
+        0 => format!("{mirror}-{h:010x}"),
+        n => format!("{mirror}-{h:010x}-{n}"),
+    }
+}
+
+/// The EndpointSlices of remote-discovery mirror `mirror`: the remote pods' own addresses
+/// and ports, one slice per [`RdGroup`] (split past [`MAX_SLICE_ENDPOINTS`]), with
+/// [`labels::REMOTE_IDENTITY`] on the slices of meshed pods. All listed endpoints are ready:
+/// only ready remote endpoints are kept. The gateway plays no part.
+pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<EndpointSlice> {
+    let name = mirror.metadata.name.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for g in groups {
+        for (chunk, addrs) in g.addrs.chunks(MAX_SLICE_ENDPOINTS).enumerate() {
+            let endpoints = addrs
+                .iter()
+                .map(|a| Endpoint {
+                    addresses: vec![a.to_string()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        serving: Some(true),
+                        terminating: Some(false),
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            let ports = g
+                .ports
+                .iter()
+                .map(|p| EndpointPort {
+                    name: p.name.as_deref().map(String::from),
+                    port: Some(p.port),
+                    protocol: p.protocol.as_deref().map(String::from),
+                    app_protocol: p.app_protocol.as_deref().map(String::from),
+                })
+                .collect();
+            let mut lbls: BTreeMap<String, String> = BTreeMap::new();
+            lbls.insert(SERVICE_NAME_LABEL.into(), name.clone());
+            lbls.insert(MANAGED_BY_LABEL.into(), FIELD_MANAGER.into());
+            lbls.insert(labels::MIRRORED_SERVICE.into(), "true".into());
+            lbls.insert(labels::CLUSTER_NAME.into(), plan.cluster.clone());
+            lbls.insert(labels::REMOTE_DISCOVERY.into(), plan.cluster.clone());
+            let annos = g
+                .identity
+                .iter()
+                .map(|id| (labels::REMOTE_IDENTITY.to_string(), id.clone()))
+                .collect();
+            let mut es = EndpointSlice {
+                metadata: ObjectMeta {
+                    name: Some(rd_slice_name(&name, g, chunk)),
+                    namespace: mirror.metadata.namespace.clone(),
+                    labels: Some(lbls),
+                    annotations: Some(annos),
+                    ..Default::default()
+                },
+                address_type: if g.ipv6 { "IPv6" } else { "IPv4" }.into(),
+                endpoints,
+                ports: Some(ports),
+            };
+            let body = (&es.address_type, &es.endpoints, &es.ports);
+            stamp_with(&mut es.metadata, &body);
+            out.push(es);
+        }
+    }
+    out
+}
+
 fn stamp<T: serde::Serialize>(meta: &mut ObjectMeta, body: &T) {
     stamp_with(meta, body)
 }
@@ -266,7 +448,7 @@ mod tests {
 
     #[test]
     fn mirror_copies_what_it_should() {
-        let m = service(&remote(), &plan()).expect("valid");
+        let m = service(&remote(), &plan(), Via::Gateway).expect("valid");
         assert_eq!(m.metadata.name.as_deref(), Some("web-east"));
         let l = m.metadata.labels.clone().unwrap_or_default();
         assert_eq!(l.get("app").map(String::as_str), Some("web"));
@@ -293,18 +475,18 @@ mod tests {
 
     #[test]
     fn hash_tracks_changes() {
-        let a = service(&remote(), &plan()).expect("valid");
-        let b = service(&remote(), &plan()).expect("valid");
+        let a = service(&remote(), &plan(), Via::Gateway).expect("valid");
+        let b = service(&remote(), &plan(), Via::Gateway).expect("valid");
         assert!(up_to_date(&a.metadata, &b.metadata));
         let mut r = remote();
         r.metadata.resource_version = Some("43".into());
-        let c = service(&r, &plan()).expect("valid");
+        let c = service(&r, &plan(), Via::Gateway).expect("valid");
         assert!(!up_to_date(&a.metadata, &c.metadata));
     }
 
     #[test]
     fn slice_follows_gateway_and_readiness() {
-        let m = service(&remote(), &plan()).expect("valid");
+        let m = service(&remote(), &plan(), Via::Gateway).expect("valid");
         let gw = GatewayView {
             addrs: vec!["10.0.0.1".parse().expect("ip")],
             alive: true,
@@ -346,11 +528,221 @@ mod tests {
         if let Some(s) = r.spec.as_mut() {
             s.cluster_ip = Some("None".into());
         }
-        assert_eq!(service(&r, &plan()), Err(InvalidService::Headless));
+        assert_eq!(
+            service(&r, &plan(), Via::Gateway),
+            Err(InvalidService::Headless)
+        );
         let mut r = remote();
         if let Some(s) = r.spec.as_mut() {
             s.ports = None;
         }
-        assert_eq!(service(&r, &plan()), Err(InvalidService::NoPorts));
+        assert_eq!(
+            service(&r, &plan(), Via::Gateway),
+            Err(InvalidService::NoPorts)
+        );
+    }
+
+    fn rd_slice(eps: &[(&str, Option<&str>)], ports: &[(&str, i32)], ipv6: bool) -> Arc<RdSlice> {
+        Arc::new(RdSlice {
+            service: "web".into(),
+            ipv6,
+            ports: ports
+                .iter()
+                .map(|(n, p)| SlicePort {
+                    name: Some((*n).into()),
+                    port: *p,
+                    protocol: Some("TCP".into()),
+                    app_protocol: None,
+                })
+                .collect(),
+            endpoints: eps
+                .iter()
+                .map(|(a, pod)| crate::remote::ReadyEndpoint {
+                    addr: a.parse().expect("ip"),
+                    pod: pod.map(Box::from),
+                })
+                .collect(),
+        })
+    }
+
+    fn pods(name: &str) -> Option<PodMeta> {
+        match name {
+            "web-1" | "web-2" => Some(PodMeta {
+                service_account: "web".into(),
+                meshed: true,
+            }),
+            "admin-1" => Some(PodMeta {
+                service_account: "admin".into(),
+                meshed: true,
+            }),
+            "plain-1" => Some(PodMeta {
+                service_account: "web".into(),
+                meshed: false,
+            }),
+            "bad-sa" => Some(PodMeta {
+                service_account: "Bad_SA".into(),
+                meshed: true,
+            }),
+            _ => None,
+        }
+    }
+
+    const WEB_ID: &str = "web.shop.serviceaccount.identity.strait.cluster.local";
+
+    #[test]
+    fn remote_discovery_mirror_names_no_gateway() {
+        let m = service(&remote(), &plan(), Via::RemoteDiscovery).expect("valid");
+        let l = m.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            l.get(labels::REMOTE_DISCOVERY).map(String::as_str),
+            Some("east")
+        );
+        assert!(is_ours(&m.metadata, "east"));
+        let a = m.metadata.annotations.clone().unwrap_or_default();
+        assert!(!a.contains_key(labels::REMOTE_GATEWAY_IDENTITY));
+        assert_eq!(
+            a.get(labels::REMOTE_SVC_FQ_NAME).map(String::as_str),
+            Some("web.shop.svc.cluster.local")
+        );
+        let g = service(&remote(), &plan(), Via::Gateway).expect("valid");
+        assert!(
+            !up_to_date(&m.metadata, &g.metadata),
+            "switching ways rewrites it"
+        );
+        assert!(
+            !g.metadata
+                .labels
+                .unwrap_or_default()
+                .contains_key(labels::REMOTE_DISCOVERY)
+        );
+    }
+
+    #[test]
+    fn remote_endpoints_group_by_identity() {
+        let http = [("http", 8080)];
+        let remote = [
+            rd_slice(
+                &[
+                    ("198.18.64.3", Some("web-2")),
+                    ("198.18.64.2", Some("web-1")),
+                    ("198.18.64.4", Some("plain-1")),
+                    ("198.18.64.5", Some("admin-1")),
+                    ("198.18.64.6", None),
+                    ("198.18.64.7", Some("unknown")),
+                    ("198.18.64.8", Some("bad-sa")),
+                ],
+                &http,
+                false,
+            ),
+            // Another slice of the same Service, same pod again: one address.
+            rd_slice(&[("198.18.64.2", Some("web-1"))], &http, false),
+        ];
+        let groups = rd_groups(&remote, "shop", &plan(), pods);
+        let by_id: BTreeMap<Option<&str>, Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.identity.as_deref(),
+                    g.addrs.iter().map(|a| a.to_string()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(by_id.len(), 3, "{groups:?}");
+        assert_eq!(by_id[&Some(WEB_ID)], vec!["198.18.64.2", "198.18.64.3"]);
+        assert_eq!(
+            by_id[&Some("admin.shop.serviceaccount.identity.strait.cluster.local")],
+            vec!["198.18.64.5"]
+        );
+        // Unmeshed pods and endpoints without a pod: no identity. Unknown pods and service
+        // accounts that are no identity: left out.
+        assert_eq!(by_id[&None], vec!["198.18.64.4", "198.18.64.6"]);
+        // Deterministic: the same input gives the same groups in the same order.
+        assert_eq!(groups, rd_groups(&remote, "shop", &plan(), pods));
+        // Other ports (or another family) make another group.
+        let more = [
+            rd_slice(&[("198.18.64.2", Some("web-1"))], &http, false),
+            rd_slice(&[("198.18.64.9", Some("web-2"))], &[("http", 9090)], false),
+        ];
+        assert_eq!(rd_groups(&more, "shop", &plan(), pods).len(), 2);
+    }
+
+    #[test]
+    fn remote_discovery_slices() {
+        let m = service(&remote(), &plan(), Via::RemoteDiscovery).expect("valid");
+        let remote = [rd_slice(
+            &[
+                ("198.18.64.2", Some("web-1")),
+                ("198.18.64.4", Some("plain-1")),
+            ],
+            &[("http", 8080)],
+            false,
+        )];
+        let groups = rd_groups(&remote, "shop", &plan(), pods);
+        let slices = rd_slices(&m, &plan(), &groups);
+        assert_eq!(slices.len(), 2);
+        for es in &slices {
+            let name = es.metadata.name.clone().unwrap_or_default();
+            assert!(name.starts_with("web-east-") && name.len() == "web-east-".len() + 10);
+            let l = es.metadata.labels.clone().unwrap_or_default();
+            assert_eq!(
+                l.get(SERVICE_NAME_LABEL).map(String::as_str),
+                Some("web-east")
+            );
+            assert!(is_ours(&es.metadata, "east"));
+            assert_eq!(es.address_type, "IPv4");
+            assert_eq!(es.ports.as_ref().and_then(|p| p[0].port), Some(8080));
+            assert_eq!(
+                es.ports.as_ref().and_then(|p| p[0].name.clone()).as_deref(),
+                Some("http")
+            );
+            assert!(
+                es.endpoints
+                    .iter()
+                    .all(|e| { e.conditions.as_ref().and_then(|c| c.ready) == Some(true) })
+            );
+            let a = es.metadata.annotations.clone().unwrap_or_default();
+            assert!(!a.contains_key(labels::REMOTE_GATEWAY_IDENTITY));
+        }
+        let id = |es: &EndpointSlice| {
+            es.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::REMOTE_IDENTITY).cloned())
+        };
+        let meshed = slices.iter().find(|es| id(es).is_some()).expect("meshed");
+        assert_eq!(id(meshed).as_deref(), Some(WEB_ID));
+        assert_eq!(meshed.endpoints[0].addresses, vec!["198.18.64.2"]);
+        let plain = slices.iter().find(|es| id(es).is_none()).expect("plain");
+        assert_eq!(plain.endpoints[0].addresses, vec!["198.18.64.4"]);
+        assert_ne!(meshed.metadata.name, plain.metadata.name);
+        // A slice's name follows its identity, family and ports, not its addresses.
+        let fewer = rd_slices(
+            &m,
+            &plan(),
+            &rd_groups(&remote[..], "shop", &plan(), |n| {
+                (n == "web-1").then(|| pods(n)).flatten()
+            }),
+        );
+        assert_eq!(fewer.len(), 1);
+        assert_eq!(fewer[0].metadata.name, meshed.metadata.name);
+        assert!(!up_to_date(&fewer[0].metadata, &plain.metadata));
+        // Past the API's limit, more slices for the same group.
+        let many: Vec<IpAddr> = (0..2500u32)
+            .map(|i| IpAddr::from([198, 18, (i / 250) as u8, (i % 250) as u8 + 1]))
+            .collect();
+        let big = RdGroup {
+            identity: Some(WEB_ID.into()),
+            ipv6: false,
+            ports: remote[0].ports.clone(),
+            addrs: many,
+        };
+        let split = rd_slices(&m, &plan(), &[big]);
+        assert_eq!(
+            split.iter().map(|s| s.endpoints.len()).collect::<Vec<_>>(),
+            vec![1000, 1000, 500]
+        );
+        let names: BTreeSet<_> = split.iter().map(|s| s.metadata.name.clone()).collect();
+        assert_eq!(names.len(), 3);
+        assert_eq!(split[0].metadata.name, meshed.metadata.name);
     }
 }

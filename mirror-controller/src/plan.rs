@@ -33,6 +33,12 @@ pub struct Plan {
     pub failure_threshold: u32,
     /// `None`: the selector is nil or empty and matches nothing.
     pub selector: Option<Selector>,
+    /// `remoteDiscoverySelector`; `None` when nil or empty. Takes precedence over `selector`.
+    pub remote_discovery: Option<Selector>,
+    /// The remote mesh's control namespace and trust domain, as `gatewayIdentity` names them:
+    /// what remote pods' identities end with.
+    pub remote_control_namespace: String,
+    pub remote_trust_domain: String,
     pub excluded_labels: Vec<String>,
     pub excluded_annotations: Vec<String>,
     pub create_namespaces: bool,
@@ -43,8 +49,11 @@ pub struct Plan {
 pub enum InvalidLink {
     #[error("targetClusterName {0:?} is not a DNS label")]
     ClusterName(String),
-    #[error("selector does not parse: {0}")]
-    Selector(String),
+    #[error("{field} does not parse: {message}")]
+    Selector {
+        field: &'static str,
+        message: String,
+    },
     #[error("gatewayAddress {0:?} is neither an IP address nor a DNS name")]
     GatewayAddress(String),
     #[error("gatewayAddress is empty")]
@@ -74,20 +83,18 @@ impl Plan {
         if gateway.is_empty() {
             return Err(InvalidLink::NoGatewayAddress);
         }
-        spec.gateway_identity
+        let gateway_identity = spec
+            .gateway_identity
             .parse::<Identity>()
             .map_err(|source| InvalidLink::GatewayIdentity {
                 value: spec.gateway_identity.clone(),
                 source,
             })?;
-        let selector = match &spec.selector {
-            None => None,
-            Some(ls) => {
-                let sel = Selector::try_from(ls.clone())
-                    .map_err(|e| InvalidLink::Selector(e.to_string()))?;
-                if sel.selects_all() { None } else { Some(sel) }
-            }
-        };
+        let selector = parse_selector("selector", spec.selector.as_ref())?;
+        let remote_discovery = parse_selector(
+            "remoteDiscoverySelector",
+            spec.remote_discovery_selector.as_ref(),
+        )?;
         let probe = &spec.probe_spec;
         let probe_period = parse_duration("period", &probe.period)?;
         let probe_timeout = parse_duration("timeout", &probe.timeout)?.min(probe_period);
@@ -108,6 +115,9 @@ impl Plan {
             probe_timeout: probe_timeout.max(Duration::from_millis(50)),
             failure_threshold: probe.failure_threshold.max(1),
             selector,
+            remote_discovery,
+            remote_control_namespace: gateway_identity.control_namespace().to_string(),
+            remote_trust_domain: gateway_identity.trust_domain().to_string(),
             excluded_labels: spec.excluded_labels.clone(),
             excluded_annotations: spec.excluded_annotations.clone(),
             create_namespaces: spec.create_namespaces.unwrap_or(false),
@@ -123,6 +133,43 @@ impl Plan {
     pub fn selector_string(&self) -> Option<String> {
         self.selector.as_ref().map(|s| s.to_string())
     }
+
+    /// Whether this Link mirrors a remote Service with these labels for remote discovery
+    /// (its mirror lists the remote pods; this wins over [`Plan::selects`]).
+    pub fn selects_remote_discovery(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.remote_discovery
+            .as_ref()
+            .is_some_and(|s| s.matches(labels))
+    }
+
+    /// The label selector of the remote-discovery watch, or `None` when nothing is selected.
+    pub fn remote_discovery_string(&self) -> Option<String> {
+        self.remote_discovery.as_ref().map(|s| s.to_string())
+    }
+
+    /// The identity of remote service account `sa` in namespace `ns`, when it is one.
+    pub fn remote_identity(&self, sa: &str, ns: &str) -> Option<Identity> {
+        Identity::new(
+            sa,
+            ns,
+            &self.remote_control_namespace,
+            &self.remote_trust_domain,
+        )
+        .ok()
+    }
+}
+
+/// A label selector of the Link, `None` when nil or empty (it matches nothing).
+fn parse_selector(
+    field: &'static str,
+    ls: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+) -> Result<Option<Selector>, InvalidLink> {
+    let Some(ls) = ls else { return Ok(None) };
+    let sel = Selector::try_from(ls.clone()).map_err(|e| InvalidLink::Selector {
+        field,
+        message: e.to_string(),
+    })?;
+    Ok((!sel.selects_all()).then_some(sel))
 }
 
 fn parse_gateway_addr(s: &str) -> Result<GatewayAddr, InvalidLink> {
@@ -225,6 +272,39 @@ mod tests {
     }
 
     #[test]
+    fn remote_discovery_selector_and_remote_identities() {
+        let mut s = spec();
+        let plan = Plan::new(&s).expect("valid");
+        assert!(plan.remote_discovery.is_none());
+        assert!(!plan.selects_remote_discovery(&BTreeMap::new()));
+        s.remote_discovery_selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "mirror.strait.dev/exported".into(),
+                "remote-discovery".into(),
+            )])),
+            ..Default::default()
+        });
+        s.gateway_identity =
+            "strait-gateway.strait-multicluster.serviceaccount.identity.mesh.east.example".into();
+        let plan = Plan::new(&s).expect("valid");
+        let l = BTreeMap::from([(
+            "mirror.strait.dev/exported".to_string(),
+            "remote-discovery".to_string(),
+        )]);
+        assert!(plan.selects_remote_discovery(&l) && !plan.selects(&l));
+        assert_eq!(
+            plan.remote_discovery_string().as_deref(),
+            Some("mirror.strait.dev/exported=remote-discovery")
+        );
+        // Remote pods' identities use the remote control namespace and trust domain.
+        assert_eq!(
+            plan.remote_identity("web", "shop").map(|i| i.to_string()),
+            Some("web.shop.serviceaccount.identity.mesh.east.example".into())
+        );
+        assert!(plan.remote_identity("Not_A_Label", "shop").is_none());
+    }
+
+    #[test]
     fn empty_or_nil_selector_matches_nothing() {
         let mut s = spec();
         s.selector = Some(LabelSelector::default());
@@ -249,7 +329,28 @@ mod tests {
             }]),
             ..Default::default()
         });
-        assert!(matches!(Plan::new(&s), Err(InvalidLink::Selector(_))));
+        assert!(matches!(
+            Plan::new(&s),
+            Err(InvalidLink::Selector {
+                field: "selector",
+                ..
+            })
+        ));
+        let mut s = spec();
+        s.remote_discovery_selector = Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "a".into(),
+                operator: "In".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        });
+        let e = Plan::new(&s).expect_err("In without values");
+        assert!(
+            e.to_string()
+                .starts_with("remoteDiscoverySelector does not parse"),
+            "{e}"
+        );
         let mut s = spec();
         s.gateway_identity = "nope".into();
         assert!(matches!(

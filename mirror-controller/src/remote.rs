@@ -1,8 +1,11 @@
-//! Compact remote stores. Of each remote Service the Link selects, only what its mirror is
+//! Compact remote stores. Of each remote Service the Link exports, only what its mirror is
 //! derived from (name, namespace, resourceVersion, the labels and annotations the mirror
 //! copies, ports, and whether it is headless or ExternalName); of each remote EndpointSlice,
-//! only its Service's name, and only while it has a ready endpoint. A reflector of even
-//! trimmed `Service` objects costs a few kilobytes each; these cost a few hundred bytes.
+//! only its Service's name, and only while it has a ready endpoint; of each remote
+//! `ServiceExport`, only its key. Only for Services mirrored for remote discovery: the ready
+//! addresses and ports of their EndpointSlices, and of every pod its service account and
+//! whether it is meshed. A reflector of even trimmed `Service` objects costs a few
+//! kilobytes each; these cost a few hundred bytes.
 //!
 //! The mirror itself is derived from [`RemoteSvc::to_service`] only when a pass needs it, and
 //! is identical to the one derived from the full object (the filters are idempotent).
@@ -12,12 +15,13 @@
 
 use crate::mirror;
 use crate::plan::Plan;
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::ObjectMeta;
+use kube::api::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::watcher::Event;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use strait_k8s_api::ServiceExport;
 
 /// (namespace, name).
 pub type Key = (String, String);
@@ -68,14 +72,20 @@ fn map(p: &Pairs) -> Option<BTreeMap<String, String>> {
 }
 
 impl RemoteSvc {
-    /// The compact form of `svc`; `None` when it has no name or namespace, or `plan` does not
-    /// select it (neither is ever mirrored).
+    /// The compact form of `svc`; `None` when it has no name or namespace, or `plan`'s
+    /// `selector` does not select it (neither is mirrored through this store).
     pub fn of(svc: &Service, plan: &Plan) -> Option<Self> {
-        let m = &svc.metadata;
-        let (namespace, name) = (m.namespace.as_deref()?, m.name.as_deref()?);
-        if !plan.selects(m.labels.as_ref().unwrap_or(&BTreeMap::new())) {
+        let labels = svc.metadata.labels.as_ref();
+        if !plan.selects(labels.unwrap_or(&BTreeMap::new())) {
             return None;
         }
+        Self::compact(svc, plan)
+    }
+
+    /// The compact form of `svc`, whoever exports it; `None` when it has no name or namespace.
+    pub fn compact(svc: &Service, plan: &Plan) -> Option<Self> {
+        let m = &svc.metadata;
+        let (namespace, name) = (m.namespace.as_deref()?, m.name.as_deref()?);
         let spec = svc.spec.as_ref();
         Some(Self {
             namespace: namespace.into(),
@@ -158,10 +168,12 @@ impl<V> Default for Map<V> {
     }
 }
 
-/// The selected remote Services.
+/// Remote Services, compacted.
 pub type Services = Map<Arc<RemoteSvc>>;
 /// Remote EndpointSlices with a ready endpoint: the name of their Service.
 pub type Slices = Map<Box<str>>;
+/// The keys of remote `ServiceExport`s (each exports the Service with its key).
+pub type Exports = Map<()>;
 
 impl<V> Map<V> {
     pub fn len(&self) -> usize {
@@ -170,6 +182,29 @@ impl<V> Map<V> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    pub fn contains(&self, key: &Key) -> bool {
+        self.read().contains_key(key)
+    }
+
+    /// Every key held.
+    pub fn keys(&self) -> HashSet<Key> {
+        self.read().keys().cloned().collect()
+    }
+
+    pub fn remove(&self, key: &Key) -> Option<V> {
+        self.write().remove(key)
+    }
+
+    /// Keeps only the entries for which `keep` holds.
+    pub fn retain(&self, mut keep: impl FnMut(&Key, &V) -> bool) {
+        self.write().retain(|k, v| keep(k, v));
+    }
+
+    /// Empties the map (for a source that stopped: nothing it kept holds any more).
+    pub fn clear(&self) {
+        *self.write() = HashMap::new();
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, V>> {
@@ -208,7 +243,154 @@ pub fn ready_service(es: &EndpointSlice) -> Option<Box<str>> {
     ready.then(|| svc.as_str().into())
 }
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// One port of a remote EndpointSlice: the remote pods' (target) port, named after the
+/// Service port it serves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlicePort {
+    pub name: Option<Box<str>>,
+    pub port: i32,
+    pub protocol: Option<Box<str>>,
+    pub app_protocol: Option<Box<str>>,
+}
+
+/// One ready endpoint of a remote EndpointSlice: its (first) address and its pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyEndpoint {
+    pub addr: std::net::IpAddr,
+    pub pod: Option<Box<str>>,
+}
+
+/// What a remote-discovery mirror needs of one remote EndpointSlice of its Service: the
+/// addresses of its ready endpoints (with their pods) and its ports. Kept only for Services
+/// the Link mirrors for remote discovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RdSlice {
+    pub service: Box<str>,
+    pub ipv6: bool,
+    pub ports: Box<[SlicePort]>,
+    pub endpoints: Box<[ReadyEndpoint]>,
+}
+
+impl RdSlice {
+    /// The compact form of `es`; `None` without a Service label or for FQDN slices.
+    pub fn of(es: &EndpointSlice) -> Option<Self> {
+        let service = es.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+        let ipv6 = match es.address_type.as_str() {
+            "IPv4" => false,
+            "IPv6" => true,
+            _ => return None,
+        };
+        let endpoints = es
+            .endpoints
+            .iter()
+            // Unset `ready` means ready, as the API says.
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .filter_map(|e| {
+                // Consumers use the first address only (the API allows no more, in practice).
+                let addr: std::net::IpAddr = e.addresses.first()?.parse().ok()?;
+                (addr.is_ipv6() == ipv6).then(|| ReadyEndpoint {
+                    addr,
+                    pod: e
+                        .target_ref
+                        .as_ref()
+                        .filter(|r| r.kind.as_deref() == Some("Pod"))
+                        .and_then(|r| r.name.as_deref())
+                        .map(Box::from),
+                })
+            })
+            .collect();
+        let mut ports: Vec<SlicePort> = es
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(SlicePort {
+                    name: boxed(&p.name),
+                    port: p.port?,
+                    protocol: boxed(&p.protocol),
+                    app_protocol: boxed(&p.app_protocol),
+                })
+            })
+            .collect();
+        // In a stable order: slices with the same ports share a mirror slice.
+        ports.sort();
+        Some(Self {
+            service: service.as_str().into(),
+            ipv6,
+            ports: ports.into(),
+            endpoints,
+        })
+    }
+}
+
+/// Remote EndpointSlices of remote-discovery Services, by slice key.
+pub type RdSlices = Map<Arc<RdSlice>>;
+
+impl RdSlices {
+    /// The slices of each Service, by (namespace, Service name).
+    pub fn by_service(&self) -> HashMap<Key, Vec<Arc<RdSlice>>> {
+        let mut out: HashMap<Key, Vec<Arc<RdSlice>>> = HashMap::new();
+        for ((ns, _), s) in self.read().iter() {
+            out.entry((ns.clone(), s.service.to_string()))
+                .or_default()
+                .push(s.clone());
+        }
+        out
+    }
+}
+
+/// A writer of the remote EndpointSlices of the Services in `rd` (remote-discovery ones).
+pub fn rd_slices_writer(store: RdSlices, rd: Services) -> Writer<EndpointSlice, Arc<RdSlice>> {
+    Writer::new(store, move |es: &EndpointSlice| {
+        let s = RdSlice::of(es)?;
+        let ns = es.metadata.namespace.clone()?;
+        rd.contains(&(ns, s.service.to_string()))
+            .then(|| Arc::new(s))
+    })
+}
+
+/// Of a remote pod, what a remote-discovery mirror needs: whose identity it has, if any.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodMeta {
+    pub service_account: Box<str>,
+    /// It carries the proxy annotation ([`strait_core::labels::PROXY_VERSION`]).
+    pub meshed: bool,
+}
+
+impl PodMeta {
+    pub fn of(pod: &Pod) -> Self {
+        Self {
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.as_deref())
+                .unwrap_or("default")
+                .into(),
+            meshed: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(strait_core::labels::PROXY_VERSION)),
+        }
+    }
+}
+
+/// Remote pods, by key.
+pub type Pods = Map<PodMeta>;
+
+impl Pods {
+    pub fn get(&self, key: &Key) -> Option<PodMeta> {
+        self.read().get(key).cloned()
+    }
+}
+
+/// A writer of remote pods.
+pub fn pods_writer(store: Pods) -> Writer<Pod, PodMeta> {
+    Writer::new(store, |p: &Pod| Some(PodMeta::of(p)))
+}
 
 type Keep<K, V> = Box<dyn Fn(&K) -> Option<V> + Send>;
 
@@ -279,6 +461,47 @@ pub fn services_writer(store: Services, plan: Arc<Plan>) -> Writer<Service, Arc<
     })
 }
 
+/// A writer of the remote Services exported by a `ServiceExport` in `exports` and not already
+/// selected by `plan`'s selectors (those are kept by [`services_writer`] and
+/// [`remote_discovery_writer`]). An export that
+/// appears after its Service's last event is not seen here: the caller re-lists then.
+pub fn exported_writer(
+    store: Services,
+    plan: Arc<Plan>,
+    exports: Exports,
+) -> Writer<Service, Arc<RemoteSvc>> {
+    Writer::new(store, move |s: &Service| {
+        let m = &s.metadata;
+        let key = (m.namespace.clone()?, m.name.clone()?);
+        let none = BTreeMap::new();
+        let labels = m.labels.as_ref().unwrap_or(&none);
+        if !exports.contains(&key) || plan.selects(labels) || plan.selects_remote_discovery(labels)
+        {
+            return None;
+        }
+        RemoteSvc::compact(s, &plan).map(Arc::new)
+    })
+}
+
+/// A writer of the remote Services selected by `plan`'s `remoteDiscoverySelector`.
+pub fn remote_discovery_writer(
+    store: Services,
+    plan: Arc<Plan>,
+) -> Writer<Service, Arc<RemoteSvc>> {
+    Writer::new(store, move |s: &Service| {
+        let labels = s.metadata.labels.as_ref();
+        if !plan.selects_remote_discovery(labels.unwrap_or(&BTreeMap::new())) {
+            return None;
+        }
+        RemoteSvc::compact(s, &plan).map(Arc::new)
+    })
+}
+
+/// A writer of the keys of remote `ServiceExport`s (metadata only).
+pub fn exports_writer(store: Exports) -> Writer<PartialObjectMeta<ServiceExport>, ()> {
+    Writer::new(store, |_: &PartialObjectMeta<ServiceExport>| Some(()))
+}
+
 /// A writer of remote EndpointSlice readiness.
 pub fn slices_writer(store: Slices) -> Writer<EndpointSlice, Box<str>> {
     Writer::new(store, ready_service)
@@ -330,8 +553,8 @@ mod tests {
         assert_eq!(c.labels.len(), 1, "only what the mirror copies");
         assert_eq!(c.annotations.len(), 1);
         assert_eq!(
-            mirror::service(&f, &plan),
-            mirror::service(&c.to_service(), &plan)
+            mirror::service(&f, &plan, mirror::Via::Gateway),
+            mirror::service(&c.to_service(), &plan, mirror::Via::Gateway)
         );
         for edit in [
             |s: &mut ServiceSpec| s.cluster_ip = Some("None".into()),
@@ -342,8 +565,8 @@ mod tests {
             edit(f.spec.as_mut().expect("spec"));
             let c = RemoteSvc::of(&f, &plan).expect("selected");
             assert_eq!(
-                mirror::service(&f, &plan),
-                mirror::service(&c.to_service(), &plan)
+                mirror::service(&f, &plan, mirror::Via::Gateway),
+                mirror::service(&c.to_service(), &plan, mirror::Via::Gateway)
             );
         }
         assert!(RemoteSvc::of(&full("web", false), &plan).is_none());
@@ -371,6 +594,57 @@ mod tests {
         w.apply(&Event::Init);
         w.apply(&Event::InitDone);
         assert!(store.is_empty());
+    }
+
+    fn export(name: &str) -> PartialObjectMeta<ServiceExport> {
+        use kube::core::PartialObjectMetaExt;
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        }
+        .into_response_partial()
+    }
+
+    #[test]
+    fn exported_keeps_only_services_with_an_export() {
+        let exports = Exports::default();
+        let mut ew = exports_writer(exports.clone());
+        let store = Services::default();
+        let mut w = exported_writer(store.clone(), Arc::new(plan()), exports.clone());
+        ew.apply(&Event::Apply(export("a")));
+        ew.apply(&Event::Apply(export("labelled")));
+        assert!(exports.contains(&("shop".into(), "a".into())));
+        w.apply(&Event::Init);
+        w.apply(&Event::InitApply(full("a", false)));
+        w.apply(&Event::InitApply(full("b", false)));
+        // Also selected by labels: the label store keeps it, not this one.
+        w.apply(&Event::InitApply(full("labelled", true)));
+        w.apply(&Event::InitDone);
+        assert_eq!(
+            store.keys(),
+            HashSet::from([("shop".to_string(), "a".to_string())])
+        );
+        // The mirror derived from an exported entry is the same as from a labelled one.
+        let c = store.state()[0].clone();
+        let mut labelled = full("a", true);
+        labelled.metadata.labels = full("a", false).metadata.labels;
+        assert_eq!(
+            mirror::service(&c.to_service(), &plan(), mirror::Via::Gateway),
+            mirror::service(&labelled, &plan(), mirror::Via::Gateway)
+        );
+        // An export that arrives after its Service's last event is seen only by a re-list.
+        ew.apply(&Event::Apply(export("b")));
+        assert!(!store.contains(&("shop".into(), "b".into())));
+        w.apply(&Event::Init);
+        w.apply(&Event::InitApply(full("a", false)));
+        w.apply(&Event::InitApply(full("b", false)));
+        w.apply(&Event::InitDone);
+        assert_eq!(store.len(), 2);
+        // Unexported: the next event drops it.
+        ew.apply(&Event::Delete(export("a")));
+        w.apply(&Event::Apply(full("a", false)));
+        assert!(!store.contains(&("shop".into(), "a".into())));
     }
 
     #[test]
@@ -407,5 +681,81 @@ mod tests {
         );
         w.apply(&Event::Delete(slice("db-a", Some("db"), Some(true))));
         assert!(store.ready().is_empty());
+    }
+
+    #[test]
+    fn remote_discovery_keeps_addresses_of_its_services_only() {
+        let mut plan = plan();
+        plan.remote_discovery = Some(kube::core::Selector::from_iter([(
+            "mirror.strait.dev/exported".to_string(),
+            "remote-discovery".to_string(),
+        )]));
+        let plan = Arc::new(plan);
+        let rd = Services::default();
+        let mut rw = remote_discovery_writer(rd.clone(), plan.clone());
+        let mut svc = full("web", false);
+        svc.metadata.labels = Some(BTreeMap::from([(
+            "mirror.strait.dev/exported".to_string(),
+            "remote-discovery".to_string(),
+        )]));
+        rw.apply(&Event::Apply(svc));
+        rw.apply(&Event::Apply(full("db", true)));
+        assert_eq!(rd.keys(), HashSet::from([("shop".into(), "web".into())]));
+        let slice = |name: &str, svc: &str, ty: &str| -> EndpointSlice {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "shop", "labels": {SERVICE_NAME_LABEL: svc}},
+                "addressType": ty,
+                "ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [
+                    {"addresses": ["198.18.64.2"], "conditions": {"ready": true},
+                     "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "shop"}},
+                    {"addresses": ["198.18.64.3"], "conditions": {"ready": false},
+                     "targetRef": {"kind": "Pod", "name": "web-2", "namespace": "shop"}},
+                    {"addresses": ["198.18.64.4"]},
+                ],
+            }))
+            .expect("slice")
+        };
+        let store = RdSlices::default();
+        let mut w = rd_slices_writer(store.clone(), rd.clone());
+        w.apply(&Event::Apply(slice("web-a", "web", "IPv4")));
+        w.apply(&Event::Apply(slice("db-a", "db", "IPv4")));
+        w.apply(&Event::Apply(slice("web-f", "web", "FQDN")));
+        assert_eq!(
+            store.len(),
+            1,
+            "only remote-discovery Services, only IP slices"
+        );
+        let by = store.by_service();
+        let s = &by[&("shop".to_string(), "web".to_string())][0];
+        // Only ready endpoints; unset means ready.
+        let addrs: Vec<String> = s.endpoints.iter().map(|e| e.addr.to_string()).collect();
+        assert_eq!(addrs, vec!["198.18.64.2", "198.18.64.4"]);
+        assert_eq!(s.endpoints[0].pod.as_deref(), Some("web-1"));
+        assert!(s.endpoints[1].pod.is_none());
+        // Ports in a stable order.
+        let ports: Vec<i32> = s.ports.iter().map(|p| p.port).collect();
+        assert_eq!(ports, vec![8080, 9090]);
+    }
+
+    #[test]
+    fn pods_keep_service_account_and_mesh() {
+        let pod = |name: &str, sa: Option<&str>, meshed: bool| -> Pod {
+            let annotations =
+                meshed.then(|| serde_json::json!({strait_core::labels::PROXY_VERSION: "v1"}));
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "shop", "annotations": annotations},
+                "spec": {"serviceAccountName": sa, "containers": []},
+            }))
+            .expect("pod")
+        };
+        let store = Pods::default();
+        let mut w = pods_writer(store.clone());
+        w.apply(&Event::Apply(pod("a", Some("web"), true)));
+        w.apply(&Event::Apply(pod("b", None, false)));
+        let a = store.get(&("shop".into(), "a".into())).expect("a");
+        assert_eq!((&*a.service_account, a.meshed), ("web", true));
+        let b = store.get(&("shop".into(), "b".into())).expect("b");
+        assert_eq!((&*b.service_account, b.meshed), ("default", false));
     }
 }

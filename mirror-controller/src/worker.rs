@@ -1,7 +1,7 @@
 //! One Link's worker: its own tasks, so a broken remote never slows another Link.
 //!
 //! ```text
-//!  credentials Secret ──► remote session (watch Services + EndpointSlices) ─┐
+//!  credentials Secret ──► remote session (session.rs) ───────────────────────┐
 //!  gatewayAddress ──► resolve (TTL) ──┐                                      │ notify
 //!  probe every period ± jitter ───────┴─► GatewayState ──────────────────────┤
 //!  local reflectors (Services, our EndpointSlices, Namespaces) ──────────────┤
@@ -15,8 +15,9 @@
 //! those whose [`mirror::SPEC_HASH`] differs. Orphans are deleted only once the remote list is
 //! complete (after the first list and after every re-list).
 
-use crate::mirror::{self, GatewayView, InvalidService};
+use crate::mirror::{self, GatewayView, InvalidService, RdGroup, Via};
 use crate::plan::Plan;
+use crate::session::RemoteView;
 use crate::{Context, probe, resolve};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -28,9 +29,8 @@ use rand::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use strait_k8s_api::link::{NOT_MIRRORED_CAP, NotMirrored, Reason, RemoteApiStatus};
+use strait_k8s_api::link::{NOT_MIRRORED_CAP, NotMirrored, Reason};
 use strait_k8s_api::{Link, LinkStatus};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -117,22 +117,6 @@ struct GatewayState {
     alive: Option<bool>,
 }
 
-/// A complete (or not yet) view of the remote cluster, from one set of credentials.
-#[derive(Clone)]
-struct RemoteView {
-    services: Option<crate::remote::Services>,
-    slices: crate::remote::Slices,
-    services_synced: Arc<AtomicBool>,
-    slices_synced: Arc<AtomicBool>,
-}
-
-impl RemoteView {
-    fn synced(&self) -> bool {
-        self.slices_synced.load(Ordering::Acquire)
-            && (self.services.is_none() || self.services_synced.load(Ordering::Acquire))
-    }
-}
-
 /// Runs one Link until the task is aborted.
 pub(crate) async fn run(ctx: Arc<Context>, link: Arc<Link>) {
     let name = link.metadata.name.clone().unwrap_or_default();
@@ -181,6 +165,7 @@ pub(crate) async fn run(ctx: Arc<Context>, link: Arc<Link>) {
         written: HashMap::new(),
         memo: HashMap::new(),
         slice_memo: HashMap::new(),
+        rd_memo: HashMap::new(),
         conflicts: HashMap::new(),
     };
     sync.run(trigger, gw_rx, remote_rx, status_tx).await;
@@ -367,7 +352,7 @@ async fn credentials(
                 if current.take().is_some() {
                     tracing::info!(%link, "credentials changed; reconnecting");
                 }
-                let (view, session) = session(
+                let (view, session) = crate::session::session(
                     ctx.clone(),
                     link.clone(),
                     plan.clone(),
@@ -410,107 +395,6 @@ async fn remote_client(kubeconfig: Option<Vec<u8>>) -> Result<kube::Client, Erro
     kube::Client::try_from(cfg).map_err(Error::RemoteClient)
 }
 
-/// Starts watching the remote cluster; returns the stores and the future that feeds them.
-fn session(
-    ctx: Arc<Context>,
-    link: String,
-    plan: Arc<Plan>,
-    client: kube::Client,
-    status: watch::Sender<LinkStatus>,
-    trigger: Arc<Notify>,
-) -> (
-    RemoteView,
-    impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let slices = crate::remote::Slices::default();
-    let mut slices_w = crate::remote::slices_writer(slices.clone());
-    let services = crate::remote::Services::default();
-    let mut services_w = crate::remote::services_writer(services.clone(), plan.clone());
-    let selector = plan.selector_string();
-    let view = RemoteView {
-        services: selector.as_ref().map(|_| services),
-        slices,
-        services_synced: Arc::new(AtomicBool::new(false)),
-        slices_synced: Arc::new(AtomicBool::new(false)),
-    };
-    let v = view.clone();
-    let fut = async move {
-        let labels = crate::metrics::Metrics::link(&link);
-        let slice_events = watcher::watcher(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .map(move |e| {
-            (
-                false,
-                e.map(|e| {
-                    slices_w.apply(&e);
-                    matches!(e, Event::InitDone)
-                }),
-            )
-        });
-        let svc_events: futures::stream::BoxStream<'static, _> = match selector {
-            Some(sel) => watcher::watcher(
-                Api::<Service>::all(client),
-                watcher::Config::default().labels(&sel),
-            )
-            .default_backoff()
-            .map(move |e| {
-                (
-                    true,
-                    e.map(|e| {
-                        services_w.apply(&e);
-                        matches!(e, Event::InitDone)
-                    }),
-                )
-            })
-            .boxed(),
-            None => futures::stream::pending().boxed(),
-        };
-        let mut events = std::pin::pin!(futures::stream::select(slice_events, svc_events));
-        while let Some((is_svc, ev)) = events.next().await {
-            match ev {
-                Ok(init_done) => {
-                    if init_done {
-                        let flag = if is_svc {
-                            &v.services_synced
-                        } else {
-                            &v.slices_synced
-                        };
-                        flag.store(true, Ordering::Release);
-                        tracing::info!(%link, what = if is_svc { "services" } else { "endpointslices" }, "remote list complete; resyncing");
-                    }
-                    status.send_if_modified(|s| {
-                        let ok = Some(RemoteApiStatus {
-                            reachable: true,
-                            message: None,
-                        });
-                        let changed = s.remote_api != ok;
-                        s.remote_api = ok;
-                        changed
-                    });
-                }
-                Err(e) => {
-                    ctx.metrics.watch_restarts.get_or_create(&labels).inc();
-                    tracing::warn!(%link, error = %e, "remote watch failed; retrying with backoff, mirrors kept");
-                    status.send_if_modified(|s| {
-                        let bad = Some(RemoteApiStatus {
-                            reachable: false,
-                            message: Some(e.to_string()),
-                        });
-                        let changed = s.remote_api != bad;
-                        s.remote_api = bad;
-                        changed
-                    });
-                }
-            }
-            trigger.notify_one();
-        }
-    };
-    (view, fut)
-}
-
 /// How long a name found taken by someone else is left alone before it is checked again.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 
@@ -545,6 +429,17 @@ enum Op {
         write_slice: bool,
         claim_slice: bool,
     },
+    /// Apply a remote-discovery mirror's Service and/or the slices named in `slices` (with
+    /// whether each must be claimed first), derived from `remote` and `groups` when the write
+    /// runs.
+    RdMirror {
+        key: Key,
+        remote: Arc<crate::remote::RemoteSvc>,
+        groups: Vec<RdGroup>,
+        write_svc: bool,
+        claim_svc: bool,
+        slices: Vec<(String, bool)>,
+    },
     DeleteService(Key, Option<String>),
     DeleteSlice(Key, Option<String>),
     CreateNamespace(String),
@@ -556,11 +451,15 @@ struct Sync {
     plan: Arc<Plan>,
     /// What we wrote recently, by (kind, ns, name): the spec hash and when.
     written: HashMap<(bool, String, String), (String, Instant)>,
-    /// Derived mirrors by remote (ns, name), with the remote resourceVersion they came from.
-    memo: HashMap<Key, (String, Result<Derived, InvalidService>)>,
+    /// Derived mirrors by remote (ns, name), with the remote resourceVersion and the way
+    /// they came from.
+    memo: HashMap<Key, (String, Via, Result<Derived, InvalidService>)>,
     /// Derived slice hashes by mirror key, with what they were derived from (the Service's
     /// hash, a fingerprint of the gateway view, remote readiness).
     slice_memo: HashMap<Key, (String, u64, bool, String)>,
+    /// Remote-discovery mirrors' slices (name, spec hash) by mirror key, with a fingerprint
+    /// of what they were derived from (the Service's hash and the endpoint groups).
+    rd_memo: HashMap<Key, (u64, Vec<(String, String)>)>,
     /// Mirror names taken by someone else's object: the message, and when last checked.
     conflicts: HashMap<Key, (String, Instant)>,
 }
@@ -627,20 +526,20 @@ impl Sync {
             h.finish()
         };
         let ready: HashSet<Key> = view.slices.ready();
-        let remote_services = view
-            .services
-            .as_ref()
-            .map(|s| s.state())
-            .unwrap_or_default();
+        let remote_services = exported_services(view);
+        let rd_slices = view.rd_slices.by_service();
         let mut not_mirrored: Vec<NotMirrored> = Vec::new();
+        // Mirror Services and mirror slices this pass wants (ours that are not are removed).
         let mut desired_keys: HashSet<Key> = HashSet::new();
+        let mut desired_slices: HashSet<Key> = HashSet::new();
         let mut creates = Vec::new();
         let mut updates = Vec::new();
         let mut namespaces_to_create = BTreeMap::new();
         let mut mirrored_ok: Vec<Key> = Vec::new();
         let now = Instant::now();
         let mut seen: HashSet<Key> = HashSet::new();
-        for remote in remote_services.iter() {
+        for (remote, via) in remote_services.iter() {
+            let via = *via;
             let (ns, name) = (&remote.namespace.to_string(), &remote.name.to_string());
             let nm = |reason, message: String| NotMirrored {
                 namespace: ns.clone(),
@@ -658,12 +557,13 @@ impl Sync {
             let memo_key = (ns.clone(), name.clone());
             let mut desired_svc: Option<Service> = None;
             let derived = match self.memo.get(&memo_key) {
-                Some((v, d)) if *v == rv => d.clone(),
+                Some((v, w, d)) if *v == rv && *w == via => d.clone(),
                 _ => {
-                    let d = mirror::service(&remote.to_service(), &plan);
+                    let d = mirror::service(&remote.to_service(), &plan, via);
                     let summary = d.as_ref().map(derived_of).map_err(Clone::clone);
                     desired_svc = d.ok();
-                    self.memo.insert(memo_key.clone(), (rv, summary.clone()));
+                    self.memo
+                        .insert(memo_key.clone(), (rv, via, summary.clone()));
                     summary
                 }
             };
@@ -683,6 +583,9 @@ impl Sync {
             let mname = derived.name.clone();
             let key = (ns.clone(), mname.clone());
             desired_keys.insert(key.clone());
+            if via == Via::Gateway {
+                desired_slices.insert(key.clone());
+            }
             if local.namespaces.get("", ns).is_none() {
                 if plan.create_namespaces {
                     namespaces_to_create.insert(ns.clone(), ());
@@ -691,6 +594,102 @@ impl Sync {
                     Reason::MissingNamespace,
                     format!("namespace {ns} does not exist in this cluster"),
                 ));
+                continue;
+            }
+            if via == Via::RemoteDiscovery {
+                let remote_slices = rd_slices.get(&(ns.clone(), name.clone()));
+                let groups = mirror::rd_groups(
+                    remote_slices.map(Vec::as_slice).unwrap_or_default(),
+                    ns,
+                    &plan,
+                    |pod| view.pods.get(&(ns.clone(), pod.to_string())),
+                );
+                let fp = {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    (&derived.hash, &groups).hash(&mut h);
+                    h.finish()
+                };
+                let slices = match self.rd_memo.get(&key) {
+                    Some((f, v)) if *f == fp => v.clone(),
+                    _ => {
+                        let svc = desired_svc.get_or_insert_with(|| derive(remote, &plan, via));
+                        let v: Vec<(String, String)> = mirror::rd_slices(svc, &plan, &groups)
+                            .iter()
+                            .map(|es| {
+                                (
+                                    es.metadata.name.clone().unwrap_or_default(),
+                                    hash_of(&es.metadata),
+                                )
+                            })
+                            .collect();
+                        self.rd_memo.insert(key.clone(), (fp, v.clone()));
+                        v
+                    }
+                };
+                // Wanted even while the mirror is in conflict, so ours stay meanwhile.
+                desired_slices.extend(slices.iter().map(|(n, _)| (ns.clone(), n.clone())));
+                let actual = local.services.get(ns, &mname);
+                let foreign = match &actual {
+                    Some(a) if !a.is_ours(&plan.cluster) => Some(("Service", mname.clone())),
+                    _ => slices.iter().find_map(|(n, _)| {
+                        let a = local.slices.get(ns, n)?;
+                        (!a.is_ours(&plan.cluster)).then(|| ("EndpointSlice", n.clone()))
+                    }),
+                };
+                if let Some((kind, name)) = &foreign {
+                    let e = Error::Conflict {
+                        kind,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    };
+                    self.note_conflict(&key, e.to_string(), now);
+                }
+                if let Some((msg, at)) = self.conflicts.get(&key)
+                    && (foreign.is_some() || now.duration_since(*at) < CONFLICT_RECHECK)
+                {
+                    not_mirrored.push(nm(Reason::Error, msg.clone()));
+                    continue;
+                }
+                mirrored_ok.push(key.clone());
+                let write_svc = !self.fresh(
+                    true,
+                    &key,
+                    actual.as_ref().and_then(|a| a.hash.as_deref()),
+                    &derived.hash,
+                    now,
+                );
+                let mut new = actual.is_none();
+                let mut to_write = Vec::new();
+                for (n, h) in &slices {
+                    let a = local.slices.get(ns, n);
+                    let k = (ns.clone(), n.clone());
+                    if !self.fresh(
+                        false,
+                        &k,
+                        a.as_ref().and_then(|a| a.hash.as_deref()),
+                        h,
+                        now,
+                    ) {
+                        new |= a.is_none();
+                        to_write.push((n.clone(), a.is_none()));
+                    }
+                }
+                if !write_svc && to_write.is_empty() {
+                    continue;
+                }
+                let op = Op::RdMirror {
+                    key: key.clone(),
+                    remote: remote.clone(),
+                    groups,
+                    write_svc,
+                    claim_svc: write_svc && actual.is_none(),
+                    slices: to_write,
+                };
+                if new {
+                    creates.push(op);
+                } else {
+                    updates.push(op);
+                }
                 continue;
             }
             let actual = local.services.get(ns, &mname);
@@ -721,7 +720,7 @@ impl Sync {
                     sh.clone()
                 }
                 _ => {
-                    let svc = desired_svc.get_or_insert_with(|| derive(remote, &plan));
+                    let svc = desired_svc.get_or_insert_with(|| derive(remote, &plan, via));
                     let es = mirror::slice(svc, &plan, &gwv, is_ready);
                     let sh = hash_of(&es.metadata);
                     self.slice_memo.insert(
@@ -766,16 +765,22 @@ impl Sync {
         }
         self.memo.retain(|k, _| seen.contains(k));
         self.slice_memo.retain(|k, _| desired_keys.contains(k));
+        self.rd_memo.retain(|k, _| desired_keys.contains(k));
         self.conflicts.retain(|k, _| desired_keys.contains(k));
         // Orphans: ours, for this cluster, with no remote twin.
+        // What we wrote of them no longer vouches for anything: were the same object wanted
+        // again within the grace, it must be written again (remote-discovery slices come
+        // and go with their pods).
         let mut deletes = Vec::new();
         for (key, uid) in local.services.ours(&plan.cluster) {
             if !desired_keys.contains(&key) {
+                self.written.remove(&(true, key.0.clone(), key.1.clone()));
                 deletes.push(Op::DeleteService(key, uid));
             }
         }
         for (key, uid) in local.slices.ours(&plan.cluster) {
-            if !desired_keys.contains(&key) {
+            if !desired_slices.contains(&key) {
+                self.written.remove(&(false, key.0.clone(), key.1.clone()));
                 deletes.push(Op::DeleteSlice(key, uid));
             }
         }
@@ -919,7 +924,7 @@ impl Sync {
                         result: Err(e),
                     };
                     // The Service first: a slice is never written for a name that is not ours.
-                    let svc = derive(&remote, &plan);
+                    let svc = derive(&remote, &plan, Via::Gateway);
                     let mut wrote = Vec::new();
                     let mut created = None;
                     if write_svc {
@@ -938,16 +943,7 @@ impl Sync {
                             // Someone else's slice has the mirror's name: it would lend its
                             // endpoints to the Service we just created, so take that back.
                             Err(e @ Error::Conflict { .. }) => {
-                                if let Some(uid) = created {
-                                    metrics.count_request("delete");
-                                    if let Err(err) =
-                                        delete::<Service>(client.clone(), &key.0, &key.1, Some(uid))
-                                            .await
-                                    {
-                                        tracing::warn!(error = %err, "taking back a mirror Service");
-                                    }
-                                    wrote.clear();
-                                }
+                                take_back(&client, &metrics, &key, created, &mut wrote).await;
                                 return fail(key, wrote, e);
                             }
                             Err(e) => return fail(key, wrote, e),
@@ -957,6 +953,45 @@ impl Sync {
                         key: Some(key),
                         wrote,
                         result: Ok(()),
+                    }
+                }
+                Op::RdMirror {
+                    key,
+                    remote,
+                    groups,
+                    write_svc,
+                    claim_svc,
+                    slices,
+                } => {
+                    let ns = key.0.clone();
+                    let mut wrote = Vec::new();
+                    let mut created = None;
+                    let result = async {
+                        // The Service first: no slice is written for a name that is not ours.
+                        let svc = derive(&remote, &plan, Via::RemoteDiscovery);
+                        if write_svc {
+                            let w = write(&client, &metrics, &svc, claim_svc, cluster).await?;
+                            created = w.created_uid;
+                            wrote.push((true, key.clone(), w.hash));
+                        }
+                        for es in mirror::rd_slices(&svc, &plan, &groups) {
+                            let name = es.metadata.name.clone().unwrap_or_default();
+                            let Some((_, new)) = slices.iter().find(|(n, _)| *n == name) else {
+                                continue;
+                            };
+                            let w = write(&client, &metrics, &es, *new, cluster).await?;
+                            wrote.push((false, (ns.clone(), name), w.hash));
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    if let Err(Error::Conflict { .. }) = &result {
+                        take_back(&client, &metrics, &key, created, &mut wrote).await;
+                    }
+                    Outcome {
+                        key: Some(key),
+                        wrote,
+                        result,
                     }
                 }
                 Op::DeleteService((ns, name), uid) => {
@@ -1015,6 +1050,35 @@ impl Sync {
     }
 }
 
+/// Every remote Service the Link mirrors, and how: selected by `remoteDiscoverySelector`
+/// (which wins), by `selector`, or by a `ServiceExport`.
+fn exported_services(view: &RemoteView) -> Vec<(Arc<crate::remote::RemoteSvc>, Via)> {
+    let rd = &view.rd_services;
+    let mut all: Vec<_> = rd
+        .state()
+        .into_iter()
+        .map(|s| (s, Via::RemoteDiscovery))
+        .collect();
+    all.extend(
+        view.services
+            .state()
+            .into_iter()
+            .filter(|s| !rd.contains(&s.key()))
+            .map(|s| (s, Via::Gateway)),
+    );
+    all.extend(
+        view.exported
+            .state()
+            .into_iter()
+            .filter(|s| {
+                let k = s.key();
+                view.is_exported(&k) && !view.services.contains(&k) && !rd.contains(&k)
+            })
+            .map(|s| (s, Via::Gateway)),
+    );
+    all
+}
+
 /// The spec hash a derived object carries.
 fn hash_of(m: &kube::api::ObjectMeta) -> String {
     m.annotations
@@ -1033,8 +1097,8 @@ fn derived_of(svc: &Service) -> Derived {
 
 /// Derives a mirror the memo already found valid (so this cannot fail but for a race with a
 /// newer remote version, which the next pass handles).
-fn derive(remote: &crate::remote::RemoteSvc, plan: &Plan) -> Service {
-    mirror::service(&remote.to_service(), plan).unwrap_or_default()
+fn derive(remote: &crate::remote::RemoteSvc, plan: &Plan, via: Via) -> Service {
+    mirror::service(&remote.to_service(), plan, via).unwrap_or_default()
 }
 
 /// A mirror object the controller writes: which of its fields a write replaces.
@@ -1065,6 +1129,24 @@ impl MirrorObject for EndpointSlice {
         "/endpoints",
         "/ports",
     ];
+}
+
+/// Someone else's slice has a name our new mirror needs: it would lend its endpoints to the
+/// Service this write just `created`, so delete that Service again (by uid) and forget what
+/// this write wrote.
+async fn take_back(
+    client: &kube::Client,
+    metrics: &crate::Metrics,
+    key: &Key,
+    created: Option<String>,
+    wrote: &mut Vec<(bool, Key, String)>,
+) {
+    let Some(uid) = created else { return };
+    metrics.count_request("delete");
+    if let Err(e) = delete::<Service>(client.clone(), &key.0, &key.1, Some(uid)).await {
+        tracing::warn!(namespace = %key.0, name = %key.1, error = %e, "taking back a mirror Service");
+    }
+    wrote.clear();
 }
 
 /// What [`write`] did.

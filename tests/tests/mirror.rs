@@ -9,15 +9,15 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strait_core::labels;
-use strait_k8s_api::Link;
-use strait_localcluster::{Cluster, PodSpec};
+use strait_k8s_api::{Link, ServiceExport};
+use strait_localcluster::{Cluster, ClusterConfig, PodSpec};
 
 mod mirror_support;
 use mirror_support::*;
@@ -117,9 +117,19 @@ fn start_controller(client: Client, anchors: &str) -> Controller {
     config.admin_addr = "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
     config.holder_identity = "e2e".into();
     config.lease_duration = Duration::from_secs(3);
+    // A remote without the ServiceExport API is asked again every second, not every minute.
+    config.exports_recheck = Duration::from_secs(1);
     let metrics = Arc::new(strait_mirror::Metrics::new());
     let task = tokio::spawn(strait_mirror::run(client, config, metrics.clone()));
     Controller { task, metrics }
+}
+
+/// The sum of every sample of `metric` whose line contains all of `needles`.
+fn metric_sum(text: &str, metric: &str, needles: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 // ---------------------------------------------------------------- the lifecycle
@@ -860,5 +870,476 @@ async fn mirror_gateway_hostname() -> Res {
             .filter(|s| s.gateway_addresses == vec![second.to_string()])
     })
     .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- ServiceExport (MCS API)
+
+/// Installs the Multi-Cluster Services `ServiceExport` CRD (the MCS project's, not Strait's).
+async fn install_service_export_crd(client: &Client) -> Res {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let yaml = include_str!("../crds/serviceexport.yaml");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(yaml)?;
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await?;
+    let exports: Api<ServiceExport> = Api::all(client.clone());
+    wait_for("the ServiceExport CRD to be served", T, || {
+        let exports = exports.clone();
+        async move { exports.list(&ListParams::default()).await.ok().map(|_| ()) }
+    })
+    .await
+}
+
+fn service_export(ns: &str, name: &str) -> Res<ServiceExport> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+        "metadata": {"name": name, "namespace": ns},
+    }))?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirror_service_export() -> Res {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,kube=warn,strait_mirror=debug")
+        .with_test_writer()
+        .try_init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (west, east) = tokio::try_join!(
+        Cluster::start(ClusterConfig::new("west")),
+        Cluster::start(ClusterConfig::new("east"))
+    )?;
+    let (w, e) = (west.client(), east.client());
+    install_crd(&w).await?;
+    for ns in [LINK_NS, "shop"] {
+        west.ensure_namespace(ns).await?;
+    }
+    east.ensure_namespace("shop").await?;
+    let web_pod = east
+        .pod(PodSpec::new("shop", "web").label("app", "web"))
+        .await?;
+    let gw_ip = IpAddr::V4(east.host_addr());
+    let pki = pki()?;
+    let gw = gateway(gw_ip, &pki.good).await?;
+    put_secret(
+        &w,
+        "east-credentials",
+        &std::fs::read_to_string(east.kubeconfig_path())?,
+    )
+    .await?;
+    let links: Api<Link> = Api::namespaced(w.clone(), LINK_NS);
+    let pp = PostParams::default();
+    links
+        .create(
+            &pp,
+            &link("east", "east-credentials", gw_ip, gw.addr.port(), GW_ID)?,
+        )
+        .await?;
+    let esvc = Api::<Service>::namespaced(e.clone(), "shop");
+    esvc.create(&pp, &service("shop", "web", 80, &[EXPORTED], Some("web"))?)
+        .await?;
+    esvc.create(&pp, &service("shop", "api", 81, &[], Some("web"))?)
+        .await?;
+    let ctl = start_controller(w.clone(), &pki.anchor_pem);
+
+    // East has no ServiceExport API: label exports still work, and the 404 is no error.
+    wait_for("web-east (labelled) without the MCS API", T, || {
+        get_svc(&w, "shop", "web-east")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = ctl.metrics.encode();
+    assert_eq!(
+        metric_sum(&m, "strait_mirror_remote_watch_restarts", &[]),
+        0,
+        "a missing ServiceExport CRD is not a watch failure: {m}"
+    );
+    assert!(get_svc(&w, "shop", "api-east").await.is_none());
+    let st = status(&w, "east").await.ok_or("status")?;
+    assert!(
+        st.remote_api.as_ref().is_some_and(|r| r.reachable),
+        "{st:?}"
+    );
+
+    // The CRD is installed later: found without a restart; an export mirrors `api`.
+    install_service_export_crd(&e).await?;
+    let exports = Api::<ServiceExport>::namespaced(e.clone(), "shop");
+    exports.create(&pp, &service_export("shop", "api")?).await?;
+    let m = wait_for("api-east (ServiceExport)", T, || {
+        get_svc(&w, "shop", "api-east")
+    })
+    .await?;
+    let a = m.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        a.get(labels::REMOTE_GATEWAY_IDENTITY).map(String::as_str),
+        Some(GW_ID)
+    );
+    assert_eq!(
+        a.get(labels::REMOTE_SVC_FQ_NAME).map(String::as_str),
+        Some("api.shop.svc.cluster.local")
+    );
+    let l = m.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        l.get(labels::CLUSTER_NAME).map(String::as_str),
+        Some("east")
+    );
+    // The same gateway endpoints as a labelled export, ready like it.
+    let es = wait_for("api-east slice ready", T, || async {
+        get_slice(&w, "shop", "api-east")
+            .await
+            .filter(|s| slice_ready(s) == Some(true))
+    })
+    .await?;
+    assert_eq!(es.endpoints[0].addresses, vec![gw_ip.to_string()]);
+    assert_eq!(es.ports.as_ref().and_then(|p| p[0].port), Some(4143));
+
+    // An export before its Service; and a Service whose export comes well after it (its
+    // events were already dropped, so the controller must look again).
+    exports
+        .create(&pp, &service_export("shop", "late")?)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    esvc.create(&pp, &service("shop", "late", 82, &[], None)?)
+        .await?;
+    esvc.create(&pp, &service("shop", "early", 83, &[], None)?)
+        .await?;
+    wait_for("late-east (export first)", T, || {
+        get_svc(&w, "shop", "late-east")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(get_svc(&w, "shop", "early-east").await.is_none());
+    exports
+        .create(&pp, &service_export("shop", "early")?)
+        .await?;
+    wait_for("early-east (export after the Service)", T, || {
+        get_svc(&w, "shop", "early-east")
+    })
+    .await?;
+    // Both ways at once: still one mirror.
+    exports.create(&pp, &service_export("shop", "web")?).await?;
+    let st = wait_for("status: 4 mirrored", T, || async {
+        status(&w, "east")
+            .await
+            .filter(|s| s.services.mirrored == 4)
+    })
+    .await?;
+    assert!(st.not_mirrored.is_empty(), "{st:?}");
+
+    // Unexport: the mirror goes; the labelled one stays when its export goes.
+    exports.delete("api", &DeleteParams::default()).await?;
+    wait_for("api-east removed", T, || async {
+        get_svc(&w, "shop", "api-east")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await?;
+    exports.delete("web", &DeleteParams::default()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(get_svc(&w, "shop", "web-east").await.is_some());
+    assert!(get_svc(&w, "shop", "late-east").await.is_some());
+
+    // The CRD goes away: its exports with it, and so do their mirrors.
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    Api::<CustomResourceDefinition>::all(e.clone())
+        .delete(
+            "serviceexports.multicluster.x-k8s.io",
+            &DeleteParams::default(),
+        )
+        .await?;
+    wait_for(
+        "export-only mirrors removed with the CRD",
+        Duration::from_secs(60),
+        || async {
+            let (svcs, slices) = our_mirrors(&w).await.ok()?;
+            let want = BTreeSet::from(["shop/web-east".to_string()]);
+            (svcs == want && slices == want).then_some(())
+        },
+    )
+    .await?;
+    // No errors but the first probe's, sent before the gateway address was resolved.
+    let m = ctl.metrics.encode();
+    assert_eq!(
+        metric_sum(&m, "strait_mirror_reconcile_errors", &[])
+            - metric_sum(&m, "strait_mirror_reconcile_errors", &["reason=\"probe\""]),
+        0,
+        "{m}"
+    );
+    drop(ctl);
+    drop(gw);
+    drop(web_pod);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- remote discovery
+
+/// The slices of mirror `ns/name` in west, by name.
+async fn mirror_slices(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<std::collections::BTreeMap<String, EndpointSlice>> {
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+    let list = Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+        .ok()?;
+    Some(
+        list.items
+            .into_iter()
+            .map(|s| (s.metadata.name.clone().unwrap_or_default(), s))
+            .collect(),
+    )
+}
+
+/// (identity annotation, ready addresses, ports) of each slice, sorted.
+fn slice_summary(
+    slices: &std::collections::BTreeMap<String, EndpointSlice>,
+) -> Vec<(Option<String>, Vec<String>, Vec<i32>)> {
+    let mut out: Vec<_> = slices
+        .values()
+        .map(|s| {
+            let id = s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::REMOTE_IDENTITY).cloned());
+            let addrs = s
+                .endpoints
+                .iter()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .flat_map(|e| e.addresses.clone())
+                .collect();
+            let ports = s.ports.iter().flatten().filter_map(|p| p.port).collect();
+            (id, addrs, ports)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirror_remote_discovery() -> Res {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,kube=warn,strait_mirror=debug")
+        .with_test_writer()
+        .try_init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (west, east) = tokio::try_join!(
+        Cluster::start(ClusterConfig::new("west")),
+        Cluster::start(ClusterConfig::new("east"))
+    )?;
+    let (w, e) = (west.client(), east.client());
+    install_crd(&w).await?;
+    for ns in [LINK_NS, "shop"] {
+        west.ensure_namespace(ns).await?;
+    }
+    east.ensure_namespace("shop").await?;
+    // Two pods behind one Service: one meshed (service account `web`), one without a proxy.
+    let meshed = east
+        .pod(
+            PodSpec::new("shop", "web-meshed")
+                .label("app", "web")
+                .service_account("web")
+                .annotation(labels::PROXY_VERSION, "test"),
+        )
+        .await?;
+    let plain = east
+        .pod(PodSpec::new("shop", "web-plain").label("app", "web"))
+        .await?;
+    let gw_ip = IpAddr::V4(east.host_addr());
+    let pki = pki()?;
+    let gw = gateway(gw_ip, &pki.good).await?;
+    put_secret(
+        &w,
+        "east-credentials",
+        &std::fs::read_to_string(east.kubeconfig_path())?,
+    )
+    .await?;
+    let mut l = link("east", "east-credentials", gw_ip, gw.addr.port(), GW_ID)?;
+    l.spec.remote_discovery_selector = Some(serde_json::from_value(serde_json::json!({
+        "matchLabels": {labels::EXPORTED: labels::EXPORTED_REMOTE_DISCOVERY}
+    }))?);
+    let links: Api<Link> = Api::namespaced(w.clone(), LINK_NS);
+    let pp = PostParams::default();
+    links.create(&pp, &l).await?;
+    // Exported through the gateway at first; `web` targets port 8080 of its pods.
+    let mut web = service("shop", "web", 80, &[EXPORTED], Some("web"))?;
+    if let Some(p) = web.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+        p[0].target_port =
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080));
+    }
+    let esvc = Api::<Service>::namespaced(e.clone(), "shop");
+    esvc.create(&pp, &web).await?;
+    esvc.create(&pp, &service("shop", "api", 81, &[EXPORTED], None)?)
+        .await?;
+    let ctl = start_controller(w.clone(), &pki.anchor_pem);
+    wait_for("web-east through the gateway", T, || async {
+        get_slice(&w, "shop", "web-east")
+            .await
+            .filter(|s| slice_ready(s) == Some(true))
+    })
+    .await?;
+
+    // Relabelled for remote discovery: the same mirror, now listing the pods themselves in
+    // one slice per identity; the gateway slice goes.
+    set_labels(
+        &e,
+        "shop",
+        "web",
+        serde_json::json!({labels::EXPORTED: labels::EXPORTED_REMOTE_DISCOVERY}),
+    )
+    .await?;
+    let web_id = "web.shop.serviceaccount.identity.strait.cluster.local".to_string();
+    let both = vec![
+        (None, vec![plain.ip().to_string()], vec![8080]),
+        (
+            Some(web_id.clone()),
+            vec![meshed.ip().to_string()],
+            vec![8080],
+        ),
+    ];
+    let slices = wait_for("web-east lists the remote pods", T, || async {
+        mirror_slices(&w, "shop", "web-east")
+            .await
+            .filter(|s| slice_summary(s) == both)
+    })
+    .await?;
+    assert!(
+        !slices.contains_key("web-east"),
+        "the gateway slice is gone: {:?}",
+        slices.keys()
+    );
+    for (name, s) in &slices {
+        assert!(name.starts_with("web-east-"), "{name}");
+        let l = s.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            l.get(labels::MIRRORED_SERVICE).map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            l.get(labels::CLUSTER_NAME).map(String::as_str),
+            Some("east")
+        );
+        let a = s.metadata.annotations.clone().unwrap_or_default();
+        assert!(!a.contains_key(labels::REMOTE_GATEWAY_IDENTITY));
+    }
+    let m = get_svc(&w, "shop", "web-east").await.ok_or("web-east")?;
+    let ml = m.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        ml.get(labels::REMOTE_DISCOVERY).map(String::as_str),
+        Some("east")
+    );
+    let ma = m.metadata.annotations.clone().unwrap_or_default();
+    assert!(!ma.contains_key(labels::REMOTE_GATEWAY_IDENTITY), "{ma:?}");
+    assert_eq!(
+        ma.get(labels::REMOTE_SVC_FQ_NAME).map(String::as_str),
+        Some("web.shop.svc.cluster.local")
+    );
+    let spec = m.spec.clone().unwrap_or_default();
+    assert_eq!(spec.ports.unwrap_or_default()[0].port, 80);
+
+    // A pod that is not ready is not listed; its slice goes while it has no ready pod.
+    meshed.set_ready(false).await?;
+    let only_plain = vec![both[0].clone()];
+    wait_for("the meshed pod's address removed", T, || async {
+        mirror_slices(&w, "shop", "web-east")
+            .await
+            .filter(|s| slice_summary(s) == only_plain)
+    })
+    .await?;
+    meshed.set_ready(true).await?;
+    wait_for("the meshed pod listed again", T, || async {
+        mirror_slices(&w, "shop", "web-east")
+            .await
+            .filter(|s| slice_summary(s) == both)
+    })
+    .await?;
+
+    // The gateway's liveness is not theirs: down, the gateway mirror goes not ready and the
+    // remote-discovery mirror keeps its endpoints.
+    gw.up.store(false, Ordering::SeqCst);
+    wait_for("api-east not ready with the gateway down", T, || async {
+        get_slice(&w, "shop", "api-east")
+            .await
+            .filter(|s| slice_ready(s) == Some(false))
+    })
+    .await?;
+    let s = mirror_slices(&w, "shop", "web-east")
+        .await
+        .ok_or("web-east slices")?;
+    assert_eq!(slice_summary(&s), both);
+    gw.up.store(true, Ordering::SeqCst);
+
+    // A second remote-discovery Service in another namespace: its slices are watched too.
+    east.ensure_namespace("billing").await?;
+    west.ensure_namespace("billing").await?;
+    let billing = east
+        .pod(PodSpec::new("billing", "orders-0").label("app", "orders"))
+        .await?;
+    Api::<Service>::namespaced(e.clone(), "billing")
+        .create(
+            &pp,
+            &service(
+                "billing",
+                "orders",
+                82,
+                &[(labels::EXPORTED, labels::EXPORTED_REMOTE_DISCOVERY)],
+                Some("orders"),
+            )?,
+        )
+        .await?;
+    wait_for("orders-east lists its pod", T, || async {
+        mirror_slices(&w, "billing", "orders-east")
+            .await
+            .filter(|s| slice_summary(s) == vec![(None, vec![billing.ip().to_string()], vec![82])])
+    })
+    .await?;
+    let st = wait_for("status: 3 mirrored", T, || async {
+        status(&w, "east")
+            .await
+            .filter(|s| s.services.mirrored == 3)
+    })
+    .await?;
+    assert!(st.not_mirrored.is_empty(), "{st:?}");
+
+    // Unexported: the mirror and every slice of it go; nothing else.
+    set_labels(
+        &e,
+        "shop",
+        "web",
+        serde_json::json!({labels::EXPORTED: null}),
+    )
+    .await?;
+    wait_for("web-east and its slices removed", T, || async {
+        let (svcs, slices) = our_mirrors(&w).await.ok()?;
+        let want = BTreeSet::from([
+            "billing/orders-east".to_string(),
+            "shop/api-east".to_string(),
+        ]);
+        (svcs == want && slices.iter().all(|s| !s.starts_with("shop/web-east"))).then_some(())
+    })
+    .await?;
+
+    // A bad remoteDiscoverySelector is reported in the Link status.
+    links
+        .patch(
+            "east",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"remoteDiscoverySelector": {
+                "matchExpressions": [{"key": "a", "operator": "In"}]}}})),
+        )
+        .await?;
+    wait_for("remoteDiscoverySelector error in status", T, || async {
+        status(&w, "east")
+            .await?
+            .link_error
+            .filter(|e| e.starts_with("remoteDiscoverySelector does not parse"))
+    })
+    .await?;
+    drop(ctl);
+    drop(gw);
+    drop((meshed, plain, billing));
     Ok(())
 }

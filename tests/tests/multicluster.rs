@@ -10,7 +10,10 @@
 //! pod through the gateway over HTTP/1, gRPC (HTTP/2) and raw TCP, with no hop bypassed (the
 //! answers come from the east pod, the gateway's counters for the client's identity move, the
 //! east proxy sees the gateway's identity as its client); a gateway killed and started again
-//! at the same address is used again by the same client and proxy.
+//! at the same address is used again by the same client and proxy. Then remote discovery on
+//! the flat network: a Service the Link selects for it is reached without the gateway, over
+//! mTLS straight to the east pod's proxy (which sees the client's own identity), and a pod
+//! without a proxy is reached in the clear.
 //!
 //! Run: `cargo test -p strait-e2e --test multicluster -- --nocapture` (as root).
 #![allow(clippy::unwrap_used)]
@@ -217,6 +220,84 @@ async fn multicluster() -> Result<(), Error> {
         "after the restart ({attempts} attempts): the new gateway moved {after} bytes for {client_id}"
     );
     assert!(after > 0.0, "{gm}");
+
+    // Remote discovery: web-1 behind a second Service selected for it, and a pod without a
+    // proxy behind a third. Their mirrors list the pods themselves.
+    let rd_service = |name: &str, app: &str| -> Result<Service, Error> {
+        Ok(serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": NS, "labels": {
+                strait_core::labels::EXPORTED: strait_core::labels::EXPORTED_REMOTE_DISCOVERY}},
+            "spec": {"selector": {"app": app},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        }))?)
+    };
+    let plain = east
+        .pod(
+            PodSpec::new(NS, "plain-1")
+                .label("app", "plain")
+                .port("http", 8080),
+        )
+        .await?;
+    plain.spawn("http", lab.tool_command(&plain, &["serve", "8080"]))?;
+    let esvc = Api::<Service>::namespaced(east.client(), NS);
+    esvc.create(&PostParams::default(), &rd_service("web-direct", "web")?)
+        .await?;
+    esvc.create(&PostParams::default(), &rd_service("plain", "plain")?)
+        .await?;
+    let direct = link.wait_mirror(NS, "web-direct").await?;
+    assert_eq!(direct.endpoints, vec![web.pod.ip().to_string()]);
+    let unmeshed = link.wait_mirror(NS, "plain").await?;
+    assert_eq!(unmeshed.endpoints, vec![plain.ip().to_string()]);
+    let through_gw = |gm: &str| metric_sum(gm, "gateway_bytes_total", &[&who]);
+    let gw_before = through_gw(&gateway.metrics().await?);
+    let wm_before = web.metrics().await?;
+    let client_seen = format!("client_id=\"{client_id}\"");
+    let direct_requests = |wm: &str| {
+        metric_sum(
+            wm,
+            "request_total{direction=\"inbound\"",
+            &[&client_seen, "tls=\"true\""],
+        )
+    };
+    let direct_addr = format!("{}:80", direct.cluster_ip);
+    for mode in ["h1", "h2"] {
+        let r = load(&lab, &client.pod, &direct_addr, 10, mode).await?;
+        println!("remote discovery {mode} {direct_addr}: {r:?}");
+        assert_eq!(
+            (r.ok, r.failed),
+            (10, 0),
+            "{:?}\n{}\n{}",
+            r.errors,
+            client.pod.log_tails(30),
+            web.pod.log_tails(30)
+        );
+        assert_eq!(r.by_body.get(&from_web), Some(&10), "{r:?}");
+    }
+    let plain_addr = format!("{}:80", unmeshed.cluster_ip);
+    let r = load(&lab, &client.pod, &plain_addr, 10, "h1").await?;
+    println!("remote discovery, no proxy, {plain_addr}: {r:?}");
+    assert_eq!((r.ok, r.failed), (10, 0), "{:?}", r.errors);
+    assert_eq!(r.by_body.get("hello from plain-1"), Some(&10), "{r:?}");
+    // Not through the gateway: east's proxy saw the west client itself, over mTLS, and
+    // the client's proxy proved web-1's identity.
+    assert_eq!(
+        through_gw(&gateway.metrics().await?),
+        gw_before,
+        "remote discovery went through the gateway"
+    );
+    let wm = web.metrics().await?;
+    assert!(
+        direct_requests(&wm) - direct_requests(&wm_before) >= 20.0,
+        "east proxy did not see the client's identity:\n{wm}"
+    );
+    let web_id = web.identity.to_string();
+    let cm = client.metrics().await?;
+    assert!(
+        cm.lines()
+            .any(|l| l.starts_with("response_total{direction=\"outbound\"")
+                && l.contains(&format!("server_id=\"{web_id}\""))),
+        "client proxy did not talk to web-1's identity:\n{cm}"
+    );
     link.stop().await;
     Ok(())
 }

@@ -436,7 +436,7 @@ mod tests {
                     pod: None,
                 })
                 .collect(),
-            gateway_identity: None,
+            identity: None,
         }
     }
 

@@ -26,6 +26,9 @@ pub struct MirrorInfo {
     pub gateway_identity: Option<String>,
     /// `<svc>.<ns>.svc.<remote-cluster-domain>` of the exported Service.
     pub remote_fq_name: Option<String>,
+    /// Labelled [`labels::REMOTE_DISCOVERY`]: its endpoints are the remote pods themselves,
+    /// reached directly (flat network), not a gateway.
+    pub remote_discovery: bool,
 }
 
 /// A Service, as far as discovery cares.
@@ -53,8 +56,10 @@ pub struct SliceInfo {
     pub service: ServiceKey,
     pub ports: Vec<PortInfo>,
     pub endpoints: Vec<SliceEndpoint>,
-    /// `mirror.strait.dev/remote-gateway-identity` on the slice, if the mirror controller set it.
-    pub gateway_identity: Option<String>,
+    /// The TLS identity of every endpoint of a mirror's slice, as the mirror controller set
+    /// it: [`labels::REMOTE_IDENTITY`] (remote pods of a remote-discovery mirror), else
+    /// [`labels::REMOTE_GATEWAY_IDENTITY`] (the remote gateway).
+    pub identity: Option<String>,
 }
 
 /// A pod, as far as discovery cares.
@@ -120,6 +125,11 @@ impl ServiceInfo {
                 .map(str::to_owned),
             remote_fq_name: annotation(&svc.metadata, labels::REMOTE_SVC_FQ_NAME)
                 .map(str::to_owned),
+            remote_discovery: svc
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(labels::REMOTE_DISCOVERY)),
         });
         let info = Self {
             cluster_ips,
@@ -170,7 +180,8 @@ impl SliceInfo {
             service: ServiceKey::new(key.0.clone(), svc.clone()),
             ports,
             endpoints,
-            gateway_identity: annotation(&slice.metadata, labels::REMOTE_GATEWAY_IDENTITY)
+            identity: annotation(&slice.metadata, labels::REMOTE_IDENTITY)
+                .or_else(|| annotation(&slice.metadata, labels::REMOTE_GATEWAY_IDENTITY))
                 .map(str::to_owned),
         };
         Some((key, info))
@@ -270,6 +281,48 @@ mod tests {
         let m = info.mirror.unwrap();
         assert_eq!(m.gateway_identity.as_deref(), Some("gw.id"));
         assert_eq!(m.remote_fq_name.as_deref(), Some("web.shop.svc.east.local"));
+        assert!(!m.remote_discovery);
+    }
+
+    #[test]
+    fn projects_a_remote_discovery_mirror_and_its_slices() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web-east", "namespace": "shop",
+                "labels": {labels::MIRRORED_SERVICE: "true", labels::REMOTE_DISCOVERY: "east"},
+                "annotations": {labels::REMOTE_SVC_FQ_NAME: "web.shop.svc.cluster.local"},
+            },
+            "spec": {"clusterIP": "198.19.0.11", "ports": [{"name": "http", "port": 80}]},
+        }))
+        .unwrap();
+        let m = ServiceInfo::from_object(&svc).unwrap().1.mirror.unwrap();
+        assert!(m.remote_discovery && m.gateway_identity.is_none());
+        let slice = |annotations: serde_json::Value| -> SliceInfo {
+            let es: EndpointSlice = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-east-0123456789", "namespace": "shop",
+                             "labels": {SERVICE_NAME_LABEL: "web-east"},
+                             "annotations": annotations},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080}],
+                "endpoints": [{"addresses": ["198.18.64.2"]}],
+            }))
+            .unwrap();
+            SliceInfo::from_object(&es).unwrap().1
+        };
+        let pod_id = "web.shop.serviceaccount.identity.strait.cluster.local";
+        assert_eq!(
+            slice(serde_json::json!({labels::REMOTE_IDENTITY: pod_id}))
+                .identity
+                .as_deref(),
+            Some(pod_id)
+        );
+        assert_eq!(
+            slice(serde_json::json!({labels::REMOTE_GATEWAY_IDENTITY: "gw.id"}))
+                .identity
+                .as_deref(),
+            Some("gw.id")
+        );
+        assert!(slice(serde_json::json!({})).identity.is_none());
     }
 
     #[test]

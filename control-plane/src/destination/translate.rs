@@ -7,6 +7,10 @@
 //!   hint is Opaque with `opaque_transport` naming the proxy's inbound port.
 //! - A mirror's endpoints are remote gateways: identity from the gateway-identity annotation
 //!   (slice first, then Service) and the authority override `<remote-fq-name>:<port>`.
+//! - A remote-discovery mirror's endpoints are the remote pods themselves: each slice names
+//!   its endpoints' identity (meshed pods: TLS and the H2 hint, as for a local meshed pod);
+//!   a slice without one lists pods without a proxy (plain). No authority override: the
+//!   remote pod's proxy serves the target port itself.
 //! - Only ready endpoints are sent. An empty set is `NoEndpoints { exists }`, `exists` saying
 //!   whether the Service is there at all.
 
@@ -80,9 +84,10 @@ pub fn endpoints(view: &View, port: u16, cfg: &DestinationConfig) -> Endpoints {
                     for ip in &ep.ips {
                         let addr = SocketAddr::new(*ip, target);
                         let wa = match &svc.mirror {
-                            Some(_) => {
-                                gateway_addr(addr, port, svc, slice.gateway_identity.as_deref())
+                            Some(m) if m.remote_discovery => {
+                                remote_pod_addr(addr, slice.identity.as_deref())
                             }
+                            Some(_) => gateway_addr(addr, port, svc, slice.identity.as_deref()),
                             None => match ep.pod.as_ref().and_then(|n| Some((n, pods.get(n)?))) {
                                 Some((name, pod)) => pod_addr(
                                     addr,
@@ -195,6 +200,16 @@ fn gateway_addr(
     wa
 }
 
+/// A remote pod listed by a remote-discovery mirror, with its slice's identity if any.
+fn remote_pod_addr(addr: SocketAddr, identity: Option<&str>) -> pb::WeightedAddr {
+    let mut wa = plain_addr(addr);
+    if let Some(id) = identity.filter(|id| !id.is_empty()) {
+        wa.tls_identity = Some(tls_identity(id));
+        wa.protocol_hint = Some(h2_hint());
+    }
+    wa
+}
+
 /// What one stream last told its proxy, and how to move it on.
 #[derive(Debug, Default)]
 pub struct Diff {
@@ -292,7 +307,7 @@ mod tests {
                     pod: pod.map(str::to_owned),
                 })
                 .collect(),
-            gateway_identity: None,
+            identity: None,
         })
     }
 
@@ -380,6 +395,7 @@ mod tests {
                 "strait-gateway.strait-multicluster.serviceaccount.identity.strait.east".into(),
             ),
             remote_fq_name: Some("web.shop.svc.east.local".into()),
+            remote_discovery: false,
         };
         let v = view(
             Some(svc(Some(mirror))),
@@ -402,6 +418,47 @@ mod tests {
             gw.authority_override.as_ref().unwrap().authority_override,
             "web.shop.svc.east.local:80"
         );
+    }
+
+    #[test]
+    fn remote_discovery_mirrors_point_at_the_remote_pods() {
+        let mirror = MirrorInfo {
+            gateway_identity: None,
+            remote_fq_name: Some("web.shop.svc.cluster.local".into()),
+            remote_discovery: true,
+        };
+        let pod_id = "web.shop.serviceaccount.identity.strait.cluster.local";
+        let mut meshed = (*slice(&[("198.18.64.2", true, None)], 8080)).clone();
+        meshed.identity = Some(pod_id.into());
+        let plain = slice(
+            &[("198.18.64.3", true, None), ("198.18.64.4", false, None)],
+            8080,
+        );
+        let v = view(Some(svc(Some(mirror))), vec![Arc::new(meshed), plain], &[]);
+        let eps = endpoints(&v, 80, &cfg());
+        assert_eq!(eps.addrs.len(), 2, "only ready endpoints");
+        let m = &eps.addrs[&sa("198.18.64.2:8080")];
+        assert_eq!(
+            m.tls_identity
+                .as_ref()
+                .unwrap()
+                .server_name
+                .as_ref()
+                .unwrap()
+                .name,
+            pod_id
+        );
+        assert_eq!(
+            m.protocol_hint.unwrap().protocol,
+            Some(pb::protocol_hint::Protocol::H2(pb::protocol_hint::H2 {}))
+        );
+        assert!(
+            m.authority_override.is_none(),
+            "the pod serves its own port"
+        );
+        let p = &eps.addrs[&sa("198.18.64.3:8080")];
+        assert!(p.tls_identity.is_none() && p.protocol_hint.is_none());
+        assert!(p.authority_override.is_none());
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub const REMOTE_SVC_FQ_NAME: &str = "mirror.strait.dev/remote-svc-fq-name";
 pub const REMOTE_RESOURCE_VERSION: &str = "mirror.strait.dev/remote-resource-version";
 /// On a mirror and its endpoints: the remote gateway's TLS identity.
 pub const REMOTE_GATEWAY_IDENTITY: &str = "mirror.strait.dev/remote-gateway-identity";
+/// On a remote-discovery mirror: the linked cluster whose pods its EndpointSlices list
+/// directly (flat network; no gateway, so no [`REMOTE_GATEWAY_IDENTITY`]).
+pub const REMOTE_DISCOVERY: &str = "mirror.strait.dev/remote-discovery";
+/// On a remote-discovery mirror's EndpointSlice: the TLS identity of every endpoint it lists
+/// (the remote pods' service account). A slice without it lists pods without a proxy.
+pub const REMOTE_IDENTITY: &str = "mirror.strait.dev/remote-identity";
 /// On a headless mirror's endpoint Services: the mirror it belongs to.
 pub const HEADLESS_MIRROR_SVC_NAME: &str = "mirror.strait.dev/headless-mirror-svc-name";
 

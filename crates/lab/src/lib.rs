@@ -339,7 +339,8 @@ impl Lab {
 
     /// Links `west` to `east` and runs west's mirror controller in this process: the Link
     /// CRD, a credentials Secret holding east's kubeconfig, a `Link` named after east whose
-    /// gateway is `gateway`, selecting `mirror.strait.dev/exported=true`.
+    /// gateway is `gateway`, selecting `mirror.strait.dev/exported=true` (through the
+    /// gateway) and `=remote-discovery` (straight to the pods, the lab's network being flat).
     pub async fn link(
         &self,
         west: &Cluster,
@@ -376,6 +377,7 @@ impl Lab {
                 "probeSpec": {"path": "/ready", "port": strait_core::ports::ADMIN,
                     "period": "1s", "timeout": "1s", "failureThreshold": 2},
                 "selector": {"matchLabels": {strait_core::labels::EXPORTED: strait_core::labels::EXPORTED_GATEWAY}},
+                "remoteDiscoverySelector": {"matchLabels": {strait_core::labels::EXPORTED: strait_core::labels::EXPORTED_REMOTE_DISCOVERY}},
             }
         }))
         .map_err(|e| Error::Invalid(e.to_string()))?;
@@ -551,7 +553,7 @@ impl Drop for MirrorLink {
 pub struct Mirror {
     pub name: String,
     pub cluster_ip: Ipv4Addr,
-    /// Gateway addresses in its EndpointSlice, ready or not.
+    /// The ready addresses in its EndpointSlices (the gateway's, or the remote pods').
     pub endpoints: Vec<String>,
 }
 
@@ -568,7 +570,8 @@ impl MirrorLink {
         .await;
     }
 
-    /// Waits until the mirror of `service` in `ns` exists with a ready endpoint (the gateway).
+    /// Waits until the mirror of `service` in `ns` exists with a ready endpoint (the gateway,
+    /// or for remote discovery the remote pods).
     pub async fn wait_mirror(&self, ns: &str, service: &str) -> Result<Mirror, Error> {
         let name = format!("{service}-{}", self.remote);
         let svcs = Api::<Service>::namespaced(self.client.clone(), ns);
