@@ -42,7 +42,14 @@ pub struct Plan {
     pub excluded_labels: Vec<String>,
     pub excluded_annotations: Vec<String>,
     pub create_namespaces: bool,
+    /// What the Link asks for that this controller does not do, said in its status.
+    pub warnings: Vec<String>,
 }
+
+/// The warning a Link with a `federatedServiceSelector` gets.
+pub const FEDERATED_UNSUPPORTED: &str = "federatedServiceSelector is set, but this strait-mirror \
+    does not make federated Services (<svc>-federated): the Services it selects are mirrored \
+    only if selector, remoteDiscoverySelector or a ServiceExport selects them";
 
 /// Why a Link cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +102,15 @@ impl Plan {
             "remoteDiscoverySelector",
             spec.remote_discovery_selector.as_ref(),
         )?;
+        // Parsed so a bad selector is refused like the others; federation is not served.
+        let federated = parse_selector(
+            "federatedServiceSelector",
+            spec.federated_service_selector.as_ref(),
+        )?;
+        let warnings = federated
+            .map(|_| FEDERATED_UNSUPPORTED.to_string())
+            .into_iter()
+            .collect();
         let probe = &spec.probe_spec;
         let probe_period = parse_duration("period", &probe.period)?;
         let probe_timeout = parse_duration("timeout", &probe.timeout)?.min(probe_period);
@@ -121,6 +137,7 @@ impl Plan {
             excluded_labels: spec.excluded_labels.clone(),
             excluded_annotations: spec.excluded_annotations.clone(),
             create_namespaces: spec.create_namespaces.unwrap_or(false),
+            warnings,
         })
     }
 
@@ -269,6 +286,43 @@ mod tests {
         assert!(!plan.selects(&l));
         l.insert("mirror.strait.dev/exported".into(), "true".into());
         assert!(plan.selects(&l));
+    }
+
+    #[test]
+    fn a_federated_selector_is_said_unsupported_and_a_bad_one_refused() {
+        let mut s = spec();
+        assert!(Plan::new(&s).expect("valid").warnings.is_empty());
+        // Empty matches nothing: nothing to warn about.
+        s.federated_service_selector = Some(LabelSelector::default());
+        assert!(Plan::new(&s).expect("valid").warnings.is_empty());
+        s.federated_service_selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "mirror.strait.dev/federated".into(),
+                "member".into(),
+            )])),
+            ..Default::default()
+        });
+        assert_eq!(
+            Plan::new(&s).expect("valid").warnings,
+            vec![FEDERATED_UNSUPPORTED.to_string()]
+        );
+        s.federated_service_selector = Some(LabelSelector {
+            match_expressions: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                    key: "a".into(),
+                    operator: "Sometimes".into(),
+                    values: None,
+                },
+            ]),
+            ..Default::default()
+        });
+        assert!(matches!(
+            Plan::new(&s),
+            Err(InvalidLink::Selector {
+                field: "federatedServiceSelector",
+                ..
+            })
+        ));
     }
 
     #[test]

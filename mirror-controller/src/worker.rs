@@ -137,6 +137,14 @@ pub(crate) async fn run(ctx: Arc<Context>, link: Arc<Link>) {
             return;
         }
     };
+    for w in &plan.warnings {
+        tracing::warn!(link = %name, "{w}");
+    }
+    status_tx.send_if_modified(|s| {
+        let changed = s.warnings != plan.warnings;
+        s.warnings.clone_from(&plan.warnings);
+        changed
+    });
     let trigger = Arc::new(Notify::new());
     let (gw_tx, gw_rx) = watch::channel(GatewayState {
         addrs: Vec::new(),

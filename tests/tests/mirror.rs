@@ -1338,6 +1338,28 @@ async fn mirror_remote_discovery() -> Res {
             .filter(|e| e.starts_with("remoteDiscoverySelector does not parse"))
     })
     .await?;
+
+    // Federated Services are not made: a Link that asks is served, and told so in its status.
+    links
+        .patch(
+            "east",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "remoteDiscoverySelector": {"matchExpressions": null,
+                    "matchLabels": {labels::EXPORTED: "remote-discovery"}},
+                "federatedServiceSelector": {"matchLabels": {labels::FEDERATED: "member"}}}})),
+        )
+        .await?;
+    let st = wait_for("the federated warning in status", T, || async {
+        status(&w, "east")
+            .await
+            .filter(|s| s.link_error.is_none() && !s.warnings.is_empty())
+    })
+    .await?;
+    assert_eq!(
+        st.warnings,
+        vec![strait_mirror::plan::FEDERATED_UNSUPPORTED.to_string()]
+    );
     drop(ctl);
     drop(gw);
     drop((meshed, plain, billing));

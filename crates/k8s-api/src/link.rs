@@ -144,6 +144,9 @@ pub struct LinkStatus {
     /// address, unreadable credentials). Empty when it is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_error: Option<String>,
+    /// What the Link asks for that this controller does not do (the Link is still served).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Whether the remote API answers, and if not, why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_api: Option<RemoteApiStatus>,
