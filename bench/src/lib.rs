@@ -56,14 +56,14 @@ pub mod procfs {
     }
 }
 
-/// The count a benchmark takes as its first argument: `default` when absent; an error that
-/// says `why` when it does not parse or falls outside `range`.
+/// The count a benchmark takes as its first argument that is not a `--flag`: `default` when
+/// absent; an error that says `why` when it does not parse or falls outside `range`.
 pub fn count_arg(
     default: usize,
     range: std::ops::RangeInclusive<usize>,
     why: &str,
 ) -> anyhow::Result<usize> {
-    let n = match std::env::args().nth(1) {
+    let n = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
         Some(s) => s
             .parse()
             .map_err(|e| anyhow::anyhow!("the count {s:?} is not a number: {e}"))?,

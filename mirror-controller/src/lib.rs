@@ -29,7 +29,9 @@
 //! | a `ServiceExport` (MCS API, KEP-1645) has its name | the gateway, the same | the same |
 //! | `remoteDiscoverySelector` matches (wins over both) | its ready pods, at their ports | each pod's, per slice |
 //!
-//! The remote is only read; nothing is written there. A remote without the `ServiceExport`
+//! The remote is only read; nothing is written there. The credentials need `list` and
+//! `watch` on Services and EndpointSlices; on `serviceexports.multicluster.x-k8s.io` to
+//! honour exports; and on Pods only for a Link with a `remoteDiscoverySelector`. A remote without the `ServiceExport`
 //! API (404), or whose credentials may not read it (403), simply has no exports; it is asked
 //! again every [`Config::exports_recheck`]. Every remote Service is watched only while at
 //! least one `ServiceExport` exists, and only the exported ones are kept ([`session`]).

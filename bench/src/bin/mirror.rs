@@ -7,10 +7,15 @@
 //! - local API writes per mirror (the controller's own counter, scraped from /metrics);
 //! - the controller's peak RSS (VmHWM) and the Link object's size at 10 and at N mirrors.
 //!
+//! With `--service-export`, east has the MCS `ServiceExport` CRD and every Service is exported
+//! by a `ServiceExport` instead of the label (the controller then watches every remote
+//! Service and keeps the exported ones).
+//!
 //! Baseline in the same run: the time the test client itself takes to create the N Services in
 //! east (the same kind of writes the controller must make in west).
 //!
-//! Run (root): `cargo build -p strait-mirror -p strait-bench && target/debug/mirror [N]`.
+//! Run (root): `cargo build -p strait-mirror -p strait-bench && target/debug/mirror [N]
+//! [--service-export]`.
 //! Bounded: every wait gives up after a fixed limit; clusters are torn down at exit.
 
 use anyhow::{Context as _, bail};
@@ -21,7 +26,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use std::time::{Duration, Instant};
 use strait_bench::procfs::{apiserver_pid, cpu_ticks, etcd_pid, machine_ticks};
-use strait_k8s_api::Link;
+use strait_k8s_api::{Link, ServiceExport};
 use strait_localcluster::{Cluster, ClusterConfig};
 
 const LINK_NS: &str = "strait-multicluster";
@@ -30,6 +35,7 @@ const GW_ID: &str =
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    let mcs = std::env::args().skip(1).any(|a| a == "--service-export");
     let n = strait_bench::count_arg(1000, 10..=12_000, "the service CIDR holds 16k addresses")?;
     let exe = std::env::current_exe()?;
     let controller_bin = exe.with_file_name("strait-mirror");
@@ -57,6 +63,24 @@ async fn main() -> anyhow::Result<()> {
     }
     for ns in ["cold", "warm"] {
         east.ensure_namespace(ns).await?;
+    }
+    if mcs {
+        Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(e.clone())
+            .create(&PostParams::default(), &ServiceExport::crd())
+            .await?;
+        wait(
+            "ServiceExport CRD served",
+            Duration::from_secs(30),
+            || async {
+                Api::<ServiceExport>::all(e.clone())
+                    .list(&ListParams::default())
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await?;
+        println!("mode: every Service exported by a ServiceExport (MCS API), none by label");
     }
     wait("CRD served", Duration::from_secs(30), || async {
         Api::<Link>::all(w.clone())
@@ -96,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let east_api = apiserver_pid(&east.server_url());
     let e0 = cpu_ticks(east_api);
     let t = Instant::now();
-    create(&e, "cold", 0, n).await?;
+    create(&e, "cold", 0, n, mcs).await?;
     let baseline = t.elapsed();
     println!(
         "baseline (no controller running): a bare client created {n} ClusterIP Services + {n} EndpointSlices in east with 32 in flight in {baseline:.2?} ({:.0} pairs/s); east kube-apiserver busy {} cores, {} ms CPU per pair",
@@ -217,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
 
     // While synced: 1,000 more.
     let t = Instant::now();
-    create(&e, "warm", 0, 1000).await?;
+    create(&e, "warm", 0, 1000, mcs).await?;
     wait(
         "synced: 1,000 more mirrored",
         Duration::from_secs(120),
@@ -284,16 +308,25 @@ where
     bail!("timed out after {limit:?}: {what}")
 }
 
-/// Creates Services `s<from>..s<to>` in `ns`, each with one ready EndpointSlice.
-async fn create(client: &Client, ns: &str, from: usize, to: usize) -> anyhow::Result<()> {
+/// Creates Services `s<from>..s<to>` in `ns`, each with one ready EndpointSlice, exported by
+/// the label, or by a `ServiceExport` each.
+async fn create(
+    client: &Client,
+    ns: &str,
+    from: usize,
+    to: usize,
+    service_export: bool,
+) -> anyhow::Result<()> {
     let svcs = Api::<Service>::namespaced(client.clone(), ns);
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
+    let exports = Api::<ServiceExport>::namespaced(client.clone(), ns);
+    let exported = if service_export { "false" } else { "true" };
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(from..to)
         .map(|i| {
-            let (svcs, slices) = (svcs.clone(), slices.clone());
+            let (svcs, slices, exports) = (svcs.clone(), slices.clone(), exports.clone());
             async move {
                 let svc: Service = serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": format!("s{i}"), "labels": {"mirror.strait.dev/exported": "true", "app": format!("s{i}")}},
+                    "metadata": {"name": format!("s{i}"), "labels": {"mirror.strait.dev/exported": exported, "app": format!("s{i}")}},
                     "spec": {"ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 9090}]},
                 }))?;
                 svcs.create(&PostParams::default(), &svc).await?;
@@ -304,6 +337,13 @@ async fn create(client: &Client, ns: &str, from: usize, to: usize) -> anyhow::Re
                     "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "grpc", "port": 9090, "protocol": "TCP"}],
                 }))?;
                 slices.create(&PostParams::default(), &es).await?;
+                if service_export {
+                    let se: ServiceExport = serde_json::from_value(serde_json::json!({
+                        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+                        "metadata": {"name": format!("s{i}")},
+                    }))?;
+                    exports.create(&PostParams::default(), &se).await?;
+                }
                 Ok(())
             }
         })
