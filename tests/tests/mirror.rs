@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strait_core::labels;
 use strait_k8s_api::{Link, ServiceExport};
-use strait_localcluster::{Cluster, ClusterConfig, PodSpec};
+use strait_localcluster::{Cluster, PodSpec};
 
 mod mirror_support;
 use mirror_support::*;
@@ -900,21 +900,9 @@ fn service_export(ns: &str, name: &str) -> Res<ServiceExport> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirror_service_export() -> Res {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,kube=warn,strait_mirror=debug")
-        .with_test_writer()
-        .try_init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (west, east) = tokio::try_join!(
-        Cluster::start(ClusterConfig::new("west")),
-        Cluster::start(ClusterConfig::new("east"))
-    )?;
+    init("info,kube=warn,strait_mirror=debug");
+    let (west, east) = clusters(&["shop"], &["shop"]).await?;
     let (w, e) = (west.client(), east.client());
-    install_crd(&w).await?;
-    for ns in [LINK_NS, "shop"] {
-        west.ensure_namespace(ns).await?;
-    }
-    east.ensure_namespace("shop").await?;
     let web_pod = east
         .pod(PodSpec::new("shop", "web").label("app", "web"))
         .await?;
@@ -1121,21 +1109,9 @@ fn slice_summary(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirror_remote_discovery() -> Res {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,kube=warn,strait_mirror=debug")
-        .with_test_writer()
-        .try_init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (west, east) = tokio::try_join!(
-        Cluster::start(ClusterConfig::new("west")),
-        Cluster::start(ClusterConfig::new("east"))
-    )?;
+    init("info,kube=warn,strait_mirror=debug");
+    let (west, east) = clusters(&["shop"], &["shop"]).await?;
     let (w, e) = (west.client(), east.client());
-    install_crd(&w).await?;
-    for ns in [LINK_NS, "shop"] {
-        west.ensure_namespace(ns).await?;
-    }
-    east.ensure_namespace("shop").await?;
     // Two pods behind one Service: one meshed (service account `web`), one without a proxy.
     let meshed = east
         .pod(
