@@ -6,7 +6,9 @@
 
 mod nodes_support;
 
-use nodes_support::{Traces, eventually, get_from_client, pod_names, ready, workloads};
+use nodes_support::{
+    Traces, eventually, get_eventually, get_from_client, pod_names, ready, workloads,
+};
 use std::time::Duration;
 use strait_localcluster::node::images;
 use strait_localcluster::{Cluster, ClusterConfig};
@@ -55,7 +57,8 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
             );
         }
 
-        let (w, e) = tokio::join!(west.apply(&workloads(false)), east.apply(&workloads(true)));
+        let (west_yaml, east_yaml) = (workloads(false), workloads(true));
+        let (w, e) = tokio::join!(west.apply(&west_yaml), east.apply(&east_yaml));
         w.unwrap();
         e.unwrap();
         tokio::join!(ready(&west), ready(&east));
@@ -81,7 +84,7 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
             "web.shop.svc.cluster.local:80".to_owned(),
             "web:80".to_owned(),
         ] {
-            let body = get_from_client(&west, &addr).await.unwrap();
+            let body = get_eventually(&west, &addr).await.unwrap();
             let pod = body.strip_prefix("hello from ").unwrap_or_default();
             assert!(
                 west_web.contains(pod),
@@ -115,9 +118,7 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
         .expect("east's LoadBalancer Service gets an address");
         assert!(lb_ip.starts_with("198.18."), "{lb_ip}");
         let east_web = pod_names(&east, "app=web").await;
-        let body = get_from_client(&west, &format!("{lb_ip}:80"))
-            .await
-            .unwrap();
+        let body = get_eventually(&west, &format!("{lb_ip}:80")).await.unwrap();
         let pod = body.strip_prefix("hello from ").unwrap_or_default();
         assert!(
             east_web.contains(pod),
@@ -138,7 +139,7 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
         west.wait_rollout("shop", "web", Duration::from_secs(90))
             .await
             .unwrap();
-        let body = get_from_client(&west, "web:80").await.unwrap();
+        let body = get_eventually(&west, "web:80").await.unwrap();
         assert!(
             replaced.contains(body.strip_prefix("hello from ").unwrap_or_default()),
             "{body}"
@@ -156,7 +157,7 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
         east.wait_rollout("shop", "web", Duration::from_secs(90))
             .await
             .unwrap();
-        assert!(get_from_client(&west, &format!("{lb_ip}:80")).await.is_ok());
+        get_eventually(&west, &format!("{lb_ip}:80")).await.unwrap();
 
         // Nothing was pulled: no event says so, in any namespace of either cluster.
         for c in [&west, &east] {

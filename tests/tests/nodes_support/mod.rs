@@ -124,6 +124,19 @@ pub async fn get_from_client(c: &Cluster, addr: &str) -> Result<String, String> 
     .map_err(|e| e.to_string())
 }
 
+/// [`get_from_client`] until it answers, for up to 30 s: kube-proxy programs a Service's
+/// rules a moment after its endpoints are ready, as on any cluster.
+pub async fn get_eventually(c: &Cluster, addr: &str) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get_from_client(c, addr).await;
+        if r.is_ok() || tokio::time::Instant::now() >= deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub async fn ready(c: &Cluster) {
     c.wait_rollout("shop", "web", Duration::from_secs(120))
         .await
