@@ -187,6 +187,9 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
         }
         traces.record(&west);
         traces.record(&east);
+        let memory = nodes_support::memory_by_process(&east);
+        let total: u64 = memory.iter().map(|(_, mb)| mb).sum();
+        eprintln!("memory of cluster east with its node: {total} MB: {memory:?}");
     }
     let left = traces.left();
     assert!(

@@ -259,3 +259,38 @@ fn processes_naming(dir: &std::path::Path) -> Vec<u32> {
         })
         .collect()
 }
+
+/// RSS in MB of every process of a cluster (its control plane by data folder, its nodes by
+/// cgroup), by command name: printed for the record, never asserted.
+pub fn memory_by_process(c: &Cluster) -> Vec<(String, u64)> {
+    let mut pids: Vec<u32> = processes_naming(c.dir());
+    for n in c.nodes() {
+        pids.extend(cgroup::pids(n.cgroup()).into_iter().map(|p| p as u32));
+        pids.extend(
+            cgroup::pids(&format!("{}-daemons", n.cgroup()))
+                .into_iter()
+                .map(|p| p as u32),
+        );
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    for pid in pids {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let name = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Name:"))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        *by_name.entry(name).or_default() += kb / 1024;
+    }
+    by_name.into_iter().collect()
+}
