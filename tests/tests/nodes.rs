@@ -33,11 +33,16 @@ fn iptables_in(netns: Option<&str>, chain: &str) -> bool {
 async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
     let mut traces = Traces::default();
     {
+        let started = std::time::Instant::now();
         let (west, mut east) = tokio::try_join!(
             Cluster::start(ClusterConfig::new("west").with_nodes(1)),
             Cluster::start(ClusterConfig::new("east").with_nodes(1)),
         )
         .expect("two clusters with real nodes start");
+        eprintln!(
+            "two real-node clusters Ready (nodes Ready, CoreDNS rolled out) in {:?}",
+            started.elapsed()
+        );
         traces.record(&west);
         traces.record(&east);
 
