@@ -528,3 +528,53 @@ async fn a_reloaded_allow_list_applies_to_the_next_connection() {
     tx.send_replace(Arc::new(Policy::parse("").unwrap()));
     assert_eq!(try_once(gw.clone(), cfg).await, "unauthorized");
 }
+
+#[tokio::test]
+async fn a_failed_request_gets_a_status_and_a_fixed_kind_not_the_error_text() {
+    let mut f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let (mut tls, _task) = connect(&f, header(WEB, 8080, Some(SessionProtocol::Http1))).await;
+    let (_, mut target) = f.dialed.recv().await.unwrap();
+    tls.write_all(b"GET /a HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        target.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    target
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+    let mut rsp = Vec::new();
+    while !rsp.ends_with(b"ok") {
+        tls.read_exact(&mut byte).await.unwrap();
+        rsp.push(byte[0]);
+    }
+    // The target goes away and cannot be reached again: the next request fails.
+    drop(target);
+    f.dialed.close();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tls.write_all(b"GET /b HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rsp = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut rsp))
+        .await
+        .unwrap()
+        .unwrap();
+    let rsp = String::from_utf8_lossy(&rsp[..n]).to_string();
+    assert!(rsp.starts_with("HTTP/1.1 502 "), "{rsp}");
+    let (head, body) = rsp.split_once("\r\n\r\n").unwrap();
+    let kind = body.trim_end();
+    assert!(
+        ["connect_refused", "endpoint_failed"].contains(&kind),
+        "a fixed kind, not the error's text: {rsp}"
+    );
+    assert!(
+        head.to_lowercase()
+            .contains(&format!("l5d-proxy-error: {kind}")),
+        "{rsp}"
+    );
+}
