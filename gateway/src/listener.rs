@@ -278,7 +278,7 @@ impl Gateway {
             bytes(Direction::ToTarget),
             bytes(Direction::ToClient),
         );
-        tracing::debug!(client = %client_addr, %client_id, %target, endpoint = %endpoint.0, protocol = ?header.protocol, "forwarding");
+        tracing::debug!(client = %client_addr, %client_id, %target, endpoint = %endpoint.addr, protocol = ?header.protocol, "forwarding");
 
         match header.protocol {
             None => {
@@ -295,7 +295,7 @@ impl Gateway {
                 };
                 let fwd = http::Forwarder::new(
                     route,
-                    upstream_endpoint(&endpoint, Some(protocol)),
+                    endpoint,
                     self.inner.connector.clone(),
                     m.requests.get_or_create(&labels).clone(),
                     m.request_latency.get_or_create(&labels).clone(),
@@ -342,7 +342,7 @@ impl Gateway {
         target: &Target,
         endpoints: &[(EndpointAddr, EndpointMeta)],
         header: &TransportHeader,
-    ) -> Result<((EndpointAddr, EndpointMeta), Connection), Refusal> {
+    ) -> Result<(Endpoint, Connection), Refusal> {
         let mut last = None;
         for _ in 0..endpoints.len().min(3) {
             let Some(ep) = self.inner.rr.pick(endpoints) else {
@@ -351,9 +351,9 @@ impl Gateway {
             if ep.1.identity.is_none() && self.inner.config.forbid_plaintext {
                 return Err(Refusal::PlaintextForbidden(format!("{target} ({})", ep.0)));
             }
-            let to = upstream_endpoint(ep, header.protocol);
+            let to = upstream(ep.0, &ep.1, header.protocol);
             match self.inner.connector.connect(&to).await {
-                Ok(io) => return Ok((ep.clone(), io)),
+                Ok(io) => return Ok((to, io)),
                 Err(e) => {
                     tracing::debug!(%target, endpoint = %ep.0, error = %e, "endpoint failed");
                     last = Some(e);
@@ -368,10 +368,6 @@ impl Gateway {
             None => Err(Refusal::NoEndpoints(target.to_string())),
         }
     }
-}
-
-fn upstream_endpoint(ep: &(EndpointAddr, EndpointMeta), p: Option<SessionProtocol>) -> Endpoint {
-    upstream(ep.0, &ep.1, p)
 }
 
 /// The target a header names: `<svc>.<ns>.svc.<cluster_domain>` (a trailing dot and case
