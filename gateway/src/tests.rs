@@ -377,6 +377,27 @@ async fn refuses_plaintext_targets_when_forbidden_and_unknown_targets() {
     }
 }
 
+/// Reads byte by byte until `end` (never past it); returns what was read.
+async fn read_until<R: tokio::io::AsyncRead + Unpin>(io: &mut R, end: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(end) {
+        io.read_exact(&mut byte).await.unwrap();
+        out.push(byte[0]);
+    }
+    out
+}
+
+/// One read (bounded), as text.
+async fn read_some<R: tokio::io::AsyncRead + Unpin>(io: &mut R) -> String {
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
 /// Connects as CLIENT and sends a header; returns the client stream.
 async fn connect(
     f: &Fixture,
@@ -458,12 +479,7 @@ async fn meshed_targets_get_mtls_and_a_header_with_the_pod_port() {
     tls.write_all(b"GET /x HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
         .await
         .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        inbound.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
+    let head = read_until(&mut inbound, b"\r\n\r\n").await;
     let head = String::from_utf8(head).unwrap().to_lowercase();
     assert!(head.starts_with("get /x http/1.1\r\n"), "{head}");
     assert!(
@@ -480,12 +496,7 @@ async fn meshed_targets_get_mtls_and_a_header_with_the_pod_port() {
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         .await
         .unwrap();
-    let mut rsp = vec![0u8; 256];
-    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut rsp))
-        .await
-        .unwrap()
-        .unwrap();
-    let rsp = String::from_utf8_lossy(&rsp[..n]).to_string();
+    let rsp = read_some(&mut tls).await;
     assert!(rsp.starts_with("HTTP/1.1 200 OK"), "{rsp}");
     assert!(rsp.ends_with("ok"), "{rsp}");
     assert!(
@@ -537,21 +548,12 @@ async fn a_failed_request_gets_a_status_and_a_fixed_kind_not_the_error_text() {
     tls.write_all(b"GET /a HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
         .await
         .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        target.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
+    read_until(&mut target, b"\r\n\r\n").await;
     target
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         .await
         .unwrap();
-    let mut rsp = Vec::new();
-    while !rsp.ends_with(b"ok") {
-        tls.read_exact(&mut byte).await.unwrap();
-        rsp.push(byte[0]);
-    }
+    read_until(&mut tls, b"ok").await;
     // The target goes away and cannot be reached again: the next request fails.
     drop(target);
     f.dialed.close();
@@ -559,12 +561,7 @@ async fn a_failed_request_gets_a_status_and_a_fixed_kind_not_the_error_text() {
     tls.write_all(b"GET /b HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
         .await
         .unwrap();
-    let mut rsp = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut rsp))
-        .await
-        .unwrap()
-        .unwrap();
-    let rsp = String::from_utf8_lossy(&rsp[..n]).to_string();
+    let rsp = read_some(&mut tls).await;
     assert!(rsp.starts_with("HTTP/1.1 502 "), "{rsp}");
     let (head, body) = rsp.split_once("\r\n\r\n").unwrap();
     let kind = body.trim_end();
