@@ -1,20 +1,20 @@
-//! Wiring: files and addresses from [`Args`] into a running gateway and admin server.
+//! Wiring: files and addresses from [`Args`] into a running gateway and the proxy's admin
+//! server.
 
-use crate::admin::Admin;
 use crate::authz::{self, Policy};
 use crate::config::Args;
-use crate::connect::{Connector, TcpDial};
 use crate::listener::{Gateway, GatewayConfig};
 use crate::metrics::Metrics;
-use crate::resolve::DestinationResolver;
+use prometheus_client::registry::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strait_core::identity::Identity;
 use strait_core::transport_header::ALPN;
-use strait_tls::rustls::pki_types::pem::PemObject;
-use strait_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use strait_tls::rustls::{ClientConfig, ServerConfig};
+use strait_proxy::admin::{self, Admin};
+use strait_proxy::connect::Connector;
+use strait_proxy::discover::Resolver;
+use strait_tls::rustls::ServerConfig;
 use strait_tls::{ClientAuth, Credentials, CredentialsReceiver, TlsError, TrustAnchors};
 use tokio_util::sync::CancellationToken;
 
@@ -23,17 +23,11 @@ use tokio_util::sync::CancellationToken;
 pub enum StartError {
     #[error("loading TLS material: {0}")]
     Tls(#[from] TlsError),
-    #[error("reading {path}: {source}")]
-    Pem {
-        path: PathBuf,
-        #[source]
-        source: strait_tls::rustls::pki_types::pem::Error,
-    },
-    #[error("{path}: the certificate names {found:?}, not the gateway identity {expected}")]
+    #[error("{path}: the certificate names {found}, not the gateway identity {expected}")]
     WrongIdentity {
         path: PathBuf,
         expected: Box<Identity>,
-        found: Vec<String>,
+        found: Box<Identity>,
     },
     #[error("loading the allow-list: {0}")]
     Authz(#[from] authz::AuthzError),
@@ -57,41 +51,26 @@ pub fn load_credentials(
     key: &Path,
     identity: &Identity,
 ) -> Result<Credentials, StartError> {
-    fn pem(path: &Path) -> impl Fn(strait_tls::rustls::pki_types::pem::Error) -> StartError + '_ {
-        move |source| StartError::Pem {
-            path: path.to_owned(),
-            source,
-        }
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(pem(cert))?
-        .collect::<Result<_, _>>()
-        .map_err(pem(cert))?;
-    let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate {
-        what: cert.display().to_string(),
-    })?;
-    let names = strait_tls::dns_names(leaf)?;
-    if names != [identity.to_string()] {
+    let creds = Credentials::from_pem_files(cert, key)?;
+    if creds.identity() != identity {
         return Err(StartError::WrongIdentity {
             path: cert.to_owned(),
             expected: Box::new(identity.clone()),
-            found: names,
+            found: Box::new(creds.identity().clone()),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
-    Ok(Credentials::new(identity.clone(), chain, key)?)
+    Ok(creds)
 }
 
-/// The gateway's TLS configs: the 4143 server (client certificates required, ALPN
-/// `transport.l5d.io/v1`), the client towards meshed targets (same ALPN) and the admin
-/// server (client certificates optional, no ALPN).
+/// The gateway's TLS server configs: the 4143 listener (client certificates required, ALPN
+/// `transport.l5d.io/v1`) and the admin server (client certificates optional). Towards
+/// targets the gateway uses the proxy's [`Connector`].
 pub fn tls_configs(
     anchors: &TrustAnchors,
     creds: CredentialsReceiver,
 ) -> Result<TlsConfigs, TlsError> {
     Ok(TlsConfigs {
         server: strait_tls::server_config(anchors, creds.clone(), ClientAuth::Required, &[ALPN])?,
-        client: strait_tls::client_config(anchors, creds.clone(), &[ALPN])?,
         admin: strait_tls::server_config(anchors, creds, ClientAuth::Optional, &[b"http/1.1"])?,
     })
 }
@@ -101,10 +80,14 @@ pub fn tls_configs(
 pub struct TlsConfigs {
     /// The 4143 listener.
     pub server: Arc<ServerConfig>,
-    /// Towards meshed targets.
-    pub client: Arc<ClientConfig>,
     /// The admin listener.
     pub admin: Arc<ServerConfig>,
+}
+
+/// The proxy's admin server with the gateway's readiness: ready until `shutdown` fires, so
+/// probes see 503 while connections drain.
+pub fn admin(registry: Arc<Registry>, shutdown: CancellationToken) -> Admin {
+    Admin::new(registry, move || !shutdown.is_cancelled())
 }
 
 /// Runs the gateway until `shutdown` fires, then drains (bounded by `args.drain_timeout`).
@@ -115,9 +98,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
     let (creds_tx, creds_rx) = strait_tls::credentials_channel(Some(creds));
     let TlsConfigs {
         server: server_tls,
-        client: client_tls,
         admin: admin_tls,
-    } = tls_configs(&anchors, creds_rx)?;
+    } = tls_configs(&anchors, creds_rx.clone())?;
 
     let background = CancellationToken::new();
     let policy = match &args.allow_list {
@@ -133,10 +115,10 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
         })?
         .connect_timeout(args.resolve_timeout)
         .connect_lazy();
-    let resolver = Arc::new(DestinationResolver::new(channel, args.resolve_timeout));
-    let connector = Connector::new(Arc::new(TcpDial), client_tls, args.connect_timeout);
+    let resolver = Resolver::with_channel(channel);
+    let connector = Connector::new(&anchors, creds_rx, args.connect_timeout)?;
 
-    let mut registry = prometheus_client::registry::Registry::default();
+    let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let gateway = Gateway::new(
         GatewayConfig {
@@ -145,6 +127,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
             forbid_plaintext: args.forbid_plaintext,
             handshake_timeout: args.handshake_timeout,
             header_timeout: args.header_timeout,
+            resolve_timeout: args.resolve_timeout,
         },
         server_tls,
         policy,
@@ -162,8 +145,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
     let admin_listener = bind(args.admin_addr).await?;
     tracing::info!(listen = %args.listen_addr, admin = %args.admin_addr, %identity, "gateway started");
 
-    let admin = Admin::new(Arc::new(registry), shutdown.clone());
-    let admin_task = tokio::spawn(admin.serve(admin_listener, Some(admin_tls), background.clone()));
+    let admin = admin(Arc::new(registry), shutdown.clone());
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin,
+        Some(admin_tls),
+        background.clone().cancelled_owned(),
+    ));
     gateway.serve(listener, shutdown, args.drain_timeout).await;
     background.cancel();
     let _ = admin_task.await;
@@ -205,4 +193,25 @@ fn spawn_credentials_reload(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http::{Request, StatusCode};
+
+    #[test]
+    fn ready_turns_unavailable_on_shutdown() {
+        let stop = CancellationToken::new();
+        let admin = admin(Arc::new(Registry::default()), stop.clone());
+        let get = |p: &str| admin.handle(&Request::get(p).body(()).unwrap()).status();
+        assert_eq!(get("/live"), StatusCode::OK);
+        assert_eq!(get("/ready"), StatusCode::OK);
+        assert_eq!(get("/metrics"), StatusCode::OK);
+        assert_eq!(get("/nope"), StatusCode::NOT_FOUND);
+        stop.cancel();
+        assert_eq!(get("/ready"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get("/live"), StatusCode::OK);
+    }
 }

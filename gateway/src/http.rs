@@ -5,14 +5,14 @@
 //!
 //! One client connection holds one upstream connection to the endpoint chosen for it,
 //! reopened if the endpoint closes it (an HTTP/1 `connection: close`). HTTP upgrades are not
-//! forwarded.
+//! forwarded. A request that fails gets the proxy's answer for its error
+//! ([`strait_proxy::http_server::status_for`]: 502, 503 or 504 and a fixed kind, never the
+//! error's text).
 
-use crate::connect::{BoxIo, Connector};
-use crate::resolve::{Endpoint, Target};
-use bytes::Bytes;
+use crate::listener::Target;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::counter::Counter;
@@ -21,18 +21,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 use strait_core::transport_header::SessionProtocol;
+use strait_proxy::connect::{ConnectError, Connection, Connector, Endpoint};
+use strait_proxy::http_client::Body;
+use strait_proxy::http_server::{error_response, status_for};
 use tokio_util::sync::CancellationToken;
-
-/// The response body the gateway sends back.
-pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("reconnecting to the target: {0}")]
-    Connect(#[from] crate::error::ConnectError),
+    Connect(#[from] ConnectError),
     #[error("HTTP to the target: {0}")]
     Hyper(#[from] hyper::Error),
+    #[error("no upstream connection")]
+    NoUpstream,
 }
 
 /// What a request's rewrite needs to know about its connection.
@@ -77,7 +79,7 @@ impl std::fmt::Debug for Forwarder {
     }
 }
 
-async fn handshake(io: BoxIo, protocol: SessionProtocol) -> Result<Upstream, hyper::Error> {
+async fn handshake(io: Connection, protocol: SessionProtocol) -> Result<Upstream, hyper::Error> {
     match protocol {
         SessionProtocol::Http1 => {
             let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
@@ -122,10 +124,7 @@ impl Forwarder {
 
     async fn upstream(&self, slot: &mut Option<Upstream>) -> Result<(), HttpError> {
         if slot.as_ref().is_none_or(Upstream::is_closed) {
-            let io = self
-                .connector
-                .connect(&self.endpoint, Some(self.route.protocol))
-                .await?;
+            let io = self.connector.connect(&self.endpoint).await?;
             *slot = Some(handshake(io, self.route.protocol).await?);
         }
         Ok(())
@@ -146,7 +145,8 @@ impl Forwarder {
                 s.ready().await?;
                 Ok(s.send_request(req).await?)
             }
-            None => unreachable_upstream(),
+            // `upstream()` filled the slot or returned an error; this arm cannot run.
+            None => Err(HttpError::NoUpstream),
         }
     }
 
@@ -157,35 +157,23 @@ impl Forwarder {
         match self.send(req).await {
             Ok(rsp) => {
                 self.latency.observe(started.elapsed().as_secs_f64());
-                rsp.map(|b| b.boxed())
+                rsp.map(|b| b.map_err(Into::into).boxed_unsync())
             }
             Err(e) => {
-                tracing::info!(client = %self.route.client_id, target = %self.route.target, error = %e, "request failed");
-                let mut rsp = Response::new(
-                    Full::new(Bytes::from(format!("gateway: {e}\n")))
-                        .map_err(|never: Infallible| match never {})
-                        .boxed(),
-                );
-                *rsp.status_mut() = StatusCode::BAD_GATEWAY;
-                rsp
+                let (status, kind) = status_for(&e);
+                tracing::info!(client = %self.route.client_id, target = %self.route.target, error = %e, cause = ?std::error::Error::source(&e), %status, "request failed");
+                error_response(status, kind)
             }
         }
     }
 }
 
-fn unreachable_upstream() -> Result<Response<Incoming>, HttpError> {
-    // `upstream()` filled the slot or returned an error; this arm cannot run.
-    Err(HttpError::Connect(crate::error::ConnectError::Header(
-        std::io::Error::other("no upstream connection"),
-    )))
-}
-
 /// Serves the client's requests on `client` (whose first upstream connection is `first`)
 /// until either side closes or `shutdown` fires (then in-flight requests finish).
-pub async fn serve<C: crate::connect::Io>(
+pub async fn serve<C: strait_proxy::io::Io>(
     client: C,
     fwd: Arc<Forwarder>,
-    first: BoxIo,
+    first: Connection,
     shutdown: CancellationToken,
 ) -> Result<(), hyper::Error> {
     let protocol = fwd.route.protocol;

@@ -15,40 +15,42 @@
 //!  prober ──TLS──► :4191 /live /ready /metrics
 //! ```
 //!
-//! Modules: [`listener`] (server side, the per-connection steps), [`connect`] (client side),
-//! protocols [`header`], [`http`], [`opaque`]; [`authz`] (allow-list), [`resolve`]
-//! (destination client), [`admin`], [`metrics`], [`config`] (flags and environment),
-//! [`app`] (wiring).
+//! The gateway is the proxy in gateway mode: one data plane. This crate holds only the
+//! gateway's listener policy — identity required, ALPN, the name suffix, the loop check, the
+//! allow-list, the `Forwarded` header and its refusal metrics — and its binary. Connecting
+//! ([`strait_proxy::connect`]), discovery ([`strait_proxy::discover`]), the transport-header
+//! reader ([`strait_proxy::header`]), the admin server ([`strait_proxy::admin`]) and the
+//! mapping of errors to HTTP statuses ([`strait_proxy::http_server`]) are the proxy's.
+//!
+//! Modules: [`listener`] (server side, the per-connection steps), protocols [`http`] and
+//! [`opaque`]; [`authz`] (allow-list), [`error`] (refusals), [`metrics`], [`config`] (flags
+//! and environment), [`app`] (wiring).
 //!
 //! ## How to start
 //!
 //! From the binary: `strait-gateway --cert gw.crt --key gw.key --trust-anchors ca.crt
 //! --destination http://127.0.0.1:8086 [--allow-list allow.txt] [--forbid-plaintext]`.
-//! In a test, build a [`Gateway`] from its parts ([`app::tls_configs`], a [`Resolve`] and a
-//! [`Connector`] whose [`connect::Dial`] can be an in-memory pipe) and call
+//! In a test, build a [`Gateway`] from its parts ([`app::tls_configs`], a proxy
+//! [`Resolver`](strait_proxy::discover::Resolver) and a proxy
+//! [`Connector`](strait_proxy::connect::Connector) whose
+//! [`Dial`](strait_proxy::connect::Dial) can be an in-memory pipe) and call
 //! [`Gateway::serve_connection`] on any byte stream.
 
-pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod cli;
 pub mod config;
-pub mod connect;
 pub mod error;
-pub mod header;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod opaque;
-pub mod resolve;
 
 pub use app::{StartError, run, tls_configs};
 pub use config::Args;
-pub use connect::Connector;
 pub use error::Refusal;
-pub use listener::{Gateway, GatewayConfig};
+pub use listener::{Gateway, GatewayConfig, Target};
 pub use metrics::Metrics;
-pub use resolve::{Endpoint, Resolve, Target};
 
 #[cfg(test)]
 mod tests;

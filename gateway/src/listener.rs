@@ -7,20 +7,26 @@
 //!        ─► HTTP/1 | HTTP/2 (Forwarded, Host) | opaque copy
 //! ```
 //!
-//! Every step that fails closes the connection with one log line and one increment of
-//! `gateway_refused_total{reason}`.
+//! The checks are the gateway's own (its listener policy); the header reader, discovery and
+//! connect are the proxy's ([`strait_proxy::header`], [`strait_proxy::discover`],
+//! [`strait_proxy::connect`]). Every step that fails closes the connection with one log
+//! line and one increment of `gateway_refused_total{reason}`.
 
 use crate::authz::PolicyRx;
-use crate::connect::{Connector, Io};
-use crate::error::{Refusal, ResolveError};
+use crate::error::Refusal;
 use crate::metrics::{BytesLabels, Direction, Metrics, RouteLabels};
-use crate::resolve::{Endpoint, Resolve, RoundRobin, Target};
-use crate::{header, http, opaque};
+use crate::{http, opaque};
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use strait_core::identity::Identity;
-use strait_core::transport_header::{ALPN, TransportHeader};
+use strait_core::transport_header::{ALPN, SessionProtocol, TransportHeader};
+use strait_proxy::addr::EndpointAddr;
+use strait_proxy::connect::{Connection, Connector, Endpoint};
+use strait_proxy::discover::{self, EndpointMeta, Fallback, Resolution, Resolver};
+use strait_proxy::io::Io;
 use strait_tls::rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -39,6 +45,61 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// Bound on receiving the transport header after the handshake.
     pub header_timeout: Duration,
+    /// Bound on the destination service's first answer for a target.
+    pub resolve_timeout: Duration,
+}
+
+/// A Service and port inside this cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// `<svc>.<ns>.svc.<cluster-domain>`.
+    pub name: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.port)
+    }
+}
+
+/// The default inbound port of a meshed pod's proxy.
+pub const DEFAULT_INBOUND_PORT: u16 = strait_core::ports::GATEWAY;
+
+/// How the gateway reaches one endpoint of a target: a meshed pod (it has a TLS identity)
+/// over mTLS at its proxy's inbound port (the `opaque_transport` hint, else 4143) with a
+/// transport header naming the pod's port and the session protocol; an unmeshed pod over
+/// plain TCP. The gateway never forwards to another gateway, so an authority override is
+/// not followed.
+pub fn upstream(
+    addr: EndpointAddr,
+    meta: &EndpointMeta,
+    protocol: Option<SessionProtocol>,
+) -> Endpoint {
+    let meta = EndpointMeta {
+        opaque_transport: meta.opaque_transport.or(Some(DEFAULT_INBOUND_PORT)),
+        authority_override: None,
+        ..meta.clone()
+    };
+    let mut ep = strait_proxy::outbound::tcp::tcp_endpoint(addr, &meta);
+    if let Some(h) = &mut ep.transport_header {
+        h.protocol = protocol;
+    }
+    ep
+}
+
+/// Picks endpoints round robin.
+#[derive(Debug, Default)]
+struct RoundRobin(AtomicUsize);
+
+impl RoundRobin {
+    fn pick<'a, T>(&self, eps: &'a [T]) -> Option<&'a T> {
+        if eps.is_empty() {
+            return None;
+        }
+        let i = self.0.fetch_add(1, Ordering::Relaxed);
+        eps.get(i % eps.len())
+    }
 }
 
 /// A gateway: clone it freely; all clones share state.
@@ -51,7 +112,7 @@ struct Inner {
     config: GatewayConfig,
     tls: Arc<ServerConfig>,
     policy: PolicyRx,
-    resolver: Arc<dyn Resolve>,
+    resolver: Resolver,
     connector: Connector,
     metrics: Metrics,
     rr: RoundRobin,
@@ -80,7 +141,7 @@ impl Gateway {
         config: GatewayConfig,
         tls: Arc<ServerConfig>,
         policy: PolicyRx,
-        resolver: Arc<dyn Resolve>,
+        resolver: Resolver,
         connector: Connector,
         metrics: Metrics,
     ) -> Self {
@@ -186,20 +247,12 @@ impl Gateway {
             strait_tls::peer_identity(conn).map_err(|e| Refusal::NoIdentity(Box::new(e)))?
         };
         self.authorize(&client_id)?;
-        let header = header::read(&mut tls, cfg.header_timeout)
+        let header = strait_proxy::header::read(&mut tls, cfg.header_timeout)
             .await
             .map_err(Refusal::Header)?;
         let target = target_of(&header, &cfg.cluster_domain)?;
 
-        let endpoints = self
-            .inner
-            .resolver
-            .resolve(&target)
-            .await
-            .map_err(|source| Refusal::Resolve {
-                target: target.to_string(),
-                source: Box::new(source),
-            })?;
+        let endpoints = self.resolve(&target).await?;
         let (endpoint, upstream) = self.connect(&target, &endpoints, &header).await?;
 
         let m = &self.inner.metrics;
@@ -265,28 +318,44 @@ impl Gateway {
         Ok(())
     }
 
+    /// The target's endpoints, from the proxy's discovery.
+    async fn resolve(&self, target: &Target) -> Result<Vec<(EndpointAddr, EndpointMeta)>, Refusal> {
+        let mut rx = self.inner.resolver.resolve(&target.to_string());
+        let timeout = self.inner.config.resolve_timeout;
+        match discover::first_answer(&mut rx, timeout).await {
+            Resolution::Endpoints(set) if !set.endpoints.is_empty() => {
+                Ok(set.endpoints.iter().map(|(a, m)| (*a, m.clone())).collect())
+            }
+            Resolution::Endpoints(_) => Err(Refusal::NoEndpoints(target.to_string())),
+            Resolution::Fallback(Fallback::NotDiscoverable) => {
+                Err(Refusal::UnknownTarget(target.to_string()))
+            }
+            Resolution::Fallback(_) | Resolution::Pending => {
+                Err(Refusal::ResolveFailed(target.to_string()))
+            }
+        }
+    }
+
     /// Tries up to three endpoints, round robin.
     async fn connect(
         &self,
         target: &Target,
-        endpoints: &[Endpoint],
+        endpoints: &[(EndpointAddr, EndpointMeta)],
         header: &TransportHeader,
-    ) -> Result<(Endpoint, crate::connect::BoxIo), Refusal> {
+    ) -> Result<(Endpoint, Connection), Refusal> {
         let mut last = None;
         for _ in 0..endpoints.len().min(3) {
             let Some(ep) = self.inner.rr.pick(endpoints) else {
                 break;
             };
-            if ep.identity.is_none() && self.inner.config.forbid_plaintext {
-                return Err(Refusal::PlaintextForbidden(format!(
-                    "{target} ({})",
-                    ep.addr
-                )));
+            if ep.1.identity.is_none() && self.inner.config.forbid_plaintext {
+                return Err(Refusal::PlaintextForbidden(format!("{target} ({})", ep.0)));
             }
-            match self.inner.connector.connect(ep, header.protocol).await {
-                Ok(io) => return Ok((ep.clone(), io)),
+            let to = upstream(ep.0, &ep.1, header.protocol);
+            match self.inner.connector.connect(&to).await {
+                Ok(io) => return Ok((to, io)),
                 Err(e) => {
-                    tracing::debug!(%target, endpoint = %ep.addr, error = %e, "endpoint failed");
+                    tracing::debug!(%target, endpoint = %ep.0, error = %e, "endpoint failed");
                     last = Some(e);
                 }
             }
@@ -296,10 +365,7 @@ impl Gateway {
                 target: target.to_string(),
                 source: Box::new(source),
             }),
-            None => Err(Refusal::Resolve {
-                target: target.to_string(),
-                source: Box::new(ResolveError::NoEndpoints),
-            }),
+            None => Err(Refusal::NoEndpoints(target.to_string())),
         }
     }
 }
@@ -339,6 +405,33 @@ mod tests {
             name: name.map(str::to_owned),
             protocol: None,
         }
+    }
+
+    #[test]
+    fn meshed_pods_get_mtls_and_a_header_at_their_inbound_port() {
+        let addr = EndpointAddr("198.18.0.10:8080".parse().unwrap());
+        let mut meta = EndpointMeta {
+            identity: Some(
+                "api.shop.serviceaccount.identity.strait.cluster.local"
+                    .parse()
+                    .unwrap(),
+            ),
+            h2: false,
+            opaque_transport: None,
+            authority_override: Some(("elsewhere.svc.cluster.local".into(), 80)),
+        };
+        let ep = upstream(addr, &meta, Some(SessionProtocol::Http2));
+        assert_eq!(ep.addr.0, "198.18.0.10:4143".parse().unwrap());
+        let h = ep.transport_header.unwrap();
+        assert_eq!(
+            (h.port, h.name, h.protocol),
+            (8080, None, Some(SessionProtocol::Http2))
+        );
+        meta.opaque_transport = Some(4200);
+        assert_eq!(upstream(addr, &meta, None).addr.0.port(), 4200);
+        meta.identity = None;
+        let plain = upstream(addr, &meta, None);
+        assert_eq!((plain.addr, plain.transport_header), (addr, None));
     }
 
     #[test]

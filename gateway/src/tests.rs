@@ -1,13 +1,10 @@
 //! In-memory tests of the whole per-connection path: TLS, refusals and forwarding over
-//! duplex pipes, with a fake resolver and a dialer that hands out pipes.
+//! duplex pipes, with a fixed resolver and a dialer that hands out pipes.
 #![allow(clippy::unwrap_used)]
 
 use crate::authz::{self, Policy};
-use crate::connect::{BoxIo, Connector, Dial};
-use crate::error::ResolveError;
 use crate::listener::{Gateway, GatewayConfig};
 use crate::metrics::Metrics;
-use crate::resolve::{Endpoint, Resolve, Target};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -15,6 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strait_core::identity::Identity;
 use strait_core::transport_header::{ALPN, PREFACE, SessionProtocol, TransportHeader};
+use strait_proxy::addr::EndpointAddr;
+use strait_proxy::connect::{Connector, Dial};
+use strait_proxy::discover::{EndpointMeta, EndpointSet, Fallback, Resolution, Resolver};
+use strait_proxy::io::BoxIo;
 use strait_tls::rustls::ClientConfig;
 use strait_tls::{Credentials, Issuer, TrustAnchors};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -69,20 +70,16 @@ impl Pki {
     }
 }
 
-/// Resolves every target to the same endpoints.
-struct FixedResolver(Vec<Endpoint>);
-impl Resolve for FixedResolver {
-    fn resolve(&self, _t: &Target) -> BoxFuture<'static, Result<Vec<Endpoint>, ResolveError>> {
-        let eps = self.0.clone();
-        Box::pin(async move {
-            if eps.is_empty() {
-                Err(ResolveError::NoEndpoints)
-            } else {
-                Ok(eps)
-            }
-        })
-    }
+/// Resolves every target to the same endpoints (an empty set reads as "no endpoints").
+fn fixed(endpoints: Vec<Endpoint>) -> Resolver {
+    let set = EndpointSet {
+        endpoints: endpoints.into_iter().collect(),
+        ..EndpointSet::default()
+    };
+    Resolver::fixed(Resolution::Endpoints(Arc::new(set)))
 }
+
+type Endpoint = (EndpointAddr, EndpointMeta);
 
 /// Each dial returns a pipe whose other end is sent to the test.
 struct PipeDial(tokio::sync::mpsc::UnboundedSender<(SocketAddr, DuplexStream)>);
@@ -105,33 +102,47 @@ struct Fixture {
 }
 
 fn endpoint(meshed: bool) -> Endpoint {
-    Endpoint {
-        addr: "198.18.0.10:8080".parse().unwrap(),
-        identity: meshed.then(|| TARGET_ID.parse().unwrap()),
-        opaque_transport_port: meshed.then_some(4143),
+    (
+        EndpointAddr("198.18.0.10:8080".parse().unwrap()),
+        EndpointMeta {
+            identity: meshed.then(|| TARGET_ID.parse().unwrap()),
+            h2: false,
+            opaque_transport: meshed.then_some(4143),
+            authority_override: None,
+        },
+    )
+}
+
+fn config(forbid_plaintext: bool) -> GatewayConfig {
+    GatewayConfig {
+        identity: GW.parse().unwrap(),
+        cluster_domain: "cluster.local".into(),
+        forbid_plaintext,
+        handshake_timeout: Duration::from_secs(5),
+        header_timeout: Duration::from_millis(300),
+        resolve_timeout: Duration::from_secs(1),
     }
 }
 
 fn fixture(policy: Policy, endpoints: Vec<Endpoint>, forbid_plaintext: bool) -> Fixture {
+    fixture_with(policy, fixed(endpoints), forbid_plaintext)
+}
+
+fn fixture_with(policy: Policy, resolver: Resolver, forbid_plaintext: bool) -> Fixture {
     let pki = Pki::new();
     let (_tx, rx) = strait_tls::credentials_channel(Some(pki.creds(GW)));
-    let crate::app::TlsConfigs { server, client, .. } =
-        crate::tls_configs(&pki.anchors, rx).unwrap();
+    let crate::app::TlsConfigs { server, .. } =
+        crate::tls_configs(&pki.anchors, rx.clone()).unwrap();
+    let connector = Connector::new(&pki.anchors, rx, Duration::from_secs(5)).unwrap();
     let (tx, dialed) = tokio::sync::mpsc::unbounded_channel();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let gateway = Gateway::new(
-        GatewayConfig {
-            identity: GW.parse().unwrap(),
-            cluster_domain: "cluster.local".into(),
-            forbid_plaintext,
-            handshake_timeout: Duration::from_secs(5),
-            header_timeout: Duration::from_millis(300),
-        },
+        config(forbid_plaintext),
         server,
         authz::fixed(policy),
-        Arc::new(FixedResolver(endpoints)),
-        Connector::new(Arc::new(PipeDial(tx)), client, Duration::from_secs(5)),
+        resolver,
+        connector.with_dial(Arc::new(PipeDial(tx))),
         metrics,
     );
     Fixture {
@@ -227,6 +238,40 @@ async fn refuses_another_trust_anchor() {
 }
 
 #[tokio::test]
+async fn refuses_a_tls12_client_for_its_protocol_version() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let mut old = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(f.pki.anchors.root_store())
+    .with_no_client_auth();
+    old.alpn_protocols = vec![ALPN.to_vec()];
+    assert_eq!(f.refused(Arc::new(old), b"").await, "tls_protocol_version");
+}
+
+#[tokio::test]
+async fn refuses_a_plaintext_client_as_not_tls() {
+    let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let (mut c, task) = f.accept();
+    c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.unwrap_err().metric_label(), "not_tls");
+    assert!(
+        f.metrics()
+            .contains("gateway_refused_total{reason=\"not_tls\"} 1"),
+        "{}",
+        f.metrics()
+    );
+}
+
+#[tokio::test]
 async fn refuses_a_client_without_alpn() {
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
     let cfg = f.pki.client(Some(CLIENT), &[]);
@@ -318,6 +363,39 @@ async fn refuses_plaintext_targets_when_forbidden_and_unknown_targets() {
     let f = fixture(Policy::AllowAll, vec![], false);
     let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
     assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "no_endpoints");
+    for (answer, label) in [
+        (Fallback::NotDiscoverable, "unknown_target"),
+        (Fallback::Unreachable, "resolve_failed"),
+    ] {
+        let f = fixture_with(
+            Policy::AllowAll,
+            Resolver::fixed(Resolution::Fallback(answer)),
+            false,
+        );
+        let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+        assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, label);
+    }
+}
+
+/// Reads byte by byte until `end` (never past it); returns what was read.
+async fn read_until<R: tokio::io::AsyncRead + Unpin>(io: &mut R, end: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(end) {
+        io.read_exact(&mut byte).await.unwrap();
+        out.push(byte[0]);
+    }
+    out
+}
+
+/// One read (bounded), as text.
+async fn read_some<R: tokio::io::AsyncRead + Unpin>(io: &mut R) -> String {
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
 }
 
 /// Connects as CLIENT and sends a header; returns the client stream.
@@ -343,7 +421,7 @@ async fn opaque_bytes_reach_an_unmeshed_target_and_come_back() {
     let (mut tls, task) = connect(&f, header(WEB, 8080, None)).await;
     tls.write_all(b"ping").await.unwrap();
     let (addr, mut target) = f.dialed.recv().await.unwrap();
-    assert_eq!(addr, endpoint(false).addr, "plain TCP to the pod port");
+    assert_eq!(addr, endpoint(false).0.0, "plain TCP to the pod port");
     let mut buf = [0u8; 4];
     target.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"ping");
@@ -390,7 +468,7 @@ async fn meshed_targets_get_mtls_and_a_header_with_the_pod_port() {
             .to_string(),
         GW
     );
-    let h = crate::header::read(&mut inbound, Duration::from_secs(5))
+    let h = strait_proxy::header::read(&mut inbound, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(h.port, 8080);
@@ -401,12 +479,7 @@ async fn meshed_targets_get_mtls_and_a_header_with_the_pod_port() {
     tls.write_all(b"GET /x HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
         .await
         .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        inbound.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
+    let head = read_until(&mut inbound, b"\r\n\r\n").await;
     let head = String::from_utf8(head).unwrap().to_lowercase();
     assert!(head.starts_with("get /x http/1.1\r\n"), "{head}");
     assert!(
@@ -423,12 +496,7 @@ async fn meshed_targets_get_mtls_and_a_header_with_the_pod_port() {
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         .await
         .unwrap();
-    let mut rsp = vec![0u8; 256];
-    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut rsp))
-        .await
-        .unwrap()
-        .unwrap();
-    let rsp = String::from_utf8_lossy(&rsp[..n]).to_string();
+    let rsp = read_some(&mut tls).await;
     assert!(rsp.starts_with("HTTP/1.1 200 OK"), "{rsp}");
     assert!(rsp.ends_with("ok"), "{rsp}");
     assert!(
@@ -443,27 +511,15 @@ async fn a_reloaded_allow_list_applies_to_the_next_connection() {
     // The policy channel is what the file watcher feeds; switch it by hand here.
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(Policy::AllowAll));
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let gw_creds = strait_tls::credentials_channel(Some(f.pki.creds(GW))).1;
     let gw = Gateway::new(
-        GatewayConfig {
-            identity: GW.parse().unwrap(),
-            cluster_domain: "cluster.local".into(),
-            forbid_plaintext: false,
-            handshake_timeout: Duration::from_secs(5),
-            header_timeout: Duration::from_millis(300),
-        },
-        crate::tls_configs(
-            &f.pki.anchors,
-            strait_tls::credentials_channel(Some(f.pki.creds(GW))).1,
-        )
-        .unwrap()
-        .server,
+        config(false),
+        crate::tls_configs(&f.pki.anchors, gw_creds.clone())
+            .unwrap()
+            .server,
         rx,
-        Arc::new(FixedResolver(vec![])),
-        Connector::new(
-            Arc::new(crate::connect::TcpDial),
-            f.pki.client(Some(GW), &[ALPN]),
-            Duration::from_secs(1),
-        ),
+        fixed(vec![]),
+        Connector::new(&f.pki.anchors, gw_creds, Duration::from_secs(1)).unwrap(),
         Metrics::default(),
     );
     let try_once = |gw: Gateway, cfg| async move {
@@ -482,4 +538,40 @@ async fn a_reloaded_allow_list_applies_to_the_next_connection() {
     assert_eq!(try_once(gw.clone(), cfg.clone()).await, "no_endpoints");
     tx.send_replace(Arc::new(Policy::parse("").unwrap()));
     assert_eq!(try_once(gw.clone(), cfg).await, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_failed_request_gets_a_status_and_a_fixed_kind_not_the_error_text() {
+    let mut f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
+    let (mut tls, _task) = connect(&f, header(WEB, 8080, Some(SessionProtocol::Http1))).await;
+    let (_, mut target) = f.dialed.recv().await.unwrap();
+    tls.write_all(b"GET /a HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut target, b"\r\n\r\n").await;
+    target
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+    read_until(&mut tls, b"ok").await;
+    // The target goes away and cannot be reached again: the next request fails.
+    drop(target);
+    f.dialed.close();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tls.write_all(b"GET /b HTTP/1.1\r\nhost: web-east.shop.svc.cluster.local:80\r\n\r\n")
+        .await
+        .unwrap();
+    let rsp = read_some(&mut tls).await;
+    assert!(rsp.starts_with("HTTP/1.1 502 "), "{rsp}");
+    let (head, body) = rsp.split_once("\r\n\r\n").unwrap();
+    let kind = body.trim_end();
+    assert!(
+        ["connect_refused", "endpoint_failed"].contains(&kind),
+        "a fixed kind, not the error's text: {rsp}"
+    );
+    assert!(
+        head.to_lowercase()
+            .contains(&format!("l5d-proxy-error: {kind}")),
+        "{rsp}"
+    );
 }

@@ -2,8 +2,9 @@
 //!
 //! `/live` answers 200 while the process serves at all; `/ready` answers 200 once the
 //! readiness check passes (for the proxy: it holds a certificate), 503 before; `/metrics` is
-//! the Prometheus text encoding of the registry. The gateway serves the same endpoints with
-//! its own registry and check.
+//! the Prometheus text encoding of the registry. The gateway serves the same server with its
+//! own registry and check (ready until shutdown begins), over TLS with its certificate so
+//! the mirror controller's prober can verify its identity.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -12,10 +13,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+use strait_tls::rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 type ReadyFn = dyn Fn() -> bool + Send + Sync;
+
+/// Bound on an admin client's TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the admin server reports; cheap to clone.
 #[derive(Clone)]
@@ -71,10 +77,12 @@ impl Admin {
     }
 }
 
-/// Serves `admin` on `listener` until `shutdown` completes.
+/// Serves `admin` on `listener` until `shutdown` completes. With `tls`, every connection
+/// must be TLS.
 pub async fn serve(
     listener: TcpListener,
     admin: Admin,
+    tls: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
@@ -93,13 +101,28 @@ pub async fn serve(
         };
         let admin = admin.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let io: crate::io::BoxIo = match tls {
+                None => Box::new(tcp),
+                Some(cfg) => {
+                    let accept = strait_tls::accept(cfg, tcp);
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "admin TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
             let svc = hyper::service::service_fn(move |req| {
                 let rsp = admin.handle(&req);
                 async move { Ok::<_, std::convert::Infallible>(rsp) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             tokio::select! {
                 res = conn.as_mut() => {

@@ -8,12 +8,16 @@
 //!                                      then the header is written before any app byte
 //! ```
 //!
+//! Streams are opened by a [`Dial`]: TCP ([`TcpDial`]) unless a test hands in pipes.
+//!
 //! A transport header is only ever sent inside mTLS: asking for one without an identity is
 //! an error, not a plaintext header.
 
 use crate::addr::EndpointAddr;
 use crate::io::{BoxIo, Io};
+use futures::future::BoxFuture;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -46,9 +50,29 @@ impl Endpoint {
     }
 }
 
+/// Opens byte streams to addresses: TCP in production, in-memory pipes in tests.
+pub trait Dial: Send + Sync + 'static {
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxIo>>;
+}
+
+/// Dials TCP with `TCP_NODELAY`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpDial;
+
+impl Dial for TcpDial {
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxIo>> {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp) as BoxIo)
+        })
+    }
+}
+
 /// Connects to endpoints; cheap to clone.
 #[derive(Clone)]
 pub struct Connector {
+    dial: Arc<dyn Dial>,
     mtls: Arc<ClientConfig>,
     transport: Arc<ClientConfig>,
     timeout: Duration,
@@ -120,10 +144,17 @@ impl Connector {
         timeout: Duration,
     ) -> Result<Self, TlsError> {
         Ok(Self {
+            dial: Arc::new(TcpDial),
             mtls: strait_tls::client_config(anchors, creds.clone(), &[])?,
             transport: strait_tls::client_config(anchors, creds, &[transport_header::ALPN])?,
             timeout,
         })
+    }
+
+    /// The same connector, opening its streams with `dial` (tests: in-memory pipes).
+    pub fn with_dial(mut self, dial: Arc<dyn Dial>) -> Self {
+        self.dial = dial;
+        self
     }
 
     pub fn timeout(&self) -> Duration {
@@ -144,16 +175,17 @@ impl Connector {
 
     async fn connect_inner(&self, ep: &Endpoint) -> Result<Connection, ConnectError> {
         let addr = ep.addr;
-        let tcp = TcpStream::connect(addr.0)
+        let tcp = self
+            .dial
+            .dial(addr.0)
             .await
             .map_err(|source| ConnectError::Tcp { addr, source })?;
-        let _ = tcp.set_nodelay(true);
         let Some(identity) = &ep.identity else {
             if ep.transport_header.is_some() {
                 return Err(ConnectError::HeaderWithoutIdentity { addr });
             }
             return Ok(Connection {
-                io: Box::new(tcp),
+                io: tcp,
                 server_id: None,
                 h2: false,
             });

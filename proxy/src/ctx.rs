@@ -37,12 +37,6 @@ pub struct Ctx {
 pub enum RunError {
     #[error("load identity files")]
     Tls(#[from] strait_tls::TlsError),
-    #[error("read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("bind {what} {addr}")]
     Bind {
         what: &'static str,
@@ -58,43 +52,11 @@ pub enum RunError {
 pub fn load_identity(cfg: &Config) -> Result<(TrustAnchors, Option<Credentials>), RunError> {
     let anchors = TrustAnchors::from_file(&cfg.trust_anchors)?;
     match &cfg.identity {
-        IdentitySource::Files { cert, key } => Ok((anchors, Some(load_credentials(cert, key)?))),
+        IdentitySource::Files { cert, key } => {
+            Ok((anchors, Some(Credentials::from_pem_files(cert, key)?)))
+        }
         IdentitySource::Service { .. } => Ok((anchors, None)),
     }
-}
-
-/// Reads a PEM chain and key; the identity is the leaf's DNS SAN.
-pub fn load_credentials(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<Credentials, RunError> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|source| RunError::Read {
-            path: p.display().to_string(),
-            source,
-        })
-    };
-    credentials_from_pem(&read(cert)?, &read(key)?)
-}
-
-fn credentials_from_pem(cert: &[u8], key: &[u8]) -> Result<Credentials, RunError> {
-    use strait_tls::rustls::pki_types::pem::PemObject;
-    use strait_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |what: &str| RunError::Read {
-        path: what.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "bad PEM"),
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad("certificate"))?;
-    let key = PrivateKeyDer::from_pem_slice(key).map_err(|_| bad("key"))?;
-    let first = chain.first().ok_or_else(|| bad("certificate"))?;
-    let names = strait_tls::dns_names(first)?;
-    let id = names
-        .first()
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| bad("certificate identity"))?;
-    Ok(Credentials::new(id, chain, key)?)
 }
 
 /// Binds the listeners and runs the proxy until `shutdown`, then drains for the grace period.
@@ -140,6 +102,7 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(
         admin_l,
         admin,
+        None,
         admin_stop.clone().cancelled_owned(),
     ));
     tracing::info!(

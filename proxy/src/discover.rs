@@ -3,13 +3,18 @@
 //! ```text
 //!  Resolver::resolve("10.0.0.1:80") ─► cached watch::Receiver<Resolution>
 //!     task: Get(path) ──stream──► Add / Remove / NoEndpoints ─► Endpoints(set)
-//!           NotFound | InvalidArgument ─────────────────────► Fallback (original address)
-//!           unreachable / stream broken ─► Fallback if nothing was ever known, else keep the
-//!                                          last set; retry with backoff (0.5 s … 10 s)
+//!           NotFound | InvalidArgument ─────────────────────► Fallback(NotDiscoverable)
+//!           unreachable / stream broken ─► Fallback(Unreachable) if nothing was ever known,
+//!                                          else keep the last set; retry with backoff
+//!                                          (0.5 s … 10 s)
 //! ```
 //!
 //! A new stream replaces the set only once it has said something, so a reconnect never
-//! empties a healthy set.
+//! empties a healthy set. A "not discoverable" answer ends its watch; it is reused for
+//! [`NOT_DISCOVERABLE_TTL`], then asked again (the Service may have been created since).
+//!
+//! The proxy falls back to the original address on any [`Fallback`]; the gateway, which has
+//! no original address, refuses and reports the reason.
 
 use crate::addr::EndpointAddr;
 use crate::metrics::DstLabels;
@@ -25,6 +30,8 @@ use tonic::transport::Channel;
 
 /// Targets whose watches are cached; beyond this, lookups are made per connection.
 const MAX_CACHED: usize = 10_000;
+/// How long a "not discoverable" answer is reused before the target is asked again.
+pub const NOT_DISCOVERABLE_TTL: Duration = Duration::from_secs(5);
 
 /// What the proxy knows about a target.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,8 +39,19 @@ pub enum Resolution {
     /// No answer yet.
     Pending,
     /// Not discoverable (or discovery unreachable): use the original address.
-    Fallback,
+    Fallback(Fallback),
     Endpoints(Arc<EndpointSet>),
+}
+
+/// Why there are no endpoints to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// No destination service is configured.
+    NoDiscovery,
+    /// The destination service says the target is not a Service (NotFound, InvalidArgument).
+    NotDiscoverable,
+    /// The destination service could not be reached, or did not answer in time.
+    Unreachable,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -54,16 +72,23 @@ pub struct EndpointMeta {
     pub authority_override: Option<(String, u16)>,
 }
 
-/// Translates one address of an update (no I/O); `None` for a malformed one.
+/// Translates one address of an update (no I/O); `None` for a malformed one, including
+/// one whose TLS identity is not an identity name (never reached in plaintext instead).
 pub fn endpoint(wa: &pb::WeightedAddr) -> Option<(EndpointAddr, EndpointMeta)> {
     let addr = SocketAddr::try_from(wa.addr?).ok()?;
-    let identity = wa.tls_identity.as_ref().and_then(|t| {
-        let name = match &t.strategy {
-            Some(pb::tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name.as_str()),
-            _ => t.server_name.as_ref().map(|d| d.name.as_str()),
-        }?;
-        name.parse::<Identity>().ok()
-    });
+    let identity = match wa.tls_identity.as_ref() {
+        None => None,
+        Some(t) => {
+            let name = match &t.strategy {
+                Some(pb::tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name.as_str()),
+                _ => t.server_name.as_ref().map(|d| d.name.as_str()),
+            };
+            match name {
+                None => None,
+                Some(n) => Some(n.parse::<Identity>().ok()?),
+            }
+        }
+    };
     let hint = wa.protocol_hint.as_ref();
     let h2 = matches!(
         hint.and_then(|h| h.protocol.as_ref()),
@@ -119,8 +144,21 @@ pub fn apply(set: &mut EndpointSet, update: pb::update::Update) {
 /// Looks targets up and keeps their answers current; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Resolver {
-    client: Option<DestinationClient<Channel>>,
-    cache: Arc<Mutex<HashMap<String, watch::Receiver<Resolution>>>>,
+    source: Source,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    None,
+    Destination(DestinationClient<Channel>),
+    Fixed(Resolution),
+}
+
+#[derive(Debug)]
+struct Cached {
+    rx: watch::Receiver<Resolution>,
+    since: tokio::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,8 +172,9 @@ pub struct ResolverError {
 impl Resolver {
     /// A resolver for the destination service at `addr` (`host:port`); `None` = no discovery.
     pub fn new(addr: Option<&str>) -> Result<Self, ResolverError> {
-        let client = addr
-            .map(|a| {
+        match addr {
+            None => Ok(Self::with_source(Source::None)),
+            Some(a) => {
                 let channel = Channel::from_shared(format!("http://{a}"))
                     .map_err(|e| ResolverError {
                         addr: a.to_owned(),
@@ -143,41 +182,65 @@ impl Resolver {
                     })?
                     .connect_timeout(Duration::from_secs(2))
                     .connect_lazy();
-                Ok::<_, ResolverError>(DestinationClient::new(channel))
-            })
-            .transpose()?;
-        Ok(Self {
-            client,
+                Ok(Self::with_channel(channel))
+            }
+        }
+    }
+
+    /// A resolver over an existing channel to the destination service.
+    pub fn with_channel(channel: Channel) -> Self {
+        Self::with_source(Source::Destination(DestinationClient::new(channel)))
+    }
+
+    /// A resolver that answers every target with `answer`, without a destination service
+    /// (tests and benchmarks that keep discovery out of the picture).
+    pub fn fixed(answer: Resolution) -> Self {
+        Self::with_source(Source::Fixed(answer))
+    }
+
+    fn with_source(source: Source) -> Self {
+        Self {
+            source,
             cache: Arc::default(),
-        })
+        }
     }
 
     /// The answer for `target` (`ip:port` or `name:port`), kept current in the background.
     pub fn resolve(&self, target: &str) -> watch::Receiver<Resolution> {
-        let Some(client) = self.client.clone() else {
-            return watch::channel(Resolution::Fallback).1;
+        let client = match &self.source {
+            Source::None => return watch::channel(Resolution::Fallback(Fallback::NoDiscovery)).1,
+            Source::Fixed(answer) => return watch::channel(answer.clone()).1,
+            Source::Destination(client) => client.clone(),
         };
         let Ok(mut cache) = self.cache.lock() else {
-            return watch::channel(Resolution::Fallback).1;
+            return watch::channel(Resolution::Fallback(Fallback::Unreachable)).1;
         };
-        if let Some(rx) = cache.get(target) {
-            return rx.clone();
+        if let Some(c) = cache.get(target) {
+            // A closed sender means the watch ended on a final answer: reuse it for a while.
+            let ended = c.rx.has_changed().is_err();
+            if !ended || c.since.elapsed() < NOT_DISCOVERABLE_TTL {
+                return c.rx.clone();
+            }
+            cache.remove(target);
         }
         let (tx, rx) = watch::channel(Resolution::Pending);
         tokio::spawn(watch_target(client, target.to_owned(), tx));
         if cache.len() < MAX_CACHED {
-            cache.insert(target.to_owned(), rx.clone());
+            let since = tokio::time::Instant::now();
+            let rx = rx.clone();
+            cache.insert(target.to_owned(), Cached { rx, since });
         }
         rx
     }
 }
 
-/// Waits up to `timeout` for a first answer; Pending after that reads as Fallback.
+/// Waits up to `timeout` for a first answer; Pending after that reads as
+/// `Fallback(Unreachable)`.
 pub async fn first_answer(rx: &mut watch::Receiver<Resolution>, timeout: Duration) -> Resolution {
     let r = tokio::time::timeout(timeout, rx.wait_for(|r| *r != Resolution::Pending)).await;
     match r {
         Ok(Ok(r)) => r.clone(),
-        _ => Resolution::Fallback,
+        _ => Resolution::Fallback(Fallback::Unreachable),
     }
 }
 
@@ -217,7 +280,7 @@ async fn watch_target(
                         }
                         Err(status) => {
                             if not_discoverable(&status) {
-                                tx.send_replace(Resolution::Fallback);
+                                tx.send_replace(Resolution::Fallback(Fallback::NotDiscoverable));
                                 return;
                             }
                             tracing::info!(%path, %status, "destination stream failed");
@@ -228,7 +291,7 @@ async fn watch_target(
             }
             Err(status) if not_discoverable(&status) => {
                 tracing::debug!(%path, code = ?status.code(), "not discoverable: original address");
-                tx.send_replace(Resolution::Fallback);
+                tx.send_replace(Resolution::Fallback(Fallback::NotDiscoverable));
                 return;
             }
             Err(status) => {
@@ -236,7 +299,7 @@ async fn watch_target(
                 tx.send_if_modified(|r| {
                     let was_pending = *r == Resolution::Pending;
                     if was_pending {
-                        *r = Resolution::Fallback;
+                        *r = Resolution::Fallback(Fallback::Unreachable);
                     }
                     was_pending
                 });
@@ -335,5 +398,33 @@ mod tests {
             opaque_transport: Some(pb::protocol_hint::OpaqueTransport { inbound_port: 4143 }),
         });
         assert_eq!(endpoint(&w).unwrap().1.opaque_transport, Some(4143));
+    }
+
+    #[test]
+    fn an_endpoint_with_a_malformed_identity_is_dropped_not_plaintext() {
+        assert!(endpoint(&wa("10.0.0.1:80", Some("not an identity"), false)).is_none());
+        assert!(
+            endpoint(&wa("10.0.0.1:80", None, false))
+                .unwrap()
+                .1
+                .identity
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn fixed_and_absent_discovery_answer_at_once() {
+        let none = Resolver::new(None).unwrap();
+        let mut rx = none.resolve("10.0.0.1:80");
+        assert_eq!(
+            first_answer(&mut rx, Duration::from_secs(1)).await,
+            Resolution::Fallback(Fallback::NoDiscovery)
+        );
+        let fixed = Resolver::fixed(Resolution::Fallback(Fallback::NotDiscoverable));
+        let mut rx = fixed.resolve("web.shop.svc.cluster.local:80");
+        assert_eq!(
+            first_answer(&mut rx, Duration::from_secs(1)).await,
+            Resolution::Fallback(Fallback::NotDiscoverable)
+        );
     }
 }

@@ -12,21 +12,21 @@ use crate::addr::EndpointAddr;
 use crate::connect::Endpoint;
 use crate::ctx::Ctx;
 use crate::detect::{self, Protocol};
+use crate::header::{self, HeaderError};
 use crate::http_client::{Body, EndpointClient};
 use crate::http_server::error_response;
+use crate::http_server::status_for;
 use crate::io::{BoxIo, CountingIo, PrefixedIo};
 use crate::metrics::{Direction, Flow, TrafficLabels};
 use crate::outbound::balance::L5D_ORIG_PROTO;
-use crate::outbound::http::{status_for, success};
-use bytes::BytesMut;
+use crate::outbound::http::success;
 use http::{HeaderValue, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use strait_core::identity::Identity;
-use strait_core::transport_header::{self, Decoded, SessionProtocol, TransportHeader};
-use tokio::io::AsyncReadExt;
+use strait_core::transport_header::{self, SessionProtocol, TransportHeader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -43,7 +43,7 @@ enum InboundError {
     #[error("TLS")]
     Tls(#[from] strait_tls::TlsError),
     #[error("transport header")]
-    Header(#[from] transport_header::DecodeError),
+    Header(#[from] HeaderError),
     #[error("client has no identity and one is required")]
     IdentityRequired,
     #[error("no target port (not redirected and no transport header)")]
@@ -56,6 +56,9 @@ impl InboundError {
             Self::Timeout => "detect_timeout",
             Self::Io(_) => "io",
             Self::Tls(_) => "tls_handshake",
+            Self::Header(HeaderError::Timeout) => "detect_timeout",
+            Self::Header(e) if e.is_too_long() => "transport_header_too_long",
+            Self::Header(HeaderError::Eof(_) | HeaderError::Io(_)) => "io",
             Self::Header(_) => "transport_header",
             Self::IdentityRequired => "identity_required",
             Self::NoTarget => "no_target",
@@ -93,8 +96,9 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
                 return Err(InboundError::IdentityRequired);
             }
             if alpn {
-                let (header, io) = read_header(tls, ctx).await?;
-                (Box::new(io), client_id, true, Some(header))
+                let mut tls = tls;
+                let header = header::read(&mut tls, ctx.cfg.detect_timeout).await?;
+                (Box::new(tls), client_id, true, Some(header))
             } else {
                 (Box::new(tls), client_id, true, None)
             }
@@ -157,33 +161,6 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
     Ok(())
 }
 
-/// Reads a transport header after the handshake; returns it and the stream (with any bytes
-/// read past the header replayed).
-async fn read_header<I: crate::io::Io>(
-    mut io: I,
-    ctx: &Ctx,
-) -> Result<(TransportHeader, PrefixedIo<I>), InboundError> {
-    let mut buf = BytesMut::with_capacity(256);
-    let deadline = Instant::now() + ctx.cfg.detect_timeout;
-    loop {
-        if let Decoded::Header { header, consumed } = TransportHeader::decode(&buf)? {
-            let rest = buf.split_off(consumed).freeze();
-            return Ok((header, PrefixedIo::new(rest, io)));
-        }
-        if buf.len() >= transport_header::MAX_LEN {
-            return Err(InboundError::Timeout);
-        }
-        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-            Err(_) => return Err(InboundError::Timeout),
-            Ok(Ok(0)) => {
-                return Err(InboundError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e.into()),
-        }
-    }
-}
-
 async fn forward(
     mut req: Request<Incoming>,
     st: Arc<(EndpointClient, TrafficLabels, Ctx)>,
@@ -224,5 +201,30 @@ async fn forward(
                 .response(labels.clone(), 504, false, start.elapsed());
             error_response(http::StatusCode::GATEWAY_TIMEOUT, "response_timeout")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_core::transport_header::DecodeError;
+
+    #[test]
+    fn header_failures_have_their_own_labels() {
+        let label = |e: HeaderError| InboundError::Header(e).metric_label();
+        assert_eq!(label(HeaderError::Timeout), "detect_timeout");
+        assert_eq!(
+            label(HeaderError::Decode(DecodeError::TooLong(1 << 20))),
+            "transport_header_too_long"
+        );
+        assert_eq!(
+            label(HeaderError::BufferFull(transport_header::MAX_LEN)),
+            "transport_header_too_long"
+        );
+        assert_eq!(label(HeaderError::Eof(3)), "io");
+        assert_eq!(
+            label(HeaderError::Decode(DecodeError::BadPreface)),
+            "transport_header"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! # strait-proxy
 //!
 //! The sidecar that sits beside every meshed workload: outbound on 4140 (reached through
-//! iptables `REDIRECT`), inbound on 4143, admin on 4191. The multicluster gateway reuses its
-//! pieces ([`connect`], [`admin`], [`metrics`]). This library is what the `strait-proxy`
-//! binary and the tests drive.
+//! iptables `REDIRECT`), inbound on 4143, admin on 4191. The multicluster gateway is this
+//! proxy in gateway mode: it keeps only its listener policy and uses [`connect`],
+//! [`discover`], [`header`], [`admin`] and the error mapping of [`http_server`]. This
+//! library is what the `strait-proxy` binary, the gateway and the tests drive.
 //!
 //! ```text
 //!  app ──connect(svc:80)──► iptables REDIRECT ──► outbound :4140
@@ -31,6 +32,7 @@ pub mod ctx;
 pub mod detect;
 pub mod discover;
 pub mod env;
+pub mod header;
 pub mod http_client;
 pub mod http_server;
 pub mod inbound;
@@ -41,3 +43,4 @@ pub mod orig_dst;
 pub mod outbound;
 
 pub use ctx::{Ctx, RunError, load_identity, run};
+pub use header::HeaderError;

@@ -394,6 +394,16 @@ async fn refusals(pki: &Pki, gw: SocketAddr, admin: SocketAddr) -> Result<(), Er
             &[ALPN],
         )?
     };
+    let tls12 = {
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .with_root_certificates(pki.anchors.root_store())
+        .with_no_client_auth();
+        c.alpn_protocols = vec![ALPN.to_vec()];
+        Arc::new(c)
+    };
     let mut too_long = PREFACE.to_vec();
     too_long.extend_from_slice(&(1u32 << 20).to_be_bytes());
     let mut port_zero = PREFACE.to_vec();
@@ -406,6 +416,7 @@ async fn refusals(pki: &Pki, gw: SocketAddr, admin: SocketAddr) -> Result<(), Er
             header(WEB, 81, None),
         ),
         ("unknown_trust_anchor", other_anchor, header(WEB, 81, None)),
+        ("tls_protocol_version", tls12, header(WEB, 81, None)),
         (
             "no_alpn",
             pki.client(Some(CLIENT), &[]),

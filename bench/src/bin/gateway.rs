@@ -17,15 +17,15 @@
 //! connections, 120 s per measurement.
 
 use anyhow::{Context, bail};
-use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use strait_core::identity::Identity;
 use strait_core::transport_header::{ALPN, TransportHeader};
-use strait_gateway::connect::TcpDial;
-use strait_gateway::error::ResolveError;
-use strait_gateway::{Connector, Endpoint, Gateway, GatewayConfig, Resolve, Target};
+use strait_gateway::{Gateway, GatewayConfig};
+use strait_proxy::addr::EndpointAddr;
+use strait_proxy::connect::Connector;
+use strait_proxy::discover::{EndpointMeta, EndpointSet, Resolution, Resolver};
 use strait_tls::rustls::{ClientConfig, ServerConfig};
 use strait_tls::{ClientAuth, Credentials, Issuer, TrustAnchors};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,18 +38,19 @@ const SINK_ID: &str = "sink.bench.serviceaccount.identity.strait.cluster.local";
 const BOUND: Duration = Duration::from_secs(120);
 const CONNECTIONS: usize = 500;
 
-struct FixedResolver(SocketAddr);
-impl Resolve for FixedResolver {
-    fn resolve(&self, _t: &Target) -> BoxFuture<'static, Result<Vec<Endpoint>, ResolveError>> {
-        let addr = self.0;
-        Box::pin(async move {
-            Ok(vec![Endpoint {
-                addr,
-                identity: None,
-                opaque_transport_port: None,
-            }])
-        })
-    }
+/// Every target resolves to the one unmeshed sink.
+fn fixed_resolver(addr: SocketAddr) -> Resolver {
+    let meta = EndpointMeta {
+        identity: None,
+        h2: false,
+        opaque_transport: None,
+        authority_override: None,
+    };
+    let set = EndpointSet {
+        endpoints: [(EndpointAddr(addr), meta)].into_iter().collect(),
+        ..EndpointSet::default()
+    };
+    Resolver::fixed(Resolution::Endpoints(Arc::new(set)))
 }
 
 fn creds(issuer: &Issuer, id: &str) -> anyhow::Result<Credentials> {
@@ -192,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(serve_sink(tls_sink_l, Some(tls_sink_cfg)));
 
     let (_g, gw_rx) = strait_tls::credentials_channel(Some(creds(&issuer, GW)?));
-    let tls = strait_gateway::tls_configs(&anchors, gw_rx)?;
+    let tls = strait_gateway::tls_configs(&anchors, gw_rx.clone())?;
     let gateway = Gateway::new(
         GatewayConfig {
             identity: GW.parse()?,
@@ -200,11 +201,12 @@ async fn main() -> anyhow::Result<()> {
             forbid_plaintext: false,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            resolve_timeout: Duration::from_secs(5),
         },
         tls.server,
         strait_gateway::authz::fixed(strait_gateway::authz::Policy::AllowAll),
-        Arc::new(FixedResolver(sink_addr)),
-        Connector::new(Arc::new(TcpDial), tls.client, Duration::from_secs(5)),
+        fixed_resolver(sink_addr),
+        Connector::new(&anchors, gw_rx, Duration::from_secs(5))?,
         strait_gateway::Metrics::default(),
     );
     let gw_l = TcpListener::bind("127.0.0.1:0").await?;

@@ -306,7 +306,7 @@ pub(crate) fn to_system_time(unix: i64) -> SystemTime {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::ReadFile {
         path: PathBuf::from(path),
         source,
@@ -340,11 +340,19 @@ pub(crate) fn parse_certs(
     Ok(certs)
 }
 
+/// The first PEM private key block (PKCS#8, SEC1 or PKCS#1) of `pem`.
+pub(crate) fn parse_private_key(
+    pem: &[u8],
+    what: &str,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| TlsError::NoKey {
+        what: what.to_owned(),
+    })
+}
+
 /// Parses a PKCS#8 or SEC1 (`EC PRIVATE KEY`, cert-manager's default) ECDSA key.
 pub(crate) fn parse_key(pem: &[u8], what: &str) -> Result<KeyPair, TlsError> {
-    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|_| TlsError::NoKey {
-        what: what.to_owned(),
-    })?;
+    let key = parse_private_key(pem, what)?;
     let pkcs8 = match &key {
         PrivateKeyDer::Pkcs8(k) => k.clone_key(),
         PrivateKeyDer::Sec1(k) => PrivatePkcs8KeyDer::from(sec1_to_pkcs8_p256(k.secret_sec1_der())),

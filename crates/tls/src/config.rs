@@ -4,7 +4,7 @@
 use crate::TlsError;
 use crate::ca::TrustAnchors;
 use crate::creds::{CertResolver, CredentialsReceiver};
-use crate::leaf::dns_names;
+use crate::leaf::{dns_names, identity_of};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, CommonState, ServerConfig};
@@ -193,13 +193,7 @@ pub fn peer_identity(conn: &CommonState) -> Result<Identity, TlsError> {
         .peer_certificates()
         .filter(|c| !c.is_empty())
         .ok_or(TlsError::NoPeerCertificate)?;
-    let names = dns_names(&certs[0])?;
-    match names.as_slice() {
-        [one] => one.parse().map_err(|_| TlsError::PeerIdentity {
-            found: names.clone(),
-        }),
-        _ => Err(TlsError::PeerIdentity { found: names }),
-    }
+    identity_of(&certs[0])
 }
 
 /// Checks that `chain` (leaf first) is a valid certificate for `identity` chained to

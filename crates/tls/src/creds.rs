@@ -11,6 +11,7 @@ use crate::TlsError;
 use crate::leaf::cert_validity;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 use strait_core::identity::Identity;
@@ -51,6 +52,31 @@ impl Credentials {
             not_before,
             not_after,
         })
+    }
+
+    /// Reads a PEM certificate chain (leaf first) and its PEM private key (PKCS#8 or SEC1).
+    /// The identity is the leaf's only DNS SAN. `what` names the source in errors.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<Self, TlsError> {
+        let chain = crate::ca::parse_certs(cert_pem, what)?;
+        let key = crate::ca::parse_private_key(key_pem, what)?;
+        let identity = crate::leaf::identity_of(&chain[0]).map_err(|e| match e {
+            TlsError::PeerIdentity { found } => TlsError::CertIdentity {
+                what: what.to_owned(),
+                found,
+            },
+            e => e,
+        })?;
+        Self::new(identity, chain, key)
+    }
+
+    /// [`Credentials::from_pem`] from a certificate file and a key file: how every binary
+    /// that is given its certificate as files loads it.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Self::from_pem(
+            &crate::ca::read(cert)?,
+            &crate::ca::read(key)?,
+            &format!("{} / {}", cert.display(), key.display()),
+        )
     }
 
     pub fn identity(&self) -> &Identity {

@@ -100,6 +100,10 @@ pub enum TlsError {
         "the peer's certificate names {found:?}; an identity certificate has exactly one DNS SAN that is an identity name"
     )]
     PeerIdentity { found: Vec<String> },
+    #[error(
+        "{what}: the certificate names {found:?}; an identity certificate has exactly one DNS SAN that is an identity name"
+    )]
+    CertIdentity { what: String, found: Vec<String> },
     #[error("TLS handshake failed ({kind}): {source}")]
     Handshake {
         kind: HandshakeFailure,

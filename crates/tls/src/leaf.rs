@@ -178,6 +178,17 @@ pub fn cert_validity(der: &[u8]) -> Result<(SystemTime, SystemTime), TlsError> {
     ))
 }
 
+/// The identity a certificate names: its only DNS SAN, which must be an identity name.
+pub(crate) fn identity_of(der: &[u8]) -> Result<Identity, TlsError> {
+    let names = dns_names(der)?;
+    match names.as_slice() {
+        [one] => one.parse().map_err(|_| TlsError::PeerIdentity {
+            found: names.clone(),
+        }),
+        _ => Err(TlsError::PeerIdentity { found: names }),
+    }
+}
+
 /// The DNS SANs of a certificate.
 pub fn dns_names(der: &[u8]) -> Result<Vec<String>, TlsError> {
     use x509_parser::extensions::GeneralName;

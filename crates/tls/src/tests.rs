@@ -433,3 +433,20 @@ async fn a_certificate_naming_more_than_the_identity_is_refused() {
     let e = verify_chain(&ca.anchors, &gw, &chain, SystemTime::now()).unwrap_err();
     assert_eq!(e.handshake_kind(), Some(HandshakeFailure::WrongIdentity));
 }
+
+#[test]
+fn pem_credentials_need_exactly_one_identity_san() {
+    let ca = ca();
+    // An issuer certificate names no identity: it is not a workload's certificate.
+    let e = Credentials::from_pem(
+        ca.issuer.cert_pem().as_bytes(),
+        ca.issuer.key_pem().as_bytes(),
+        "issuer files",
+    )
+    .unwrap_err();
+    assert!(matches!(e, TlsError::CertIdentity { .. }), "{e}");
+    let e = Credentials::from_pem(b"", ca.issuer.key_pem().as_bytes(), "empty").unwrap_err();
+    assert!(matches!(e, TlsError::NoCertificate { .. }), "{e}");
+    let e = Credentials::from_pem(ca.issuer.cert_pem().as_bytes(), b"", "no key").unwrap_err();
+    assert!(matches!(e, TlsError::NoKey { .. }), "{e}");
+}

@@ -1,16 +1,16 @@
 //! Outbound HTTP: each request goes to the target's balancer (or, when the target is not
-//! discoverable, to its original address); errors become 502 / 503 / 504.
+//! discoverable, to its original address); errors become 502 / 503 / 504
+//! ([`status_for`]).
 
 use super::balance::{EndpointSvc, ServerInfo, Unavailable};
 use crate::addr::{EndpointAddr, OrigDstAddr};
-use crate::connect::ConnectError;
 use crate::ctx::Ctx;
 use crate::discover::{EndpointMeta, Resolution};
-use crate::http_client::{Body, BoxError, is_caused_by};
-use crate::http_server::error_response;
+use crate::http_client::{Body, BoxError};
+use crate::http_server::{error_response, status_for};
 use crate::io::Io;
 use crate::metrics::{Direction, Flow};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -50,23 +50,6 @@ pub async fn serve<I: Io>(io: I, orig: OrigDstAddr, rx: watch::Receiver<Resoluti
     }));
     let io = crate::io::CountingIo::new(io, guard.read.clone(), guard.write.clone());
     crate::http_server::serve(io, ctx.stop.clone(), move |req| route(req, conn.clone())).await;
-}
-
-/// The status for an error, walking its causes.
-pub fn status_for(e: &(dyn std::error::Error + 'static)) -> (StatusCode, &'static str) {
-    if is_caused_by::<Unavailable>(e).is_some() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    }
-    if is_caused_by::<tokio::time::error::Elapsed>(e).is_some() {
-        return (StatusCode::GATEWAY_TIMEOUT, "response_timeout");
-    }
-    if let Some(c) = is_caused_by::<ConnectError>(e) {
-        if c.is_timeout() {
-            return (StatusCode::GATEWAY_TIMEOUT, "connect_timeout");
-        }
-        return (StatusCode::BAD_GATEWAY, c.metric_label());
-    }
-    (StatusCode::BAD_GATEWAY, "endpoint_failed")
 }
 
 async fn route(req: Request<Incoming>, c: Arc<Conn>) -> Response<Body> {
@@ -149,34 +132,6 @@ pub fn success<B>(rsp: &Response<B>) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
-        Box::new(e)
-    }
-
-    #[tokio::test]
-    async fn errors_map_to_502_503_504() {
-        let addr = EndpointAddr("10.0.0.1:80".parse().unwrap());
-        let timeout = ConnectError::Timeout {
-            addr,
-            timeout: std::time::Duration::from_secs(1),
-        };
-        assert_eq!(status_for(&*boxed(timeout)).0, StatusCode::GATEWAY_TIMEOUT);
-        let refused = ConnectError::Tcp {
-            addr,
-            source: std::io::ErrorKind::ConnectionRefused.into(),
-        };
-        assert_eq!(status_for(&*boxed(refused)).0, StatusCode::BAD_GATEWAY);
-        let none = Unavailable(std::time::Duration::ZERO);
-        assert_eq!(status_for(&*boxed(none)).0, StatusCode::SERVICE_UNAVAILABLE);
-        let elapsed = tokio::time::timeout(
-            std::time::Duration::from_millis(1),
-            std::future::pending::<()>(),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(status_for(&*boxed(elapsed)).0, StatusCode::GATEWAY_TIMEOUT);
-    }
 
     #[test]
     fn grpc_status_classifies() {

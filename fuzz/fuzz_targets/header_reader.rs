@@ -1,5 +1,6 @@
-//! The gateway's header reader over a stream of arbitrary bytes delivered in arbitrary
-//! chunks: never panics, never buffers more than MAX_LEN, never reads past the header.
+//! The one transport-header reader (`strait_proxy::header`, used by the proxy's inbound and
+//! the gateway) over a stream of arbitrary bytes delivered in arbitrary chunks: never
+//! panics, never buffers more than MAX_LEN, never reads past the header.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use strait_core::transport_header::MAX_LEN;
@@ -15,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     rt.block_on(async {
         let mut builder = tokio_test_io(data, chunk);
         let mut buf = Vec::new();
-        let r = strait_gateway::header::read_into(&mut builder, &mut buf).await;
+        let r = strait_proxy::header::read_into(&mut builder, &mut buf).await;
         assert!(buf.len() <= MAX_LEN && buf.capacity() <= MAX_LEN);
         if r.is_ok() {
             assert!(buf.len() <= data.len());

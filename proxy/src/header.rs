@@ -1,11 +1,36 @@
-//! Reads the transport header off an accepted stream: never more bytes than the header takes
-//! (so no application byte is consumed), never more than [`MAX_LEN`] buffered, and never
-//! longer than a deadline.
+//! The one transport-header reader every inbound path uses (the proxy's inbound and the
+//! gateway): never more bytes than the header takes (so no application byte is consumed),
+//! never more than [`MAX_LEN`] buffered, and never longer than a deadline. Fuzzed by
+//! `fuzz/fuzz_targets/header_reader.rs`.
 
-use crate::error::HeaderError;
 use std::time::Duration;
-use strait_core::transport_header::{Decoded, MAX_LEN, PREFACE, TransportHeader};
+use strait_core::transport_header::{DecodeError, Decoded, MAX_LEN, PREFACE, TransportHeader};
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Why no transport header could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error(transparent)]
+    Decode(DecodeError),
+    #[error("the header did not fit in {0} bytes")]
+    BufferFull(usize),
+    #[error("the connection closed after {0} bytes, before the header was complete")]
+    Eof(usize),
+    #[error("the header did not arrive in time")]
+    Timeout,
+    #[error("reading: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+impl HeaderError {
+    /// The header is longer than [`MAX_LEN`] (declared so, or the buffer filled).
+    pub fn is_too_long(&self) -> bool {
+        matches!(
+            self,
+            Self::Decode(DecodeError::TooLong(_)) | Self::BufferFull(_)
+        )
+    }
+}
 
 /// Reads one header from `io` within `timeout`.
 pub async fn read<R: AsyncRead + Unpin>(
@@ -31,6 +56,11 @@ pub async fn read_into<R: AsyncRead + Unpin>(
     let mut needed = PREFACE.len() + 4;
     loop {
         let needed_now = needed.min(MAX_LEN);
+        if buf.len() >= MAX_LEN {
+            // The decoder asks for more than fits: refuse rather than wait for bytes that
+            // will never be read.
+            return Err(HeaderError::BufferFull(buf.len()));
+        }
         if buf.len() < needed_now {
             let have = buf.len();
             buf.reserve_exact(needed_now - have);
@@ -53,7 +83,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
-    use strait_core::transport_header::{DecodeError, SessionProtocol};
+    use strait_core::transport_header::SessionProtocol;
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -99,6 +129,7 @@ mod tests {
             e,
             Err(HeaderError::Decode(DecodeError::TooLong(_)))
         ));
+        assert!(e.unwrap_err().is_too_long(), "too long is not a timeout");
     }
 
     #[test]
