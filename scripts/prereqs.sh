@@ -1,6 +1,8 @@
 # Sourced by scripts/test and scripts/demo: installs what a fresh machine lacks.
-# Debian packages (iproute2, iptables), Rust's rustfmt and clippy, and the Go-built
-# Kubernetes binaries (etcd, kube-apiserver, kubectl; cached under ~/.cache/strait/k8s).
+# Debian packages (iproute2, iptables; containerd, runc, the CNI plugins, conntrack and buildah
+# for real nodes and images), Rust's rustfmt and clippy, and the Go-built Kubernetes binaries
+# (etcd, kube-apiserver, kubectl; kubelet, kube-proxy, kube-controller-manager,
+# kube-scheduler, CoreDNS and helm; cached under ~/.cache/strait/k8s).
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "error: Strait's local clusters need root (network namespaces, veths, routes): run this as root" >&2
@@ -12,6 +14,14 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v sysctl >/dev/null 2>&1 || need+=(procps)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+command -v buildah >/dev/null 2>&1 || need+=(buildah)
+command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -32,3 +42,6 @@ echo "==> Kubernetes binaries (built once from the Go module proxy)"
 KUBE_ASSETS="$(cargo run -q -p strait-localcluster --bin strait-k8s-assets)"
 export KUBE_ASSETS
 echo "    $KUBE_ASSETS"
+STRAIT_NODE_ASSETS="$(cargo run -q -p strait-localcluster --bin strait-k8s-assets -- --node)"
+export STRAIT_NODE_ASSETS
+echo "    $STRAIT_NODE_ASSETS"

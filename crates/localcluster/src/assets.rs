@@ -17,7 +17,13 @@ pub const KUBERNETES_VERSION: &str = "v1.34.4";
 /// etcd is built from `go.etcd.io/etcd/server/v3` at this version.
 pub const ETCD_VERSION: &str = "v3.6.16";
 
+/// CoreDNS, which real-node clusters run as their cluster DNS, is built at this version.
+pub const COREDNS_VERSION: &str = "v1.15.0";
+/// helm, which installs Strait's charts in the install-level tests, is built at this version.
+pub const HELM_VERSION: &str = "v4.3.1";
+
 const BUILD_SCRIPT: &str = include_str!("../scripts/build-k8s.sh");
+const BUILD_NODE_SCRIPT: &str = include_str!("../scripts/build-node.sh");
 
 /// Paths to the binaries a cluster needs.
 #[derive(Clone, Debug)]
@@ -28,17 +34,92 @@ pub struct Assets {
     pub kubectl: Option<PathBuf>,
 }
 
+/// What a real node and its add-ons run, beside [`Assets`]: kubelet, kube-proxy,
+/// kube-controller-manager, kube-scheduler, CoreDNS and helm.
+#[derive(Clone, Debug)]
+pub struct NodeAssets {
+    pub kubelet: PathBuf,
+    pub kube_proxy: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub coredns: PathBuf,
+    pub helm: PathBuf,
+}
+
 /// Returns the binaries, building them first if this machine has never built them.
 pub fn ensure() -> Result<Assets, Error> {
     if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS") {
         return from_dir(Path::new(&dir));
     }
     let dir = cache_dir().join(format!("{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}"));
+    build_once(
+        &dir,
+        &Build {
+            script: BUILD_SCRIPT,
+            what: format!(
+                "kube-apiserver {KUBERNETES_VERSION}, kubectl and etcd {ETCD_VERSION} (about 5 minutes on 2 cores)"
+            ),
+        },
+    )?;
+    from_dir(&dir)
+}
+
+/// Returns the node binaries, building them first if this machine has never built them
+/// (`STRAIT_NODE_ASSETS`, a folder holding all six, overrides the build).
+pub fn ensure_node() -> Result<NodeAssets, Error> {
+    let dir = match std::env::var_os("STRAIT_NODE_ASSETS") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let dir = cache_dir().join(format!(
+                "node-{KUBERNETES_VERSION}-coredns-{COREDNS_VERSION}-helm-{HELM_VERSION}"
+            ));
+            build_once(
+                &dir,
+                &Build {
+                    script: BUILD_NODE_SCRIPT,
+                    what: format!(
+                        "kubelet, kube-proxy, kube-controller-manager, kube-scheduler {KUBERNETES_VERSION}, \
+                         CoreDNS {COREDNS_VERSION} and helm {HELM_VERSION} (about 6 minutes on 2 cores)"
+                    ),
+                },
+            )?;
+            dir
+        }
+    };
+    let find = |binary: &'static str| {
+        let p = dir.join(binary);
+        if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(Error::BadNodeAssets {
+                dir: dir.clone(),
+                binary,
+            })
+        }
+    };
+    Ok(NodeAssets {
+        kubelet: find("kubelet")?,
+        kube_proxy: find("kube-proxy")?,
+        kube_controller_manager: find("kube-controller-manager")?,
+        kube_scheduler: find("kube-scheduler")?,
+        coredns: find("coredns")?,
+        helm: find("helm")?,
+    })
+}
+
+struct Build {
+    script: &'static str,
+    what: String,
+}
+
+/// Runs `build` into `dir` unless its `.complete` marker is there; a file lock makes
+/// concurrent callers wait for one build.
+fn build_once(dir: &Path, build: &Build) -> Result<(), Error> {
     let complete = dir.join(".complete");
     if complete.exists() {
-        return from_dir(&dir);
+        return Ok(());
     }
-    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let lock_path = dir.join(".build.lock");
     let lock = File::create(&lock_path).map_err(io(format!("creating {}", lock_path.display())))?;
     progress(&format!(
@@ -49,10 +130,10 @@ pub fn ensure() -> Result<Assets, Error> {
         .map_err(io(format!("locking {}", lock_path.display())))?;
     // Another process may have finished the build while we waited.
     if !complete.exists() {
-        build(&dir)?;
+        run_build(dir, build)?;
     }
     drop(lock);
-    from_dir(&dir)
+    Ok(())
 }
 
 /// Where built binaries are cached: `$STRAIT_CACHE_DIR`, `$XDG_CACHE_HOME/strait` or
@@ -95,28 +176,30 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn build(out: &Path) -> Result<(), Error> {
+fn run_build(out: &Path, build: &Build) -> Result<(), Error> {
     if Command::new("go").arg("version").output().is_err() {
         return Err(Error::MissingTool {
             tool: "go",
-            hint: "install Go 1.24 or newer, or set KUBEBUILDER_ASSETS to a folder with etcd and kube-apiserver",
+            hint: "install Go 1.24 or newer, or set KUBEBUILDER_ASSETS (and STRAIT_NODE_ASSETS) to folders with the prebuilt binaries",
         });
     }
     let log_path = out.join("build.log");
     let mut log =
         File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
     progress(&format!(
-        "strait-localcluster: building kube-apiserver {KUBERNETES_VERSION}, kubectl and etcd {ETCD_VERSION} \
-         from the Go module proxy into {} (first run only; about 5 minutes on 2 cores). Log: {}",
+        "strait-localcluster: building {} from the Go module proxy into {} (first run only). Log: {}",
+        build.what,
         out.display(),
         log_path.display()
     ));
     let mut child = Command::new("bash")
         .arg("-c")
-        .arg(BUILD_SCRIPT)
+        .arg(build.script)
         .env("OUT", out)
         .env("K8S_VERSION", KUBERNETES_VERSION)
         .env("ETCD_VERSION", ETCD_VERSION)
+        .env("COREDNS_VERSION", COREDNS_VERSION)
+        .env("HELM_VERSION", HELM_VERSION)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -188,5 +271,19 @@ mod tests {
         assert!(BUILD_SCRIPT.contains("CGO_ENABLED=0"));
         assert!(BUILD_SCRIPT.contains("GOTOOLCHAIN=local"));
         assert!(BUILD_SCRIPT.contains("version.gitVersion=$K8S_VERSION"));
+        for script in [BUILD_SCRIPT, BUILD_NODE_SCRIPT] {
+            assert!(script.contains("./staging/"));
+            assert!(script.contains("CGO_ENABLED=0"));
+            assert!(script.contains("GOTOOLCHAIN=local"));
+            assert!(script.contains("touch \"$OUT/.complete\""));
+        }
+        for cmd in [
+            "kubelet",
+            "kube-proxy",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ] {
+            assert!(BUILD_NODE_SCRIPT.contains(&format!("k8s.io/kubernetes/cmd/{cmd}")));
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! One local cluster: etcd and kube-apiserver processes with their own PKI and kubeconfig.
 
-use crate::assets::{self, Assets};
+use crate::assets::{self, Assets, NodeAssets};
 use crate::error::{Error, io};
 use crate::net::Slot;
+use crate::node::{Node, NodeNetwork};
 use crate::pki::ClusterPki;
 use crate::process::Process;
 use base64::Engine;
@@ -26,6 +27,12 @@ pub struct ClusterConfig {
     pub ready_timeout: Duration,
     /// How long to wait for a free cluster slot when other runs hold all of them.
     pub slot_wait: Duration,
+    /// Real nodes (kubelet, containerd, kube-proxy), with kube-controller-manager,
+    /// kube-scheduler, CoreDNS and LoadBalancer addresses. 0 (the default) runs process
+    /// pods only, the fast tier.
+    pub nodes: u8,
+    /// How long each node may take to become Ready.
+    pub node_ready_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -35,7 +42,15 @@ impl ClusterConfig {
             cluster_domain: "cluster.local".to_owned(),
             ready_timeout: Duration::from_secs(90),
             slot_wait: Duration::from_secs(600),
+            nodes: 0,
+            node_ready_timeout: Duration::from_secs(180),
         }
+    }
+
+    /// A cluster with `n` real nodes (at most 8); see [`crate::node`].
+    pub fn with_nodes(mut self, n: u8) -> Self {
+        self.nodes = n.min(8);
+        self
     }
 }
 
@@ -51,7 +66,13 @@ pub struct Cluster {
     etcd: Option<Process>,
     apiserver: Option<Process>,
     client: kube::Client,
+    /// 127.0.0.1, or the slot's host address when real nodes must reach the API.
+    bind_addr: Ipv4Addr,
     endpoints: Option<tokio::task::JoinHandle<()>>,
+    cloud: Option<tokio::task::JoinHandle<()>>,
+    control: Vec<Process>,
+    nodes: Vec<Node>,
+    node_assets: Option<NodeAssets>,
     next_pod: AtomicU32,
     // Dropped last: other runs may take the slot's addresses once it is released.
     pub(crate) slot: Slot,
@@ -62,11 +83,19 @@ impl Cluster {
     /// can start concurrently (`tokio::try_join!`).
     pub async fn start(config: ClusterConfig) -> Result<Self, Error> {
         let name = config.name.clone();
-        let (slot, assets, dir, pki) = tokio::task::spawn_blocking({
+        let (slot, assets, node_assets, images, dir, pki) = tokio::task::spawn_blocking({
             let config = config.clone();
             move || -> Result<_, Error> {
                 crate::require_root()?;
                 let assets = assets::ensure()?;
+                let (node_assets, images) = if config.nodes > 0 {
+                    (
+                        Some(assets::ensure_node()?),
+                        crate::node::images::archives()?,
+                    )
+                } else {
+                    (None, Vec::new())
+                };
                 let slot = Slot::acquire(config.slot_wait)?;
                 slot.kill_recorded();
                 let dir = std::env::temp_dir().join(format!(
@@ -78,8 +107,13 @@ impl Cluster {
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::create_dir_all(dir.join("logs"))
                     .map_err(io(format!("creating {}", dir.display())))?;
-                let pki = ClusterPki::generate(&dir, &config.name, slot.first_service_ip())?;
-                Ok((slot, assets, dir, pki))
+                let pki = ClusterPki::generate(
+                    &dir,
+                    &config.name,
+                    slot.first_service_ip(),
+                    slot.host_addr(),
+                )?;
+                Ok((slot, assets, node_assets, images, dir, pki))
             }
         })
         .await
@@ -117,11 +151,22 @@ impl Cluster {
         let etcd = Process::spawn("etcd", etcd_cmd, dir.join("logs/etcd.log"))?;
         slot.record_pid(etcd.pid());
 
+        // Real nodes reach the API on the slot's host address (on their veths); the
+        // process-pod tier keeps it on loopback.
+        let mut networks = Vec::new();
+        for k in 0..config.nodes {
+            networks.push(NodeNetwork::create(&slot, k, k == 0)?);
+        }
+        let bind_addr = if config.nodes > 0 {
+            slot.host_addr()
+        } else {
+            Ipv4Addr::LOCALHOST
+        };
         let issuer = format!("https://kubernetes.default.svc.{}", config.cluster_domain);
-        let apiserver_cmd: Vec<String> = vec![
+        let mut apiserver_cmd: Vec<String> = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--bind-address={bind_addr}"),
+            format!("--advertise-address={bind_addr}"),
             format!("--secure-port={apiserver_port}"),
             format!("--tls-cert-file={}", pki.serving_cert.display()),
             format!("--tls-private-key-file={}", pki.serving_key.display()),
@@ -135,14 +180,17 @@ impl Cluster {
                 pki.service_account_key.display()
             ),
             format!("--service-account-issuer={issuer}"),
-            "--authorization-mode=RBAC".into(),
+            "--authorization-mode=Node,RBAC".into(),
             format!("--service-cluster-ip-range={}", slot.service_cidr()),
             format!("--cert-dir={}", dir.join("apiserver-certs").display()),
             "--enable-priority-and-fairness=false".into(),
             "--profiling=false".into(),
             "--v=1".into(),
         ];
-        let client = kubeconfig_client(&config, &pki, apiserver_port, &dir).await?;
+        if config.nodes > 0 {
+            apiserver_cmd.extend(crate::node::control::apiserver_flags(&pki)?);
+        }
+        let client = kubeconfig_client(&config, &pki, bind_addr, apiserver_port, &dir).await?;
         let kubeconfig = dir.join("kubeconfig");
         let mut cluster = Self {
             config,
@@ -155,16 +203,167 @@ impl Cluster {
             etcd: Some(etcd),
             apiserver: None,
             client,
+            bind_addr,
             endpoints: None,
+            cloud: None,
+            control: Vec::new(),
+            nodes: Vec::new(),
+            node_assets,
             next_pod: AtomicU32::new(0),
             slot,
         };
         cluster.start_api_server().await?;
-        cluster.endpoints = Some(tokio::spawn(crate::endpoints::run(
-            cluster.client.clone(),
-            cluster.config.name.clone(),
-        )));
+        if cluster.config.nodes == 0 {
+            cluster.endpoints = Some(tokio::spawn(crate::endpoints::run(
+                cluster.client.clone(),
+                cluster.config.name.clone(),
+            )));
+        } else {
+            cluster.start_nodes(networks, &images).await?;
+        }
         Ok(cluster)
+    }
+
+    /// kube-controller-manager, kube-scheduler, the nodes, the LoadBalancer "cloud" and
+    /// CoreDNS; returns once every node is Ready and DNS answers.
+    async fn start_nodes(
+        &mut self,
+        networks: Vec<NodeNetwork>,
+        images: &[(String, PathBuf)],
+    ) -> Result<(), Error> {
+        let Some(node_assets) = self.node_assets.clone() else {
+            return Ok(());
+        };
+        let server = self.server_url();
+        self.control = crate::node::control::start(
+            &self.config.name,
+            &server,
+            &self.pki,
+            &self.dir,
+            &node_assets,
+            &self.slot,
+        )?;
+        for (k, network) in (0u8..).zip(networks) {
+            // Blocking, but short: the namespace holder and containerd start in well under
+            // a second each, then the images are imported; kubelet is waited for below.
+            let cx = crate::node::NodeContext {
+                cluster: &self.config.name,
+                cluster_domain: &self.config.cluster_domain,
+                slot: &self.slot,
+                pki: &self.pki,
+                server: server.clone(),
+                dir: &self.dir,
+                assets: &node_assets,
+                images,
+            };
+            let node = Node::start(&cx, k, network)?;
+            self.nodes.push(node);
+        }
+        let client = self.client.clone();
+        let timeout = self.config.node_ready_timeout;
+        for node in &mut self.nodes {
+            node.wait_ready(&client, timeout).await?;
+        }
+        let slot_index = self.slot.index();
+        self.cloud = Some(tokio::spawn(crate::node::cloud::run(
+            self.client.clone(),
+            move |n| Slot::load_balancer_addr_of(slot_index, n),
+        )));
+        let dns = crate::node::dns::manifests(
+            self.slot.dns_service_ip(),
+            &self.config.cluster_domain,
+            &crate::node::images::reference("coredns"),
+        );
+        self.apply(&dns).await?;
+        self.wait_rollout("kube-system", "coredns", Duration::from_secs(120))
+            .await
+    }
+
+    /// The cluster's real nodes (empty for the process-pod tier).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Kills node `k`'s kubelet and starts it again; its pods keep running meanwhile.
+    pub fn restart_kubelet(&mut self, k: usize) -> Result<(), Error> {
+        let slot = &self.slot;
+        match self.nodes.get_mut(k) {
+            Some(node) => node.restart_kubelet(slot),
+            None => Err(Error::Cgroup {
+                what: format!("cluster {} has no node {k}", self.config.name),
+            }),
+        }
+    }
+
+    /// Runs kubectl with this cluster's admin kubeconfig; its stdout, or an error with its
+    /// stderr.
+    pub async fn kubectl(&self, args: &[&str]) -> Result<String, Error> {
+        self.kubectl_with_input(args, None).await
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub async fn apply(&self, yaml: &str) -> Result<String, Error> {
+        self.kubectl_with_input(&["apply", "-f", "-"], Some(yaml))
+            .await
+    }
+
+    async fn kubectl_with_input(
+        &self,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> Result<String, Error> {
+        use tokio::io::AsyncWriteExt;
+        let kubectl = self.assets.kubectl.clone().ok_or(Error::MissingTool {
+            tool: "kubectl",
+            hint: "KUBEBUILDER_ASSETS has no kubectl: add it there, or unset KUBEBUILDER_ASSETS to build it",
+        })?;
+        let mut cmd = tokio::process::Command::new(kubectl);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(io("starting kubectl"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Some(text) = input {
+                stdin
+                    .write_all(text.as_bytes())
+                    .await
+                    .map_err(io("writing to kubectl"))?;
+            }
+            drop(stdin);
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(io("waiting for kubectl"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::Command {
+                command: format!("kubectl {}", args.join(" ")),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    /// Waits until Deployment `ns/name` has rolled out (every replica updated and
+    /// available).
+    pub async fn wait_rollout(&self, ns: &str, name: &str, timeout: Duration) -> Result<(), Error> {
+        let secs = format!("--timeout={}s", timeout.as_secs());
+        self.kubectl(&[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            &format!("deployment/{name}"),
+            &secs,
+        ])
+        .await
+        .map(drop)
     }
 
     /// Stops kube-apiserver (etcd keeps its data), as an outage would.
@@ -251,9 +450,10 @@ impl Cluster {
         &self.kubeconfig
     }
 
-    /// `https://127.0.0.1:<port>`
+    /// `https://127.0.0.1:<port>`, or `https://198.18.(64·slot).1:<port>` for a cluster
+    /// with real nodes.
     pub fn server_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.apiserver_port)
+        format!("https://{}:{}", self.bind_addr, self.apiserver_port)
     }
 
     /// The cluster CA in PEM, which signed the API server's certificate.
@@ -348,12 +548,22 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             eprintln!("{}", self.log_tails(40));
         }
-        if let Some(task) = self.endpoints.take() {
+        for task in [self.endpoints.take(), self.cloud.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
+        // Nodes first (kubelet, then every container, then the daemons), while the API
+        // server still answers their last calls.
+        self.nodes.clear();
+        self.control.clear();
         self.stop_api_server();
         if let Some(mut etcd) = self.etcd.take() {
             etcd.kill();
+        }
+        if self.config.nodes > 0 {
+            crate::node::cgroup::sweep(&self.slot.cgroup_root());
         }
         if crate::keep_data() {
             eprintln!(
@@ -379,13 +589,14 @@ pub(crate) fn ignore_conflict<T>(r: Result<T, kube::Error>) -> Result<(), Error>
 async fn kubeconfig_client(
     config: &ClusterConfig,
     pki: &ClusterPki,
+    addr: Ipv4Addr,
     port: u16,
     dir: &Path,
 ) -> Result<kube::Client, Error> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let name = &config.name;
     let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}-admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-admin\ncurrent-context: {name}\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: https://{addr}:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}-admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-admin\ncurrent-context: {name}\n",
         ca = b64(&pki.ca_pem),
         cert = b64(&pki.admin_cert_pem),
         key = b64(&pki.admin_key_pem),

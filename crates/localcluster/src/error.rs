@@ -19,6 +19,35 @@ pub enum Error {
     )]
     BadAssets { dir: PathBuf, binary: &'static str },
 
+    #[error(
+        "{dir:?} has no executable `{binary}`: point STRAIT_NODE_ASSETS at a folder with kubelet, kube-proxy, kube-controller-manager, kube-scheduler, coredns and helm, or unset it to build them"
+    )]
+    BadNodeAssets { dir: PathBuf, binary: &'static str },
+
+    #[error("cgroups: {what}")]
+    Cgroup { what: String },
+
+    #[error(
+        "`{binary}` was not found: a real node needs Debian's `{package}` (the README's test command installs it: apt-get install {package})"
+    )]
+    MissingPackage {
+        binary: &'static str,
+        package: &'static str,
+    },
+
+    #[error("{what}")]
+    Images { what: String },
+
+    #[error(
+        "node {node} did not become Ready within {secs}s ({reason}); last lines of its logs:\n{tails}"
+    )]
+    NodeNotReady {
+        node: String,
+        secs: u64,
+        reason: String,
+        tails: String,
+    },
+
     #[error("building the Kubernetes binaries failed (log: {log:?}); last lines:\n{tail}")]
     Build { log: PathBuf, tail: String },
 

@@ -21,6 +21,11 @@
 //! kube-apiserver binaries come from [`assets::ensure`], which builds them once from the Go
 //! module proxy into a cache (or takes `KUBEBUILDER_ASSETS`).
 //!
+//! With [`ClusterConfig::with_nodes`], a cluster also runs kube-controller-manager,
+//! kube-scheduler and real nodes (containerd, runc, CNI, kubelet, kube-proxy in a network
+//! namespace each), CoreDNS, and a LoadBalancer "cloud": the tier on which images, Helm
+//! charts and webhooks are proven. See [`node`].
+//!
 //! Everything is torn down on drop, also while a test panics: processes are killed, network
 //! namespaces, veths and routes removed, and the data folder deleted unless `STRAIT_KEEP=1`.
 //! When a test panics, the tail of every process log is printed. A run that was killed outright
@@ -31,6 +36,7 @@ mod cluster;
 mod endpoints;
 mod error;
 pub mod net;
+pub mod node;
 pub mod pki;
 mod pod;
 mod process;

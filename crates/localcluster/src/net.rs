@@ -11,6 +11,15 @@
 //! nothing else: there is no default route) through it. Forwarding is switched on only for
 //! these veths, never machine-wide.
 //!
+//! Real nodes (see [`crate::node`]) take the upper half of the slot's /18:
+//!
+//! | block | what |
+//! |---|---|
+//! | `198.18.(64·i).2` – `198.18.(64·i+31).254` | process pods |
+//! | `198.18.(64·i+32+k).0/24` | the pods of node `k` (its CNI bridge is `.1`) |
+//! | `198.18.(64·i+48).(2+k)` | node `k`'s own address |
+//! | `198.18.(64·i+60).0/24` | LoadBalancer ingress addresses, routed to node 0 |
+//!
 //! A slot is held with a file lock under `/run/strait`, so concurrent test binaries never
 //! share addresses. Taking a slot first sweeps whatever a killed run left in it: processes,
 //! namespaces and veths named for that slot.
@@ -86,12 +95,68 @@ impl Slot {
         Ipv4Addr::new(198, 18, 64 * self.index, 1)
     }
 
-    /// The `n`th pod address (n ≥ 0): skips the network and host addresses.
+    /// The `n`th process-pod address (n ≥ 0): skips the network and host addresses, and
+    /// stays in the lower half of the /18 (the upper half belongs to real nodes).
     pub fn pod_addr(&self, n: u32) -> Option<Ipv4Addr> {
-        // A /18 holds 16,384 addresses; .0 and .1 of the first /24 are taken.
-        let offset = n.checked_add(2).filter(|o| *o < 16_383)?;
+        // .0 and .1 of the first /24 are taken; 32 /24s hold 8,192 addresses.
+        let offset = n.checked_add(2).filter(|o| *o < 32 * 256 - 1)?;
         let base = u32::from(self.pod_base());
         Some(Ipv4Addr::from(base + offset))
+    }
+
+    /// The third octet of this slot's first /24.
+    fn octet(&self) -> u8 {
+        64 * self.index
+    }
+
+    /// Node `k`'s own address, `198.18.(64·i+48).(2+k)`.
+    pub fn node_addr(&self, k: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.octet() + 48, 2 + k)
+    }
+
+    /// The pods of node `k`: `198.18.(64·i+32+k).0/24`.
+    pub fn node_pod_cidr(&self, k: u8) -> String {
+        format!("198.18.{}.0/24", self.octet() + 32 + k)
+    }
+
+    /// Every node pod address of this slot, `198.18.(64·i+32).0/20` (kube-proxy's
+    /// `--cluster-cidr`).
+    pub fn node_pods_cidr(&self) -> String {
+        format!("198.18.{}.0/20", self.octet() + 32)
+    }
+
+    /// LoadBalancer ingress addresses: `198.18.(64·i+60).0/24`.
+    pub fn load_balancer_cidr(&self) -> String {
+        format!("198.18.{}.0/24", self.octet() + 60)
+    }
+
+    /// The `n`th LoadBalancer address (n < 253): `198.18.(64·i+60).(2+n)`.
+    pub fn load_balancer_addr(&self, n: u8) -> Option<Ipv4Addr> {
+        Self::load_balancer_addr_of(self.index, n)
+    }
+
+    /// [`Slot::load_balancer_addr`] of slot `index`.
+    pub fn load_balancer_addr_of(index: u8, n: u8) -> Option<Ipv4Addr> {
+        (n < 253).then(|| Ipv4Addr::new(198, 18, 64 * index + 60, 2 + n))
+    }
+
+    /// The cluster DNS Service address (`kube-dns`), the tenth of the Service range.
+    pub fn dns_service_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 19, self.octet(), 10)
+    }
+
+    pub(crate) fn node_netns(&self, k: u8) -> String {
+        format!("{}node{k}", self.netns_prefix())
+    }
+
+    pub(crate) fn node_veth(&self, k: u8) -> String {
+        format!("{}n{k}", self.veth_prefix())
+    }
+
+    /// The cgroup (below each v1 hierarchy's root) that holds everything this slot's
+    /// nodes run.
+    pub(crate) fn cgroup_root(&self) -> String {
+        format!("strait-s{}", self.index)
     }
 
     fn netns_prefix(&self) -> String {
@@ -104,6 +169,9 @@ impl Slot {
 
     /// Removes everything a killed run left in this slot. Called with the slot held.
     fn sweep(&self) {
+        // Containers of a node live in namespaces of their own but in the node's cgroups:
+        // kill by cgroup first, then by namespace.
+        crate::node::cgroup::sweep(&self.cgroup_root());
         for ns in list_netns() {
             if ns.starts_with(&self.netns_prefix()) {
                 tracing::info!(netns = %ns, "removing a namespace left by an earlier run");
@@ -117,6 +185,33 @@ impl Slot {
             }
         }
         let _ = std::fs::remove_file(self.pid_file());
+        self.sweep_data_dirs();
+    }
+
+    /// Data folders `strait-<cluster>-s<slot>-<pid>` of runs whose process is gone (a node's
+    /// containerd and kubelet state can take hundreds of MB).
+    fn sweep_data_dirs(&self) {
+        let marker = format!("-s{}-", self.index);
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("strait-") else {
+                continue;
+            };
+            let Some((_, pid)) = rest.rsplit_once(&marker) else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                tracing::info!(dir = %e.path().display(), "removing a data folder left by an earlier run");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     /// Records a pid this slot must kill if its run dies without cleaning up.
@@ -142,7 +237,18 @@ impl Slot {
         };
         for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if matches!(comm.trim(), "etcd" | "kube-apiserver") {
+            if matches!(
+                comm.trim(),
+                "etcd"
+                    | "kube-apiserver"
+                    | "kube-controller"
+                    | "kube-scheduler"
+                    | "kubelet"
+                    | "kube-proxy"
+                    | "containerd"
+                    | "sleep"
+                    | "unshare"
+            ) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -270,7 +376,7 @@ impl Drop for PodNetwork {
     }
 }
 
-fn kill_netns_processes(netns: &str) {
+pub(crate) fn kill_netns_processes(netns: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() else {
         return;
     };
@@ -330,7 +436,7 @@ pub fn test_routes() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn write_sysctl(key: &str, value: &str) -> Result<(), Error> {
+pub(crate) fn write_sysctl(key: &str, value: &str) -> Result<(), Error> {
     let path = format!("/proc/sys/{key}");
     std::fs::write(&path, value).map_err(io(format!("writing {path}")))
 }

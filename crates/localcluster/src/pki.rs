@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
-/// The PEM files of one cluster, all in one folder.
-#[derive(Clone, Debug)]
+/// The PEM files of one cluster, all in one folder. Its `Debug` names the files, never a key.
+#[derive(Clone)]
 pub struct ClusterPki {
     pub ca_cert: PathBuf,
     pub serving_cert: PathBuf,
@@ -25,13 +25,40 @@ pub struct ClusterPki {
     pub ca_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The CA's key, which signs the certificates of a real node's components.
+    ca_key_pem: String,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for ClusterPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPki")
+            .field("dir", &self.dir)
+            .field("ca_cert", &self.ca_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate and key written as PEM files.
+#[derive(Clone, Debug)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl ClusterPki {
     /// Generates a fresh CA and the certificates signed by it into `dir`.
-    pub fn generate(dir: &Path, cluster: &str, service_ip: Ipv4Addr) -> Result<Self, Error> {
+    /// `host_ip` is the address kube-apiserver binds for real nodes; it is in the serving
+    /// certificate beside 127.0.0.1.
+    pub fn generate(
+        dir: &Path,
+        cluster: &str,
+        service_ip: Ipv4Addr,
+        host_ip: Ipv4Addr,
+    ) -> Result<Self, Error> {
         let now = OffsetDateTime::now_utc();
         let ca_key = KeyPair::generate()?;
+        let ca_key_pem = ca_key.serialize_pem();
         let mut ca = CertificateParams::default();
         ca.distinguished_name = dn(&format!("strait-localcluster {cluster} CA"), None);
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -50,6 +77,7 @@ impl ClusterPki {
         let mut serving = CertificateParams::new(vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
+            host_ip.to_string(),
             service_ip.to_string(),
             "kubernetes".to_owned(),
             "kubernetes.default".to_owned(),
@@ -88,7 +116,46 @@ impl ClusterPki {
             ca_pem,
             admin_cert_pem: admin_cert.pem(),
             admin_key_pem: admin_key.serialize_pem(),
+            ca_key_pem,
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// Issues a client certificate (`CN=cn`, `O=org`) as `<file>.crt`/`<file>.key`, as the
+    /// bootstrap RBAC identities of Kubernetes' components expect (`system:node:<name>` in
+    /// `system:nodes`, `system:kube-proxy`, `system:kube-controller-manager`, ...).
+    pub fn client(&self, file: &str, cn: &str, org: Option<&str>) -> Result<CertFiles, Error> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(cn, org);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(file, params)
+    }
+
+    /// Issues a serving certificate for `ips` as `<file>.crt`/`<file>.key`.
+    pub fn serving(&self, file: &str, cn: &str, ips: &[Ipv4Addr]) -> Result<CertFiles, Error> {
+        let mut params =
+            CertificateParams::new(ips.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        params.distinguished_name = dn(cn, None);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(file, params)
+    }
+
+    fn sign(&self, file: &str, mut params: CertificateParams) -> Result<CertFiles, Error> {
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(30);
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, KeyPair::from_pem(&self.ca_key_pem)?)?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let files = CertFiles {
+            cert: self.dir.join(format!("{file}.crt")),
+            key: self.dir.join(format!("{file}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem())
+            .map_err(io(format!("writing {}", files.cert.display())))?;
+        std::fs::write(&files.key, key.serialize_pem())
+            .map_err(io(format!("writing {}", files.key.display())))?;
+        Ok(files)
     }
 }
 

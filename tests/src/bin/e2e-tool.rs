@@ -2,13 +2,13 @@
 //!
 //! - `e2e-tool serve-http <port>`: an HTTP/1.1 server answering every request with
 //!   `hello from <POD_NAME>`.
-//! - `e2e-tool get <ip:port> [path]`: one HTTP/1.1 GET; prints the body, exits 1 on failure.
+//! - `e2e-tool get <ip|name:port> [path]`: one HTTP/1.1 GET; prints the body, exits 1 on failure.
 //! - `e2e-tool serve-echo-http <port>`: HTTP/1.1 and HTTP/2 (prior knowledge) on one port;
 //!   answers `pod=<POD_NAME> version=<v> host=<Host or :authority> forwarded=<Forwarded>`.
 //! - `e2e-tool serve-tcp-echo <port>`: echoes every byte back.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 fn main() {
@@ -72,11 +72,14 @@ fn serve(port: &str) -> Result<(), String> {
 }
 
 fn get(addr: &str, path: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr:?}: {e}"))?;
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    // `<ip>:<port>` or `<name>:<port>`; a name is resolved through the pod's resolv.conf.
+    let resolved: SocketAddr = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("bad or unresolvable address {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))?;
+    let mut conn = TcpStream::connect_timeout(&resolved, Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr} ({resolved}): {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     write!(

@@ -1,0 +1,3 @@
+module strait.dev/images/pause
+
+go 1.24
