@@ -2,7 +2,7 @@
 
 use super::objects::{self, TRUST_ROOTS_DIR, Workload, env, mount, port, probe, rule};
 use super::values::{
-    Check, Image, Resources, check_dns_label, check_dns_name, check_duration, check_replicas,
+    Check, Image, Resources, check_dns_name, check_duration, check_names, check_replicas,
 };
 use base64::Engine;
 use serde::Deserialize;
@@ -78,9 +78,11 @@ pub struct ControlPlane {
 
 impl Check for Values {
     fn check(&self) -> Result<(), (String, String)> {
-        check_dns_label("namespace", &self.namespace)?;
-        check_dns_name("clusterDomain", &self.cluster_domain)?;
-        check_dns_name("identity.trustDomain", &self.identity.trust_domain)?;
+        check_names(
+            &self.namespace,
+            &self.cluster_domain,
+            &self.identity.trust_domain,
+        )?;
         check_duration(
             "identity.issuanceLifetime",
             &self.identity.issuance_lifetime,

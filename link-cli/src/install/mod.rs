@@ -281,40 +281,41 @@ pub fn uninstall_list(objects: &[Value]) -> Vec<Value> {
 
 /// `strait uninstall`: what `strait install` with these `--set`s made.
 pub fn uninstall_control_plane(sets: &[String]) -> Result<Vec<Value>, InstallError> {
-    let chart = Chart::ControlPlane;
-    let mut v = merged(
-        chart,
-        &Settings {
-            sets: sets.to_vec(),
-            ..Settings::default()
-        },
+    let v: control_plane::Values = names_only(
+        Chart::ControlPlane,
+        sets,
+        &[
+            "identityTrustAnchorsPEM",
+            "identity.issuer.tls.crtPEM",
+            "identity.issuer.tls.keyPEM",
+        ],
     )?;
-    // Only names matter here; the identity material is not needed to name the objects.
-    for key in [
-        "identityTrustAnchorsPEM",
-        "identity.issuer.tls.crtPEM",
-        "identity.issuer.tls.keyPEM",
-    ] {
-        values::set_string(&mut v, key, "-".into());
-    }
-    let values: control_plane::Values = values::typed_values(chart, v)?;
-    Ok(uninstall_list(&control_plane::objects(&values)))
+    Ok(uninstall_list(&control_plane::objects(&v)))
 }
 
 /// `strait multicluster uninstall`: what `strait multicluster install` with these `--set`s
 /// made (call [`multicluster::refuse_while_links`] first).
 pub fn uninstall_multicluster(sets: &[String]) -> Result<Vec<Value>, InstallError> {
-    let chart = Chart::Multicluster;
-    let mut v = merged(
-        chart,
-        &Settings {
-            sets: sets.to_vec(),
-            ..Settings::default()
-        },
-    )?;
-    values::set_string(&mut v, "identityTrustAnchorsPEM", "-".into());
-    let values: multicluster::Values = values::typed_values(chart, v)?;
-    Ok(uninstall_list(&multicluster::objects(&values)))
+    let v: multicluster::Values =
+        names_only(Chart::Multicluster, sets, &["identityTrustAnchorsPEM"])?;
+    Ok(uninstall_list(&multicluster::objects(&v)))
+}
+
+/// The values with placeholders for the identity material, which names no object.
+fn names_only<T: for<'de> serde::Deserialize<'de> + values::Check>(
+    chart: Chart,
+    sets: &[String],
+    placeholders: &[&str],
+) -> Result<T, InstallError> {
+    let settings = Settings {
+        sets: sets.to_vec(),
+        ..Settings::default()
+    };
+    let mut v = merged(chart, &settings)?;
+    for key in placeholders {
+        values::set_string(&mut v, key, "-".into());
+    }
+    values::typed_values(chart, v)
 }
 
 /// `-o yaml|json`

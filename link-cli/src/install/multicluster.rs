@@ -3,8 +3,8 @@
 
 use super::objects::{self, TRUST_ROOTS_DIR, Workload, env, mount, port, probe, rule};
 use super::values::{
-    Check, Image, Resources, StringMap, check_dns_label, check_dns_name, check_duration,
-    check_port, check_replicas,
+    Check, Image, Resources, StringMap, check_dns_label, check_duration, check_names, check_port,
+    check_replicas,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -103,9 +103,11 @@ pub struct RemoteAccess {
 
 impl Check for Values {
     fn check(&self) -> Result<(), (String, String)> {
-        check_dns_label("namespace", &self.namespace)?;
-        check_dns_name("clusterDomain", &self.cluster_domain)?;
-        check_dns_name("identity.trustDomain", &self.identity.trust_domain)?;
+        check_names(
+            &self.namespace,
+            &self.cluster_domain,
+            &self.identity.trust_domain,
+        )?;
         check_dns_label("controlPlane.namespace", &self.control_plane.namespace)?;
         self.image.check()?;
         let g = &self.gateway;

@@ -112,6 +112,14 @@ pub fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": [group], "resources": resources, "verbs": verbs})
 }
 
+/// Metadata of a Role (namespaced) or a ClusterRole and their bindings.
+fn rbac_meta(name: &str, namespace: Option<&str>, component: &str) -> Value {
+    match namespace {
+        Some(ns) => meta(name, ns, component),
+        None => cluster_meta(name, component),
+    }
+}
+
 /// A (Cluster)RoleBinding of `role` to one ServiceAccount.
 pub fn binding(
     kind: &str,
@@ -126,14 +134,10 @@ pub fn binding(
     } else {
         "ClusterRole"
     };
-    let metadata = match namespace {
-        Some(ns) => meta(name, ns, component),
-        None => cluster_meta(name, component),
-    };
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": kind,
-        "metadata": metadata,
+        "metadata": rbac_meta(name, namespace, component),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}],
     })
@@ -147,14 +151,10 @@ pub fn role(
     component: &str,
     rules: Vec<Value>,
 ) -> Value {
-    let metadata = match namespace {
-        Some(ns) => meta(name, ns, component),
-        None => cluster_meta(name, component),
-    };
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": kind,
-        "metadata": metadata,
+        "metadata": rbac_meta(name, namespace, component),
         "rules": rules,
     })
 }

@@ -317,6 +317,17 @@ pub(crate) fn check_duration(key: &str, v: &str) -> Result<(), (String, String)>
     Ok(())
 }
 
+/// The names both charts share: `namespace`, `clusterDomain`, `identity.trustDomain`.
+pub(crate) fn check_names(
+    namespace: &str,
+    cluster_domain: &str,
+    trust_domain: &str,
+) -> Result<(), (String, String)> {
+    check_dns_label("namespace", namespace)?;
+    check_dns_name("clusterDomain", cluster_domain)?;
+    check_dns_name("identity.trustDomain", trust_domain)
+}
+
 pub(crate) fn check_replicas(key: &str, n: u32, max: u32) -> Result<(), (String, String)> {
     if (1..=max).contains(&n) {
         Ok(())
