@@ -126,6 +126,16 @@ fn sets(sets: &[&str]) -> Vec<String> {
 }
 
 fn helm_args(sets: &[String], ha: bool, chart_name: &str, files: &[(&str, &Path)]) -> Vec<String> {
+    helm_args_with_strings(sets, &[], ha, chart_name, files)
+}
+
+fn helm_args_with_strings(
+    sets: &[String],
+    set_strings: &[String],
+    ha: bool,
+    chart_name: &str,
+    files: &[(&str, &Path)],
+) -> Vec<String> {
     let mut args = Vec::new();
     if ha {
         args.push("-f".into());
@@ -138,6 +148,10 @@ fn helm_args(sets: &[String], ha: bool, chart_name: &str, files: &[(&str, &Path)
     }
     for s in sets {
         args.push("--set".into());
+        args.push(s.clone());
+    }
+    for s in set_strings {
+        args.push("--set-string".into());
         args.push(s.clone());
     }
     for (key, path) in files {
@@ -238,13 +252,18 @@ fn multicluster_chart_and_cli_render_the_same_objects() {
     ];
     for (case, sets, ha) in cases {
         let files = [("identityTrustAnchorsPEM", id.ca.as_path())];
+        // Annotation values that look like a bool or a number must stay strings.
+        let set_strings = self::sets(&[
+            "gateway.service.annotations.example\\.com/internal=true,gateway.service.annotations.port=4143",
+        ]);
         let chart_objects = helm_template(
             "strait-multicluster",
-            &helm_args(&sets, ha, "strait-multicluster", &files),
+            &helm_args_with_strings(&sets, &set_strings, ha, "strait-multicluster", &files),
         )
         .unwrap_or_else(|e| panic!("{case}: helm template: {e}"));
         let cli = render_multicluster(&Settings {
             sets,
+            set_strings,
             ha,
             trust_anchors_file: Some(id.ca.clone()),
             ..Settings::default()

@@ -41,6 +41,9 @@ struct Common {
     /// repeat it or separate pairs with commas.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// A chart value that stays a string (`true`, `1`), as `helm --set-string` takes it.
+    #[arg(long = "set-string", value_name = "KEY=VALUE")]
+    set_strings: Vec<String>,
     /// High availability: the chart's values-ha.yaml (more replicas, PodDisruptionBudgets,
     /// anti-affinity), under any --set.
     #[arg(long)]
@@ -93,6 +96,7 @@ fn print(objects: &[serde_json::Value], output: Output) -> Result<(), InstallErr
 pub fn install(args: InstallArgs) -> Result<(), InstallError> {
     let settings = Settings {
         sets: args.common.sets,
+        set_strings: args.common.set_strings,
         ha: args.common.ha,
         trust_anchors_file: args.identity_trust_anchors_file,
         issuer_cert_file: args.identity_issuer_certificate_file,
@@ -115,6 +119,7 @@ pub async fn multicluster(cmd: McCommand) -> Result<(), InstallError> {
         McCommand::Install(args) => {
             let settings = Settings {
                 sets: args.common.sets,
+                set_strings: args.common.set_strings,
                 ha: args.common.ha,
                 trust_anchors_file: args.identity_trust_anchors_file,
                 ..Settings::default()

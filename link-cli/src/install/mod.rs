@@ -80,6 +80,8 @@ pub enum InstallError {
 pub struct Settings {
     /// `--set key=value`, in order.
     pub sets: Vec<String>,
+    /// `--set-string key=value`, applied after the `--set`s (as Helm does).
+    pub set_strings: Vec<String>,
     /// `--ha`: the chart's values-ha.yaml under the `--set`s.
     pub ha: bool,
     pub trust_anchors_file: Option<PathBuf>,
@@ -107,6 +109,9 @@ fn merged(chart: Chart, s: &Settings) -> Result<Value, InstallError> {
     let mut v = values::defaults(chart, s.ha)?;
     for arg in &s.sets {
         values::apply_set(chart, &mut v, arg)?;
+    }
+    for arg in &s.set_strings {
+        values::apply_set_string(chart, &mut v, arg)?;
     }
     if let Some(p) = &s.trust_anchors_file {
         values::set_string(

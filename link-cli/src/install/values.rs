@@ -147,6 +147,20 @@ fn typed(v: &str) -> Value {
 
 /// Applies one `--set` argument (one or more comma-separated `key=value` pairs).
 pub fn apply_set(chart: Chart, values: &mut Value, arg: &str) -> Result<(), InstallError> {
+    apply(chart, values, arg, typed)
+}
+
+/// Applies one `--set-string` argument: every value stays a string.
+pub fn apply_set_string(chart: Chart, values: &mut Value, arg: &str) -> Result<(), InstallError> {
+    apply(chart, values, arg, |v| Value::String(v.to_string()))
+}
+
+fn apply(
+    chart: Chart,
+    values: &mut Value,
+    arg: &str,
+    typed: fn(&str) -> Value,
+) -> Result<(), InstallError> {
     for pair in split_pairs(arg) {
         let Some((key, raw)) = pair.split_once('=') else {
             return Err(InstallError::Set {
