@@ -1,11 +1,13 @@
 //! # strait-cli
 //!
-//! `strait`, the operator's CLI: `strait identity` writes a trust anchor and an issuer;
+//! `strait`, the operator's CLI: `strait install` and `strait multicluster install` print the
+//! objects of the charts in `charts/` ([`install`]); `strait identity` writes a trust anchor and an issuer;
 //! `strait demo` assembles the design's picture on this machine with `strait-lab` (two
 //! linked local clusters, traffic crossing the gateway). `main.rs` calls [`main`]; the
 //! end-to-end suite builds the same entry point as `e2e-strait`.
 
 mod demo;
+pub mod install;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,6 +27,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print the control plane (the objects of charts/strait-control-plane), for
+    /// `strait install | kubectl apply -f -`.
+    Install(install::cli::InstallArgs),
+    /// Print what `strait install` made, for `strait uninstall | kubectl delete -f -`.
+    Uninstall(install::cli::UninstallArgs),
+    /// Install or uninstall the multicluster extension (gateway, service mirror, Link CRD).
+    Multicluster {
+        #[command(subcommand)]
+        command: install::cli::McCommand,
+    },
     /// Start two local clusters (west and east) on this machine and show how to reach them.
     ///
     /// Needs root (network namespaces); builds etcd and kube-apiserver on first use.
@@ -98,6 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .try_init();
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Install(args) => Ok(install::cli::install(args)?),
+        Command::Uninstall(args) => Ok(install::cli::uninstall(args)?),
+        Command::Multicluster { command } => Ok(install::cli::multicluster(command).await?),
         Command::LabTool { .. } => Ok(()),
         Command::Identity {
             out,

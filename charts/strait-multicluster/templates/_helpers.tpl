@@ -1,0 +1,1 @@
+../../strait-control-plane/templates/_helpers.tpl
