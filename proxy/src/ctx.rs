@@ -50,7 +50,12 @@ pub enum RunError {
 
 /// Loads the trust anchors and, with [`IdentitySource::Files`], the leaf.
 pub fn load_identity(cfg: &Config) -> Result<(TrustAnchors, Option<Credentials>), RunError> {
-    let anchors = TrustAnchors::from_file(&cfg.trust_anchors)?;
+    let anchors = match &cfg.trust_anchors {
+        crate::env::TrustAnchorsSource::File(path) => TrustAnchors::from_file(path)?,
+        crate::env::TrustAnchorsSource::Pem(pem) => {
+            TrustAnchors::from_pem(pem.as_bytes(), "STRAIT_PROXY_IDENTITY_TRUST_ANCHORS_PEM")?
+        }
+    };
     match &cfg.identity {
         IdentitySource::Files { cert, key } => {
             Ok((anchors, Some(Credentials::from_pem_files(cert, key)?)))

@@ -8,7 +8,8 @@
 //! | `STRAIT_PROXY_OUTBOUND_TARGET` | — | explicit mode (tests, benches): every outbound connection targets this address instead of `SO_ORIGINAL_DST` |
 //! | `STRAIT_PROXY_INBOUND_TARGET` | — | explicit mode: the app's address (else `127.0.0.1:<original port>`) |
 //! | `STRAIT_PROXY_DESTINATION_ADDR` | — | destination service `host:port`; without it every target is its original address |
-//! | `STRAIT_PROXY_IDENTITY_TRUST_ANCHORS` | required | PEM file of trust anchors |
+//! | `STRAIT_PROXY_IDENTITY_TRUST_ANCHORS` | required unless `…_PEM` | PEM file of trust anchors |
+//! | `STRAIT_PROXY_IDENTITY_TRUST_ANCHORS_PEM` | — | the trust anchors themselves, in PEM (what the injector sets, as Linkerd's injector does; wins over the file) |
 //! | `STRAIT_PROXY_IDENTITY_SVC_ADDR` | — | identity service `host:port`: certify and renew (needs the two below) |
 //! | `STRAIT_PROXY_IDENTITY_LOCAL_NAME` | — | the identity to ask for |
 //! | `STRAIT_PROXY_IDENTITY_TOKEN_FILE` | — | the service-account token file |
@@ -53,7 +54,7 @@ pub struct Config {
     pub outbound_target: Option<SocketAddr>,
     pub inbound_target: Option<SocketAddr>,
     pub destination_addr: Option<String>,
-    pub trust_anchors: PathBuf,
+    pub trust_anchors: TrustAnchorsSource,
     pub identity: IdentitySource,
     pub inbound_require_identity: bool,
     pub opaque_ports: Vec<u16>,
@@ -62,6 +63,13 @@ pub struct Config {
     pub request_timeout: Duration,
     pub discovery_timeout: Duration,
     pub shutdown_grace: Duration,
+}
+
+/// Where the trust anchors come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustAnchorsSource {
+    File(PathBuf),
+    Pem(String),
 }
 
 /// Where the proxy's certificate comes from.
@@ -162,7 +170,10 @@ impl Config {
             outbound_target: env.parse("STRAIT_PROXY_OUTBOUND_TARGET")?,
             inbound_target: env.parse("STRAIT_PROXY_INBOUND_TARGET")?,
             destination_addr: env.get("STRAIT_PROXY_DESTINATION_ADDR"),
-            trust_anchors: env.path("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS")?,
+            trust_anchors: match env.get("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS_PEM") {
+                Some(pem) => TrustAnchorsSource::Pem(pem),
+                None => TrustAnchorsSource::File(env.path("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS")?),
+            },
             identity: match env.get("STRAIT_PROXY_IDENTITY_SVC_ADDR") {
                 Some(addr) => IdentitySource::Service {
                     addr,
@@ -297,6 +308,17 @@ mod tests {
         v.push(("STRAIT_PROXY_IDENTITY_TOKEN_FILE", "/token"));
         let c = Config::from_lookup(lookup(&v)).unwrap();
         assert!(matches!(c.identity, IdentitySource::Service { .. }));
+        assert_eq!(c.trust_anchors, TrustAnchorsSource::File("/ca.crt".into()));
+        // The injector hands the anchors over in the environment; they win over a file.
+        v.push((
+            "STRAIT_PROXY_IDENTITY_TRUST_ANCHORS_PEM",
+            "-----BEGIN CERTIFICATE-----",
+        ));
+        let c = Config::from_lookup(lookup(&v)).unwrap();
+        assert_eq!(
+            c.trust_anchors,
+            TrustAnchorsSource::Pem("-----BEGIN CERTIFICATE-----".into())
+        );
         let i = init_from_lookup(lookup(&[("STRAIT_PROXY_OUTBOUND_SKIP_PORTS", "443")])).unwrap();
         assert_eq!((i.proxy_uid, i.skip_outbound_ports), (2102, vec![443]));
     }

@@ -62,3 +62,15 @@ mod tests {
         );
     }
 }
+
+/// On a namespace or a pod: `enabled` injects the proxy into the pod(s), `disabled` (on a pod)
+/// opts it out.
+pub const INJECT: &str = "strait.dev/inject";
+/// Proxy configuration annotations on a pod (or its template), with Linkerd's meanings.
+pub const SKIP_INBOUND_PORTS: &str = "config.strait.dev/skip-inbound-ports";
+pub const SKIP_OUTBOUND_PORTS: &str = "config.strait.dev/skip-outbound-ports";
+pub const PROXY_CPU_REQUEST: &str = "config.strait.dev/proxy-cpu-request";
+pub const PROXY_CPU_LIMIT: &str = "config.strait.dev/proxy-cpu-limit";
+pub const PROXY_MEMORY_REQUEST: &str = "config.strait.dev/proxy-memory-request";
+pub const PROXY_MEMORY_LIMIT: &str = "config.strait.dev/proxy-memory-limit";
+pub const PROXY_LOG_LEVEL: &str = "config.strait.dev/proxy-log-level";
