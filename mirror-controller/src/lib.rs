@@ -148,7 +148,7 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("loading the trust anchors")]
-    Anchors(#[source] probe::AnchorsError),
+    Anchors(#[source] strait_tls::TlsError),
     #[error("building the DNS resolver")]
     Resolver(#[source] resolve::ResolveError),
     #[error("binding the admin server on {0}")]
@@ -303,7 +303,7 @@ fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
         S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
         K: kube::Resource + Send + 'static,
     {
-        let mut writer = store::Writer::new(store.clone());
+        let mut writer = store::writer::<K>(store.clone());
         Box::pin(async move {
             let mut s = std::pin::pin!(s);
             while let Some(ev) = s.next().await {

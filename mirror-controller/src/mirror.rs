@@ -56,6 +56,15 @@ pub enum Via {
     RemoteDiscovery,
 }
 
+impl From<crate::plan::WayIn> for Via {
+    fn from(w: crate::plan::WayIn) -> Self {
+        match w {
+            crate::plan::WayIn::RemoteDiscovery => Via::RemoteDiscovery,
+            crate::plan::WayIn::Selector | crate::plan::WayIn::ServiceExport => Via::Gateway,
+        }
+    }
+}
+
 /// Whether this object carries the labels that make it ours for this cluster.
 pub fn is_ours(meta: &ObjectMeta, cluster: &str) -> bool {
     meta.labels.as_ref().is_some_and(|l| {

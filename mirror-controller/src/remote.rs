@@ -10,18 +10,18 @@
 //! The mirror itself is derived from [`RemoteSvc::to_service`] only when a pass needs it, and
 //! is identical to the one derived from the full object (the filters are idempotent).
 //!
-//! Fed by a watcher's events with the reflector's semantics: a (re-)list replaces the whole
-//! map at `InitDone`, so a deletion missed during a watch outage disappears with the re-list.
+//! Fed by a watcher's events through [`strait_k8s_api::relist`]: a (re-)list replaces the
+//! whole map at `InitDone`, so a deletion missed during a watch outage disappears with the
+//! re-list.
 
 use crate::mirror;
-use crate::plan::Plan;
+use crate::plan::{Plan, WayIn};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ObjectMeta, PartialObjectMeta};
-use kube::runtime::watcher::Event;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use strait_k8s_api::ServiceExport;
+use strait_k8s_api::{ServiceExport, relist};
 
 /// (namespace, name).
 pub type Key = (String, String);
@@ -344,7 +344,7 @@ impl RdSlices {
 
 /// A writer of the remote EndpointSlices of the Services in `rd` (remote-discovery ones).
 pub fn rd_slices_writer(store: RdSlices, rd: Services) -> Writer<EndpointSlice, Arc<RdSlice>> {
-    Writer::new(store, move |es: &EndpointSlice| {
+    writer(store, move |es: &EndpointSlice| {
         let s = RdSlice::of(es)?;
         let ns = es.metadata.namespace.clone()?;
         rd.contains(&(ns, s.service.to_string()))
@@ -389,74 +389,41 @@ impl Pods {
 
 /// A writer of remote pods.
 pub fn pods_writer(store: Pods) -> Writer<Pod, PodMeta> {
-    Writer::new(store, |p: &Pod| Some(PodMeta::of(p)))
+    writer(store, |p: &Pod| Some(PodMeta::of(p)))
 }
 
-type Keep<K, V> = Box<dyn Fn(&K) -> Option<V> + Send>;
+impl<V> relist::Store for Map<V> {
+    type Key = Key;
+    type Value = V;
 
-/// Applies watch events to a [`Map`]: `keep` is what is kept of an object, `None` to keep
-/// nothing (the entry is removed); `pending` holds a re-list until it is done.
-pub struct Writer<K, V> {
+    fn upsert(&mut self, key: Key, value: V) {
+        self.write().insert(key, value);
+    }
+
+    fn remove(&mut self, key: &Key) {
+        self.write().remove(key);
+    }
+
+    fn replace(&mut self, mut all: HashMap<Key, V>) {
+        all.shrink_to_fit();
+        *self.write() = all;
+    }
+}
+
+/// Applies watch events of `K` to a [`Map`] of `V`.
+pub type Writer<K, V> = relist::Writer<K, Map<V>>;
+
+/// A writer keeping `keep(o)` of every object `o`; `None` keeps nothing (its entry goes).
+fn writer<K: kube::Resource + 'static, V>(
     store: Map<V>,
-    keep: Keep<K, V>,
-    pending: Option<HashMap<Key, V>>,
-}
-
-impl<K, V> std::fmt::Debug for Writer<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
-    }
-}
-
-impl<K: kube::Resource, V> Writer<K, V> {
-    pub fn new(store: Map<V>, keep: impl Fn(&K) -> Option<V> + Send + 'static) -> Self {
-        Self {
-            store,
-            keep: Box::new(keep),
-            pending: None,
-        }
-    }
-
-    pub fn apply(&mut self, ev: &Event<K>) {
-        let key = |o: &K| {
-            let m = o.meta();
-            (
-                m.namespace.clone().unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
-            )
-        };
-        match ev {
-            Event::Init => self.pending = Some(HashMap::new()),
-            Event::InitApply(o) => {
-                let pending = self.pending.get_or_insert_with(HashMap::new);
-                match (self.keep)(o) {
-                    Some(v) => pending.insert(key(o), v),
-                    None => pending.remove(&key(o)),
-                };
-            }
-            Event::InitDone => {
-                let mut fresh = self.pending.take().unwrap_or_default();
-                fresh.shrink_to_fit();
-                *self.store.write() = fresh;
-            }
-            Event::Apply(o) => {
-                let v = (self.keep)(o);
-                let mut w = self.store.write();
-                match v {
-                    Some(v) => w.insert(key(o), v),
-                    None => w.remove(&key(o)),
-                };
-            }
-            Event::Delete(o) => {
-                self.store.write().remove(&key(o));
-            }
-        }
-    }
+    keep: impl Fn(&K) -> Option<V> + Send + 'static,
+) -> Writer<K, V> {
+    relist::Writer::new(store, move |o: &K| Some((relist::name_key(o), keep(o))))
 }
 
 /// A writer of the selected remote Services of `plan`.
 pub fn services_writer(store: Services, plan: Arc<Plan>) -> Writer<Service, Arc<RemoteSvc>> {
-    Writer::new(store, move |s: &Service| {
+    writer(store, move |s: &Service| {
         RemoteSvc::of(s, &plan).map(Arc::new)
     })
 }
@@ -470,13 +437,12 @@ pub fn exported_writer(
     plan: Arc<Plan>,
     exports: Exports,
 ) -> Writer<Service, Arc<RemoteSvc>> {
-    Writer::new(store, move |s: &Service| {
+    writer(store, move |s: &Service| {
         let m = &s.metadata;
         let key = (m.namespace.clone()?, m.name.clone()?);
         let none = BTreeMap::new();
         let labels = m.labels.as_ref().unwrap_or(&none);
-        if !exports.contains(&key) || plan.selects(labels) || plan.selects_remote_discovery(labels)
-        {
+        if plan.way_in(labels, exports.contains(&key)) != Some(WayIn::ServiceExport) {
             return None;
         }
         RemoteSvc::compact(s, &plan).map(Arc::new)
@@ -488,7 +454,7 @@ pub fn remote_discovery_writer(
     store: Services,
     plan: Arc<Plan>,
 ) -> Writer<Service, Arc<RemoteSvc>> {
-    Writer::new(store, move |s: &Service| {
+    writer(store, move |s: &Service| {
         let labels = s.metadata.labels.as_ref();
         if !plan.selects_remote_discovery(labels.unwrap_or(&BTreeMap::new())) {
             return None;
@@ -499,17 +465,18 @@ pub fn remote_discovery_writer(
 
 /// A writer of the keys of remote `ServiceExport`s (metadata only).
 pub fn exports_writer(store: Exports) -> Writer<PartialObjectMeta<ServiceExport>, ()> {
-    Writer::new(store, |_: &PartialObjectMeta<ServiceExport>| Some(()))
+    writer(store, |_: &PartialObjectMeta<ServiceExport>| Some(()))
 }
 
 /// A writer of remote EndpointSlice readiness.
 pub fn slices_writer(store: Slices) -> Writer<EndpointSlice, Box<str>> {
-    Writer::new(store, ready_service)
+    writer(store, ready_service)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::watcher::Event;
 
     fn plan() -> Plan {
         Plan::new(
