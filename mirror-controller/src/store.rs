@@ -105,6 +105,14 @@ impl Compact {
     }
 }
 
+impl FromIterator<(Key, Meta)> for Compact {
+    fn from_iter<I: IntoIterator<Item = (Key, Meta)>>(iter: I) -> Self {
+        let store = Self::default();
+        *store.write() = iter.into_iter().collect();
+        store
+    }
+}
+
 impl relist::Store for Compact {
     type Key = Key;
     type Value = Meta;
