@@ -242,18 +242,9 @@ impl Memory {
                         (!a.is_ours(&plan.cluster)).then(|| ("EndpointSlice", n.clone()))
                     }),
                 };
-                if let Some((kind, name)) = &foreign {
-                    let e = WriteError::Conflict {
-                        kind,
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                    };
-                    out.new_conflicts += usize::from(self.note_conflict(&key, e.to_string(), now));
-                }
-                if let Some((msg, at)) = self.conflicts.get(&key)
-                    && (foreign.is_some() || now.duration_since(*at) < CONFLICT_RECHECK)
-                {
-                    out.not_mirrored.push(nm(Reason::Error, msg.clone()));
+                let foreign = foreign.as_ref().map(|(kind, n)| (*kind, n.as_str()));
+                if let Some(msg) = self.held_back(&key, foreign, now, &mut out.new_conflicts) {
+                    out.not_mirrored.push(nm(Reason::Error, msg));
                     continue;
                 }
                 out.mirrored.push(key.clone());
@@ -306,18 +297,9 @@ impl Memory {
                 (_, Some(a)) if !a.is_ours(&plan.cluster) => Some("EndpointSlice"),
                 _ => None,
             };
-            if let Some(kind) = foreign {
-                let e = WriteError::Conflict {
-                    kind,
-                    namespace: ns.clone(),
-                    name: mname.clone(),
-                };
-                out.new_conflicts += usize::from(self.note_conflict(&key, e.to_string(), now));
-            }
-            if let Some((msg, at)) = self.conflicts.get(&key)
-                && (foreign.is_some() || now.duration_since(*at) < CONFLICT_RECHECK)
-            {
-                out.not_mirrored.push(nm(Reason::Error, msg.clone()));
+            let foreign = foreign.map(|kind| (kind, mname.as_str()));
+            if let Some(msg) = self.held_back(&key, foreign, now, &mut out.new_conflicts) {
+                out.not_mirrored.push(nm(Reason::Error, msg));
                 continue;
             }
             let is_ready = ready.contains(&(ns.clone(), name.clone()));
@@ -398,6 +380,29 @@ impl Memory {
         out.ops.extend(updates);
         out.ops.extend(deletes);
         Some(out)
+    }
+
+    /// Whether mirror `key` is held back by a name taken by someone else, and the message to
+    /// report: `foreign` is the (kind, name) of someone else's object that holds one of its
+    /// names now (a new conflict is counted in `new`); a conflict seen before holds it back
+    /// until [`CONFLICT_RECHECK`] has passed.
+    fn held_back(
+        &mut self,
+        key: &Key,
+        foreign: Option<(&'static str, &str)>,
+        now: Instant,
+        new: &mut usize,
+    ) -> Option<String> {
+        if let Some((kind, name)) = foreign {
+            let e = WriteError::Conflict {
+                kind,
+                namespace: key.0.clone(),
+                name: name.to_string(),
+            };
+            *new += usize::from(self.note_conflict(key, e.to_string(), now));
+        }
+        let (msg, at) = self.conflicts.get(key)?;
+        (foreign.is_some() || now.duration_since(*at) < CONFLICT_RECHECK).then(|| msg.clone())
     }
 
     /// Remembers that a write of `hash` to (`is_svc`, `key`) succeeded at `now`.

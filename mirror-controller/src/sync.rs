@@ -266,33 +266,11 @@ impl Sync {
                         result,
                     }
                 }
-                Op::DeleteService((ns, name), uid) => {
-                    metrics.count_request("delete");
-                    let r = delete::<Service>(client, &ns, &name, uid).await;
-                    Outcome {
-                        key: None,
-                        wrote: Vec::new(),
-                        result: r.map_err(|source| WriteError::Delete {
-                            kind: "Service",
-                            namespace: ns,
-                            name,
-                            source,
-                        }),
-                    }
+                Op::DeleteService(key, uid) => {
+                    remove::<Service>(client, &metrics, "Service", key, uid).await
                 }
-                Op::DeleteSlice((ns, name), uid) => {
-                    metrics.count_request("delete");
-                    let r = delete::<EndpointSlice>(client, &ns, &name, uid).await;
-                    Outcome {
-                        key: None,
-                        wrote: Vec::new(),
-                        result: r.map_err(|source| WriteError::Delete {
-                            kind: "EndpointSlice",
-                            namespace: ns,
-                            name,
-                            source,
-                        }),
-                    }
+                Op::DeleteSlice(key, uid) => {
+                    remove::<EndpointSlice>(client, &metrics, "EndpointSlice", key, uid).await
                 }
                 Op::CreateNamespace(ns) => {
                     metrics.count_request("create");
@@ -319,6 +297,36 @@ impl Sync {
                 }
             }
         }
+    }
+}
+
+/// Deletes an orphan of ours, by uid.
+async fn remove<K>(
+    client: kube::Client,
+    metrics: &crate::Metrics,
+    kind: &'static str,
+    (ns, name): Key,
+    uid: Option<String>,
+) -> Outcome
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    metrics.count_request("delete");
+    let result = delete::<K>(client, &ns, &name, uid)
+        .await
+        .map_err(|source| WriteError::Delete {
+            kind,
+            namespace: ns,
+            name,
+            source,
+        });
+    Outcome {
+        key: None,
+        wrote: Vec::new(),
+        result,
     }
 }
 
