@@ -1,11 +1,11 @@
 //! The writes that prove ownership: every write of a mirror object shows, atomically, that
 //! the object is ours (see "Only ours" in the crate docs).
 //!
-//! - [`write`] creates a name not in our stores, which fails on any existing object; only
-//!   then [`claim`] (a metadata GET) tells ours (the store lagged) from someone else's;
-//! - an object of ours is updated by [`update_patch`], a JSON patch whose first operations
+//! - `write` creates a name not in our stores, which fails on any existing object; only
+//!   then `claim` (a metadata GET) tells ours (the store lagged) from someone else's;
+//! - an object of ours is updated by `update_patch`, a JSON patch whose first operations
 //!   `test` our two labels, so the API server refuses the whole patch if it stopped being ours;
-//! - [`delete`] carries a uid precondition.
+//! - `delete` carries a uid precondition.
 //!
 //! Not server-side apply: creating a ClusterIP Service by apply costs the API server about
 //! twice the CPU of a create (`bench/src/bin/mirror.rs` measures both), and a mirror's fields
