@@ -21,7 +21,7 @@ use crate::mirror::{self, GatewayView, InvalidService, RdGroup, Via};
 use crate::plan::{Plan, WayIn, way_in};
 use crate::remote::RemoteSvc;
 use crate::session::RemoteView;
-use crate::store::Compact;
+use crate::store::{Compact, Meta};
 use crate::write::WriteError;
 use k8s_openapi::api::core::v1::Service;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -139,8 +139,8 @@ impl Memory {
             return None;
         }
         let gw_fp = fingerprint(gateway);
-        let ready: HashSet<Key> = view.slices.ready();
-        let rd_slices = view.rd_slices.by_service();
+        let ready: HashSet<Key> = crate::remote::ready(&view.slices);
+        let rd_slices = crate::remote::by_service(&view.rd_slices);
         let mut out = Diff::default();
         // Mirror Services and mirror slices this pass wants (ours that are not are removed).
         let mut desired_keys: HashSet<Key> = HashSet::new();
@@ -248,25 +248,13 @@ impl Memory {
                     continue;
                 }
                 out.mirrored.push(key.clone());
-                let write_svc = !self.fresh(
-                    true,
-                    &key,
-                    actual.as_ref().and_then(|a| a.hash.as_deref()),
-                    &derived.hash,
-                    now,
-                );
+                let write_svc = self.stale(true, &key, actual.as_ref(), &derived.hash, now);
                 let mut new = actual.is_none();
                 let mut to_write = Vec::new();
                 for (n, h) in &slices {
                     let a = local.slices.get(ns, n);
                     let k = (ns.clone(), n.clone());
-                    if !self.fresh(
-                        false,
-                        &k,
-                        a.as_ref().and_then(|a| a.hash.as_deref()),
-                        h,
-                        now,
-                    ) {
+                    if self.stale(false, &k, a.as_ref(), h, now) {
                         new |= a.is_none();
                         to_write.push((n.clone(), a.is_none()));
                     }
@@ -319,20 +307,8 @@ impl Memory {
                 }
             };
             out.mirrored.push(key.clone());
-            let write_svc = !self.fresh(
-                true,
-                &key,
-                actual.as_ref().and_then(|a| a.hash.as_deref()),
-                &derived.hash,
-                now,
-            );
-            let write_slice = !self.fresh(
-                false,
-                &key,
-                actual_slice.as_ref().and_then(|a| a.hash.as_deref()),
-                &slice_hash,
-                now,
-            );
+            let write_svc = self.stale(true, &key, actual.as_ref(), &derived.hash, now);
+            let write_slice = self.stale(false, &key, actual_slice.as_ref(), &slice_hash, now);
             if !(write_svc || write_slice) {
                 continue;
             }
@@ -426,20 +402,21 @@ impl Memory {
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < WRITE_GRACE);
     }
 
-    /// Whether `actual` already carries `hash`, or we wrote exactly this a moment ago and
-    /// the local reflector has not caught up yet.
-    fn fresh(
+    /// Whether (`is_svc`, `key`) needs writing: `actual` does not carry `hash`, and we did not
+    /// write exactly this a moment ago (the local reflector may not have caught up yet).
+    fn stale(
         &self,
         is_svc: bool,
         key: &Key,
-        actual_hash: Option<&str>,
+        actual: Option<&Meta>,
         hash: &str,
         now: Instant,
     ) -> bool {
-        if actual_hash == Some(hash) {
-            return true;
+        if actual.and_then(|a| a.hash.as_deref()) == Some(hash) {
+            return false;
         }
-        self.written
+        !self
+            .written
             .get(&(is_svc, key.0.clone(), key.1.clone()))
             .is_some_and(|(h, at)| h == hash && now.duration_since(*at) < WRITE_GRACE)
     }
@@ -455,7 +432,7 @@ fn mirrored_services(view: &RemoteView) -> Vec<(Arc<RemoteSvc>, Via)> {
         (selected, WayIn::Selector),
         (exported, WayIn::ServiceExport),
     ] {
-        for s in store.state() {
+        for s in store.values() {
             let k = s.key();
             let by = way_in(
                 rd.contains(&k),

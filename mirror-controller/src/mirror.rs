@@ -434,4 +434,4 @@ pub fn up_to_date(actual: &ObjectMeta, desired: &ObjectMeta) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ObjectMeta, PartialObjectMeta};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use strait_k8s_api::{ServiceExport, relist};
 
 /// (namespace, name).
@@ -147,34 +147,7 @@ impl RemoteSvc {
 }
 
 /// A shared map by (namespace, name) of what is kept of each remote object.
-#[derive(Debug)]
-pub struct Map<V> {
-    map: Arc<RwLock<HashMap<Key, V>>>,
-}
-
-impl<V> Clone for Map<V> {
-    fn clone(&self) -> Self {
-        Self {
-            map: self.map.clone(),
-        }
-    }
-}
-
-impl<V> Default for Map<V> {
-    fn default() -> Self {
-        Self {
-            map: Arc::default(),
-        }
-    }
-}
-
-impl<V> FromIterator<(Key, V)> for Map<V> {
-    fn from_iter<I: IntoIterator<Item = (Key, V)>>(iter: I) -> Self {
-        Self {
-            map: Arc::new(RwLock::new(iter.into_iter().collect())),
-        }
-    }
-}
+pub type Map<V> = relist::Shared<Key, V>;
 
 /// Remote Services, compacted.
 pub type Services = Map<Arc<RemoteSvc>>;
@@ -183,62 +156,13 @@ pub type Slices = Map<Box<str>>;
 /// The keys of remote `ServiceExport`s (each exports the Service with its key).
 pub type Exports = Map<()>;
 
-impl<V> Map<V> {
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn contains(&self, key: &Key) -> bool {
-        self.read().contains_key(key)
-    }
-
-    /// Every key held.
-    pub fn keys(&self) -> HashSet<Key> {
-        self.read().keys().cloned().collect()
-    }
-
-    pub fn remove(&self, key: &Key) -> Option<V> {
-        self.write().remove(key)
-    }
-
-    /// Keeps only the entries for which `keep` holds.
-    pub fn retain(&self, mut keep: impl FnMut(&Key, &V) -> bool) {
-        self.write().retain(|k, v| keep(k, v));
-    }
-
-    /// Empties the map (for a source that stopped: nothing it kept holds any more).
-    pub fn clear(&self) {
-        *self.write() = HashMap::new();
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, V>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, V>> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Services {
-    /// A snapshot of every selected remote Service.
-    pub fn state(&self) -> Vec<Arc<RemoteSvc>> {
-        self.read().values().cloned().collect()
-    }
-}
-
-impl Slices {
-    /// (namespace, Service name) of every remote Service with a ready endpoint.
-    pub fn ready(&self) -> HashSet<Key> {
-        self.read()
-            .iter()
-            .map(|((ns, _), svc)| (ns.clone(), svc.to_string()))
-            .collect()
-    }
+/// (namespace, Service name) of every remote Service with a ready endpoint.
+pub fn ready(slices: &Slices) -> HashSet<Key> {
+    slices
+        .read()
+        .iter()
+        .map(|((ns, _), svc)| (ns.clone(), svc.to_string()))
+        .collect()
 }
 
 /// Of a remote EndpointSlice, its Service when any endpoint is ready (unset counts as ready).
@@ -337,17 +261,15 @@ impl RdSlice {
 /// Remote EndpointSlices of remote-discovery Services, by slice key.
 pub type RdSlices = Map<Arc<RdSlice>>;
 
-impl RdSlices {
-    /// The slices of each Service, by (namespace, Service name).
-    pub fn by_service(&self) -> HashMap<Key, Vec<Arc<RdSlice>>> {
-        let mut out: HashMap<Key, Vec<Arc<RdSlice>>> = HashMap::new();
-        for ((ns, _), s) in self.read().iter() {
-            out.entry((ns.clone(), s.service.to_string()))
-                .or_default()
-                .push(s.clone());
-        }
-        out
+/// The slices of each remote-discovery Service, by (namespace, Service name).
+pub fn by_service(slices: &RdSlices) -> HashMap<Key, Vec<Arc<RdSlice>>> {
+    let mut out: HashMap<Key, Vec<Arc<RdSlice>>> = HashMap::new();
+    for ((ns, _), s) in slices.read().iter() {
+        out.entry((ns.clone(), s.service.to_string()))
+            .or_default()
+            .push(s.clone());
     }
+    out
 }
 
 /// A writer of the remote EndpointSlices of the Services in `rd` (remote-discovery ones).
@@ -389,33 +311,9 @@ impl PodMeta {
 /// Remote pods, by key.
 pub type Pods = Map<PodMeta>;
 
-impl Pods {
-    pub fn get(&self, key: &Key) -> Option<PodMeta> {
-        self.read().get(key).cloned()
-    }
-}
-
 /// A writer of remote pods.
 pub fn pods_writer(store: Pods) -> Writer<Pod, PodMeta> {
     writer(store, |p: &Pod| Some(PodMeta::of(p)))
-}
-
-impl<V> relist::Store for Map<V> {
-    type Key = Key;
-    type Value = V;
-
-    fn upsert(&mut self, key: Key, value: V) {
-        self.write().insert(key, value);
-    }
-
-    fn remove(&mut self, key: &Key) {
-        self.write().remove(key);
-    }
-
-    fn replace(&mut self, mut all: HashMap<Key, V>) {
-        all.shrink_to_fit();
-        *self.write() = all;
-    }
 }
 
 /// Applies watch events of `K` to a [`Map`] of `V`.

@@ -8,8 +8,8 @@
 
 use kube::api::ObjectMeta;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use strait_core::labels;
 use strait_k8s_api::relist;
 use tokio::sync::Notify;
@@ -53,24 +53,23 @@ impl Meta {
     }
 }
 
-/// A shared map of [`Meta`] by key, filled from a watch.
+/// A shared map of [`Meta`] by key, filled from a watch, and whether it was listed yet.
 #[derive(Clone, Debug, Default)]
 pub struct Compact {
-    map: Arc<RwLock<HashMap<Key, Meta>>>,
+    map: relist::Shared<Key, Meta>,
     ready: Arc<AtomicBool>,
     ready_notify: Arc<Notify>,
 }
 
 impl Compact {
     pub fn get(&self, ns: &str, name: &str) -> Option<Meta> {
-        self.read()
-            .get(&(ns.to_string(), name.to_string()))
-            .cloned()
+        self.map.get(&(ns.to_string(), name.to_string()))
     }
 
     /// Every object that is a mirror of `cluster`, with its uid.
     pub fn ours(&self, cluster: &str) -> Vec<(Key, Option<String>)> {
-        self.read()
+        self.map
+            .read()
             .iter()
             .filter(|(_, m)| m.is_ours(cluster))
             .map(|(k, m)| (k.clone(), m.uid.clone()))
@@ -78,11 +77,11 @@ impl Compact {
     }
 
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.map.is_empty()
     }
 
     /// Waits for the first complete list.
@@ -95,21 +94,14 @@ impl Compact {
             notified.await;
         }
     }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Meta>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Meta>> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 impl FromIterator<(Key, Meta)> for Compact {
     fn from_iter<I: IntoIterator<Item = (Key, Meta)>>(iter: I) -> Self {
-        let store = Self::default();
-        *store.write() = iter.into_iter().collect();
-        store
+        Self {
+            map: iter.into_iter().collect(),
+            ..Default::default()
+        }
     }
 }
 
@@ -118,16 +110,16 @@ impl relist::Store for Compact {
     type Value = Meta;
 
     fn upsert(&mut self, key: Key, meta: Meta) {
-        self.write().insert(key, meta);
+        self.map.upsert(key, meta);
     }
 
     fn remove(&mut self, key: &Key) {
-        self.write().remove(key);
+        relist::Store::remove(&mut self.map, key);
     }
 
     /// Also marks the store ready: it holds a complete list.
     fn replace(&mut self, all: HashMap<Key, Meta>) {
-        *self.write() = all;
+        self.map.replace(all);
         self.ready.store(true, Ordering::Release);
         self.ready_notify.notify_waiters();
     }

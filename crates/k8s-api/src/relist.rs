@@ -18,13 +18,15 @@
 //! ```
 //!
 //! The [`Writer`] is that state machine; a [`Store`] is what it writes into (a plain
-//! `HashMap`, a shared compact map, an index that maintains its own secondary maps). What is
+//! `HashMap`, a [`Shared`] map that readers on other tasks see, an index that maintains its
+//! own secondary maps). What is
 //! kept of an object is a [`Projection`]: its key, and its value or `None` when nothing of it
 //! is kept (an `Apply` of an object that stopped being kept removes its entry).
 
 use kube::runtime::watcher::Event;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// What a [`Writer`] writes into.
 pub trait Store {
@@ -52,6 +54,126 @@ impl<K: Eq + Hash, V> Store for HashMap<K, V> {
 
     fn replace(&mut self, all: HashMap<K, V>) {
         *self = all;
+    }
+}
+
+/// A map that one [`Writer`] fills and any number of readers share (clones share one map).
+/// A panic while the lock is held leaves a consistent map (every change is one insert,
+/// remove or swap), so a poisoned lock is used on.
+pub struct Shared<K, V> {
+    map: Arc<RwLock<HashMap<K, V>>>,
+}
+
+impl<K, V> Clone for Shared<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            map: self.map.clone(),
+        }
+    }
+}
+
+impl<K, V> Default for Shared<K, V> {
+    fn default() -> Self {
+        Self {
+            map: Arc::default(),
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for Shared<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("len", &self.read().len())
+            .finish()
+    }
+}
+
+impl<K: Eq + Hash, V> FromIterator<(K, V)> for Shared<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self {
+            map: Arc::new(RwLock::new(iter.into_iter().collect())),
+        }
+    }
+}
+
+impl<K, V> Shared<K, V> {
+    /// The map, read-locked: hold it briefly (the writer waits).
+    pub fn read(&self) -> RwLockReadGuard<'_, HashMap<K, V>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<K, V>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<K: Eq + Hash, V> Shared<K, V> {
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, key: &K) -> bool {
+        self.read().contains_key(key)
+    }
+
+    pub fn get(&self, key: &K) -> Option<V>
+    where
+        V: Clone,
+    {
+        self.read().get(key).cloned()
+    }
+
+    /// Every key held.
+    pub fn keys(&self) -> HashSet<K>
+    where
+        K: Clone,
+    {
+        self.read().keys().cloned().collect()
+    }
+
+    /// A snapshot of every value held.
+    pub fn values(&self) -> Vec<V>
+    where
+        V: Clone,
+    {
+        self.read().values().cloned().collect()
+    }
+
+    /// Removes one entry outside the watch (for a source that no longer keeps it).
+    pub fn remove(&self, key: &K) -> Option<V> {
+        self.write().remove(key)
+    }
+
+    /// Keeps only the entries for which `keep` holds.
+    pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        self.write().retain(|k, v| keep(k, v));
+    }
+
+    /// Empties the map (for a source that stopped: nothing it kept holds any more).
+    pub fn clear(&self) {
+        *self.write() = HashMap::new();
+    }
+}
+
+impl<K: Eq + Hash, V> Store for Shared<K, V> {
+    type Key = K;
+    type Value = V;
+
+    fn upsert(&mut self, key: K, value: V) {
+        self.write().insert(key, value);
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.write().remove(key);
+    }
+
+    fn replace(&mut self, mut all: HashMap<K, V>) {
+        all.shrink_to_fit();
+        *self.write() = all;
     }
 }
 
@@ -242,6 +364,31 @@ mod tests {
         w.apply(&Event::Init);
         w.apply(&Event::InitDone);
         assert!(state(&w).is_empty());
+    }
+
+    #[test]
+    fn a_shared_store_is_seen_by_every_clone() {
+        let shared: Shared<String, String> = Shared::default();
+        let reader = shared.clone();
+        let mut w = Writer::new(shared, |o: &ConfigMap| {
+            let v = o.data.as_ref().and_then(|d| d.get("v")).cloned();
+            Some((o.metadata.name.clone()?, v))
+        });
+        w.apply(&Event::Init);
+        w.apply(&Event::InitApply(cm("a", Some("1"))));
+        assert!(reader.is_empty());
+        w.apply(&Event::InitDone);
+        w.apply(&Event::Apply(cm("b", Some("2"))));
+        assert_eq!(reader.len(), 2);
+        assert_eq!(reader.get(&"a".to_string()).as_deref(), Some("1"));
+        assert!(reader.contains(&"b".to_string()));
+        reader.retain(|k, _| k == "b");
+        assert_eq!(reader.values(), vec!["2".to_string()]);
+        assert_eq!(w.store().remove(&"b".to_string()).as_deref(), Some("2"));
+        let filled: Shared<String, u8> = [("x".to_string(), 1)].into_iter().collect();
+        assert_eq!(filled.keys(), HashSet::from(["x".to_string()]));
+        filled.clear();
+        assert!(filled.is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 use super::*;
 use strait_k8s_api::LinkSpec;
 
-fn plan() -> Plan {
+/// The Link most tests of the pure parts use.
+pub(crate) fn plan() -> Plan {
     let spec: LinkSpec = serde_json::from_value(serde_json::json!({
         "targetClusterName": "east",
         "clusterCredentialsSecret": "c",

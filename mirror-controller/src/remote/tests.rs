@@ -1,22 +1,6 @@
 use super::*;
+use crate::mirror::tests::plan;
 use kube::runtime::watcher::Event;
-
-fn plan() -> Plan {
-    Plan::new(
-        &serde_json::from_value(serde_json::json!({
-            "targetClusterName": "east",
-            "clusterCredentialsSecret": "c",
-            "gatewayAddress": "10.0.0.1",
-            "gatewayPort": 4143,
-            "gatewayIdentity": "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local",
-            "selector": {"matchLabels": {"mirror.strait.dev/exported": "true"}},
-            "excludedLabels": ["secret.io/*"],
-            "excludedAnnotations": ["drop-me"],
-        }))
-        .expect("spec"),
-    )
-    .expect("plan")
-}
 
 fn full(name: &str, exported: bool) -> Service {
     serde_json::from_value(serde_json::json!({
@@ -78,7 +62,7 @@ fn relist_replaces_and_unselected_drops() {
     w.apply(&Event::Delete(full("b", true)));
     assert!(store.is_empty());
     w.apply(&Event::Apply(full("c", true)));
-    assert_eq!(store.state()[0].key(), ("shop".into(), "c".into()));
+    assert_eq!(store.values()[0].key(), ("shop".into(), "c".into()));
     w.apply(&Event::Apply(full("c", true)));
     assert_eq!(store.len(), 1);
     w.apply(&Event::Init);
@@ -116,7 +100,7 @@ fn exported_keeps_only_services_with_an_export() {
         HashSet::from([("shop".to_string(), "a".to_string())])
     );
     // The mirror derived from an exported entry is the same as from a labelled one.
-    let c = store.state()[0].clone();
+    let c = store.values()[0].clone();
     let mut labelled = full("a", true);
     labelled.metadata.labels = full("a", false).metadata.labels;
     assert_eq!(
@@ -160,17 +144,17 @@ fn slices_keep_only_ready_services() {
     w.apply(&Event::InitApply(slice("x", None, Some(true))));
     w.apply(&Event::InitDone);
     assert_eq!(
-        store.ready(),
+        ready(&store),
         HashSet::from([("shop".to_string(), "web".to_string())])
     );
     w.apply(&Event::Apply(slice("web-a", Some("web"), Some(false))));
     w.apply(&Event::Apply(slice("db-a", Some("db"), Some(true))));
     assert_eq!(
-        store.ready(),
+        ready(&store),
         HashSet::from([("shop".to_string(), "db".to_string())])
     );
     w.apply(&Event::Delete(slice("db-a", Some("db"), Some(true))));
-    assert!(store.ready().is_empty());
+    assert!(ready(&store).is_empty());
 }
 
 #[test]
@@ -216,7 +200,7 @@ fn remote_discovery_keeps_addresses_of_its_services_only() {
         1,
         "only remote-discovery Services, only IP slices"
     );
-    let by = store.by_service();
+    let by = by_service(&store);
     let s = &by[&("shop".to_string(), "web".to_string())][0];
     // Only ready endpoints; unset means ready.
     let addrs: Vec<String> = s.endpoints.iter().map(|e| e.addr.to_string()).collect();
