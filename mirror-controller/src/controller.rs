@@ -1,6 +1,6 @@
 //! The Link controller: one worker per Link, a finalizer that removes a deleted Link's mirrors.
 
-use crate::{Context, mirror, worker};
+use crate::{Context, mirror, source_of, worker, write};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -87,7 +87,7 @@ async fn reconcile(link: Arc<Link>, state: Arc<State>) -> Result<Action, Error> 
 
 fn error_policy(link: Arc<Link>, e: &Error, state: Arc<State>) -> Action {
     let name = link.metadata.name.as_deref().unwrap_or_default();
-    tracing::warn!(link = name, error = %e, source = %worker::source_of(e), "reconcile failed");
+    tracing::warn!(link = name, error = %e, source = %source_of(e), "reconcile failed");
     state.ctx.metrics.error(name, e.metric_label());
     Action::requeue(Duration::from_secs(5))
 }
@@ -167,9 +167,9 @@ impl State {
                         let n = m.name.unwrap_or_default();
                         metrics.count_request("delete");
                         let r = if is_svc {
-                            worker::delete::<Service>(client, &ns, &n, m.uid).await
+                            write::delete::<Service>(client, &ns, &n, m.uid).await
                         } else {
-                            worker::delete::<EndpointSlice>(client, &ns, &n, m.uid).await
+                            write::delete::<EndpointSlice>(client, &ns, &n, m.uid).await
                         };
                         r.map_err(|e| CleanupError::Delete(format!("{ns}/{n}"), e))
                     }

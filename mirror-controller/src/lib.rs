@@ -10,16 +10,17 @@
 //!           Lease (leader election)
 //!                 │ held
 //!  Links ──► controller (finalizer) ──► one worker per Link (worker.rs)
-//!                                         ├─ credentials Secret ─► remote session (session.rs: read-only watches)
-//!                                         ├─ gateway: resolve (hickory, TTL) + probe (TLS 1.3, identity)
-//!                                         └─ sync pass: desired − actual ─► create / JSON patch (bounded), GC
+//!                                         ├─ credentials Secret (credentials.rs) ─► remote session (session.rs: read-only watches)
+//!                                         ├─ gateway (gateway.rs): resolve (hickory, TTL) + probe (TLS 1.3, identity)
+//!                                         └─ sync (sync.rs): diff (diff.rs, pure) ─► create / JSON patch (write.rs, bounded), GC
 //!  local watches (compact stores of our mirrors, their slices, Namespaces) ─┘ shared by every worker
 //!  admin :9999 ─► /metrics, /ready
 //! ```
 //!
 //! Start it with [`run`] (or [`run_until`]) and a [`Config`]; [`cli`] builds the config from
 //! flags and env.
-//! The pure parts are [`plan`] (what a Link asks for) and [`mirror`] (what a mirror looks like).
+//! The pure parts are [`plan`] (what a Link asks for), [`mirror`] (what a mirror looks like)
+//! and the sync pass's diff (which writes to make, what the status says).
 //!
 //! ## Three ways in
 //!
@@ -74,6 +75,9 @@
 
 pub mod cli;
 pub mod controller;
+pub mod credentials;
+mod diff;
+mod gateway;
 pub mod lease;
 pub mod metrics;
 pub mod mirror;
@@ -83,7 +87,9 @@ pub mod remote;
 pub mod resolve;
 pub mod session;
 pub mod store;
+mod sync;
 pub mod worker;
+pub mod write;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -148,7 +154,7 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("loading the trust anchors")]
-    Anchors(#[source] probe::AnchorsError),
+    Anchors(#[source] strait_tls::TlsError),
     #[error("building the DNS resolver")]
     Resolver(#[source] resolve::ResolveError),
     #[error("binding the admin server on {0}")]
@@ -279,6 +285,15 @@ async fn lead(
     controller::run(ctx).await;
 }
 
+/// The innermost cause, for logs (the outer message names the step).
+pub(crate) fn source_of(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
@@ -303,7 +318,7 @@ fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
         S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
         K: kube::Resource + Send + 'static,
     {
-        let mut writer = store::Writer::new(store.clone());
+        let mut writer = store::writer::<K>(store.clone());
         Box::pin(async move {
             let mut s = std::pin::pin!(s);
             while let Some(ev) = s.next().await {

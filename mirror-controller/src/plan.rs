@@ -164,6 +164,16 @@ impl Plan {
         self.remote_discovery.as_ref().map(|s| s.to_string())
     }
 
+    /// How a remote Service with these labels, exported by a `ServiceExport` or not, is
+    /// mirrored ([`way_in`]).
+    pub fn way_in(&self, labels: &BTreeMap<String, String>, exported: bool) -> Option<WayIn> {
+        way_in(
+            self.selects_remote_discovery(labels),
+            self.selects(labels),
+            exported,
+        )
+    }
+
     /// The identity of remote service account `sa` in namespace `ns`, when it is one.
     pub fn remote_identity(&self, sa: &str, ns: &str) -> Option<Identity> {
         Identity::new(
@@ -173,6 +183,32 @@ impl Plan {
             &self.remote_trust_domain,
         )
         .ok()
+    }
+}
+
+/// One of the three ways a remote Service comes to be mirrored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WayIn {
+    /// `remoteDiscoverySelector` matches its labels: its mirror lists the remote pods.
+    RemoteDiscovery,
+    /// The Link's `selector` matches its labels: mirrored through the gateway.
+    Selector,
+    /// A `ServiceExport` (MCS API) has its name: mirrored through the gateway.
+    ServiceExport,
+}
+
+/// The one precedence of the three ways in: `remoteDiscoverySelector` wins over both
+/// others, and `selector` over a `ServiceExport` (which then changes nothing). `None`: not
+/// mirrored.
+pub fn way_in(remote_discovery: bool, selected: bool, exported: bool) -> Option<WayIn> {
+    if remote_discovery {
+        Some(WayIn::RemoteDiscovery)
+    } else if selected {
+        Some(WayIn::Selector)
+    } else if exported {
+        Some(WayIn::ServiceExport)
+    } else {
+        None
     }
 }
 
@@ -414,6 +450,47 @@ mod tests {
         let mut s = spec();
         s.probe_spec.period = "3 s".into();
         assert!(matches!(Plan::new(&s), Err(InvalidLink::Duration { .. })));
+    }
+
+    #[test]
+    fn remote_discovery_wins_then_selector_then_export() {
+        use WayIn::*;
+        // (remoteDiscoverySelector, selector, ServiceExport) -> way in
+        let table = [
+            ((false, false, false), None),
+            ((false, false, true), Some(ServiceExport)),
+            ((false, true, false), Some(Selector)),
+            ((false, true, true), Some(Selector)),
+            ((true, false, false), Some(RemoteDiscovery)),
+            ((true, false, true), Some(RemoteDiscovery)),
+            ((true, true, false), Some(RemoteDiscovery)),
+            ((true, true, true), Some(RemoteDiscovery)),
+        ];
+        for ((rd, sel, exp), want) in table {
+            assert_eq!(
+                way_in(rd, sel, exp),
+                want,
+                "rd={rd} selector={sel} export={exp}"
+            );
+        }
+        let mut s = spec();
+        s.remote_discovery_selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("rd".into(), "yes".into())])),
+            ..Default::default()
+        });
+        let plan = Plan::new(&s).expect("valid");
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let both = labels(&[("rd", "yes"), ("mirror.strait.dev/exported", "true")]);
+        assert_eq!(plan.way_in(&both, true), Some(RemoteDiscovery));
+        let sel = labels(&[("mirror.strait.dev/exported", "true")]);
+        assert_eq!(plan.way_in(&sel, true), Some(Selector));
+        assert_eq!(plan.way_in(&labels(&[]), true), Some(ServiceExport));
+        assert_eq!(plan.way_in(&labels(&[]), false), None);
     }
 
     #[test]

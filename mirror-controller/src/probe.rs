@@ -1,17 +1,17 @@
 //! The gateway probe: an HTTPS GET of `probeSpec.path` over TLS 1.3 that succeeds only if the
 //! gateway proves the identity the Link names.
 //!
-//! The verifier is built by [`client_config`]: the server's chain must end at one of the trust
-//! anchors and its certificate must carry the DNS SAN `gatewayIdentity`, which is also the SNI.
-//! It is the one function to swap for `strait-tls` once that crate lands.
+//! The verifier is strait-tls's ([`client_config`]): the server's chain must end at one of the
+//! trust anchors and its certificate must name exactly one DNS SAN, `gatewayIdentity`, which is
+//! also the SNI. The probe presents no certificate, and resumes no session.
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strait_tls::rustls;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum ProbeError {
         addr: SocketAddr,
         identity: String,
         #[source]
-        source: std::io::Error,
+        source: strait_tls::TlsError,
     },
     #[error("HTTP exchange with {addr}")]
     Http {
@@ -44,49 +44,18 @@ pub enum ProbeError {
     },
     #[error("the probe took longer than {0:?}")]
     Timeout(Duration),
-    #[error("gateway identity {0:?} is not a DNS name")]
+    #[error("gateway identity {0:?} is not an identity name")]
     Identity(String),
 }
 
-/// Why the trust anchors cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum AnchorsError {
-    #[error("parsing the trust anchors PEM")]
-    Pem(#[source] rustls::pki_types::pem::Error),
-    #[error("the trust anchors PEM holds no certificate")]
-    Empty,
-    #[error("adding a trust anchor")]
-    Add(#[source] rustls::Error),
-    #[error("building the certificate verifier")]
-    Verifier(#[source] rustls::server::VerifierBuilderError),
-}
-
-/// A rustls client config that speaks only TLS 1.3 and verifies the server's certificate chains
-/// to `anchors_pem` and is valid for the SNI name (the gateway identity).
-pub fn client_config(anchors_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, AnchorsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_slice_iter(anchors_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(AnchorsError::Pem)?;
-    if certs.is_empty() {
-        return Err(AnchorsError::Empty);
-    }
-    for c in certs {
-        roots.add(c).map_err(AnchorsError::Add)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(AnchorsError::Verifier)?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(AnchorsError::Add)?
-        .with_webpki_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+/// A TLS 1.3 client config that presents no certificate and accepts only a server
+/// certificate chained to `anchors_pem` that names exactly the SNI name (the gateway
+/// identity) ([`strait_tls::anonymous_client_config`]).
+pub fn client_config(
+    anchors_pem: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, strait_tls::TlsError> {
+    let anchors = strait_tls::TrustAnchors::from_pem(anchors_pem, "the trust anchors")?;
+    strait_tls::anonymous_client_config(&anchors, &[])
 }
 
 /// Probes `https://<addr>:<port><path>` presenting SNI `identity`; returns the latency.
@@ -114,13 +83,13 @@ async fn probe_inner(
     path: &str,
     identity: &str,
 ) -> Result<(), ProbeError> {
-    let name = ServerName::try_from(identity.to_string())
+    let expected: strait_core::Identity = identity
+        .parse()
         .map_err(|_| ProbeError::Identity(identity.to_string()))?;
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|source| ProbeError::Connect { addr, source })?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
+    let stream = strait_tls::connect(tls, &expected, tcp)
         .await
         .map_err(|source| ProbeError::Handshake {
             addr,

@@ -10,18 +10,18 @@
 //! The mirror itself is derived from [`RemoteSvc::to_service`] only when a pass needs it, and
 //! is identical to the one derived from the full object (the filters are idempotent).
 //!
-//! Fed by a watcher's events with the reflector's semantics: a (re-)list replaces the whole
-//! map at `InitDone`, so a deletion missed during a watch outage disappears with the re-list.
+//! Fed by a watcher's events through [`strait_k8s_api::relist`]: a (re-)list replaces the
+//! whole map at `InitDone`, so a deletion missed during a watch outage disappears with the
+//! re-list.
 
 use crate::mirror;
-use crate::plan::Plan;
+use crate::plan::{Plan, WayIn};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ObjectMeta, PartialObjectMeta};
-use kube::runtime::watcher::Event;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
-use strait_k8s_api::ServiceExport;
+use std::sync::Arc;
+use strait_k8s_api::{ServiceExport, relist};
 
 /// (namespace, name).
 pub type Key = (String, String);
@@ -147,26 +147,7 @@ impl RemoteSvc {
 }
 
 /// A shared map by (namespace, name) of what is kept of each remote object.
-#[derive(Debug)]
-pub struct Map<V> {
-    map: Arc<RwLock<HashMap<Key, V>>>,
-}
-
-impl<V> Clone for Map<V> {
-    fn clone(&self) -> Self {
-        Self {
-            map: self.map.clone(),
-        }
-    }
-}
-
-impl<V> Default for Map<V> {
-    fn default() -> Self {
-        Self {
-            map: Arc::default(),
-        }
-    }
-}
+pub type Map<V> = relist::Shared<Key, V>;
 
 /// Remote Services, compacted.
 pub type Services = Map<Arc<RemoteSvc>>;
@@ -175,62 +156,13 @@ pub type Slices = Map<Box<str>>;
 /// The keys of remote `ServiceExport`s (each exports the Service with its key).
 pub type Exports = Map<()>;
 
-impl<V> Map<V> {
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn contains(&self, key: &Key) -> bool {
-        self.read().contains_key(key)
-    }
-
-    /// Every key held.
-    pub fn keys(&self) -> HashSet<Key> {
-        self.read().keys().cloned().collect()
-    }
-
-    pub fn remove(&self, key: &Key) -> Option<V> {
-        self.write().remove(key)
-    }
-
-    /// Keeps only the entries for which `keep` holds.
-    pub fn retain(&self, mut keep: impl FnMut(&Key, &V) -> bool) {
-        self.write().retain(|k, v| keep(k, v));
-    }
-
-    /// Empties the map (for a source that stopped: nothing it kept holds any more).
-    pub fn clear(&self) {
-        *self.write() = HashMap::new();
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, V>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, V>> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Services {
-    /// A snapshot of every selected remote Service.
-    pub fn state(&self) -> Vec<Arc<RemoteSvc>> {
-        self.read().values().cloned().collect()
-    }
-}
-
-impl Slices {
-    /// (namespace, Service name) of every remote Service with a ready endpoint.
-    pub fn ready(&self) -> HashSet<Key> {
-        self.read()
-            .iter()
-            .map(|((ns, _), svc)| (ns.clone(), svc.to_string()))
-            .collect()
-    }
+/// (namespace, Service name) of every remote Service with a ready endpoint.
+pub fn ready(slices: &Slices) -> HashSet<Key> {
+    slices
+        .read()
+        .iter()
+        .map(|((ns, _), svc)| (ns.clone(), svc.to_string()))
+        .collect()
 }
 
 /// Of a remote EndpointSlice, its Service when any endpoint is ready (unset counts as ready).
@@ -329,22 +261,20 @@ impl RdSlice {
 /// Remote EndpointSlices of remote-discovery Services, by slice key.
 pub type RdSlices = Map<Arc<RdSlice>>;
 
-impl RdSlices {
-    /// The slices of each Service, by (namespace, Service name).
-    pub fn by_service(&self) -> HashMap<Key, Vec<Arc<RdSlice>>> {
-        let mut out: HashMap<Key, Vec<Arc<RdSlice>>> = HashMap::new();
-        for ((ns, _), s) in self.read().iter() {
-            out.entry((ns.clone(), s.service.to_string()))
-                .or_default()
-                .push(s.clone());
-        }
-        out
+/// The slices of each remote-discovery Service, by (namespace, Service name).
+pub fn by_service(slices: &RdSlices) -> HashMap<Key, Vec<Arc<RdSlice>>> {
+    let mut out: HashMap<Key, Vec<Arc<RdSlice>>> = HashMap::new();
+    for ((ns, _), s) in slices.read().iter() {
+        out.entry((ns.clone(), s.service.to_string()))
+            .or_default()
+            .push(s.clone());
     }
+    out
 }
 
 /// A writer of the remote EndpointSlices of the Services in `rd` (remote-discovery ones).
 pub fn rd_slices_writer(store: RdSlices, rd: Services) -> Writer<EndpointSlice, Arc<RdSlice>> {
-    Writer::new(store, move |es: &EndpointSlice| {
+    writer(store, move |es: &EndpointSlice| {
         let s = RdSlice::of(es)?;
         let ns = es.metadata.namespace.clone()?;
         rd.contains(&(ns, s.service.to_string()))
@@ -381,82 +311,25 @@ impl PodMeta {
 /// Remote pods, by key.
 pub type Pods = Map<PodMeta>;
 
-impl Pods {
-    pub fn get(&self, key: &Key) -> Option<PodMeta> {
-        self.read().get(key).cloned()
-    }
-}
-
 /// A writer of remote pods.
 pub fn pods_writer(store: Pods) -> Writer<Pod, PodMeta> {
-    Writer::new(store, |p: &Pod| Some(PodMeta::of(p)))
+    writer(store, |p: &Pod| Some(PodMeta::of(p)))
 }
 
-type Keep<K, V> = Box<dyn Fn(&K) -> Option<V> + Send>;
+/// Applies watch events of `K` to a [`Map`] of `V`.
+pub type Writer<K, V> = relist::Writer<K, Map<V>>;
 
-/// Applies watch events to a [`Map`]: `keep` is what is kept of an object, `None` to keep
-/// nothing (the entry is removed); `pending` holds a re-list until it is done.
-pub struct Writer<K, V> {
+/// A writer keeping `keep(o)` of every object `o`; `None` keeps nothing (its entry goes).
+fn writer<K: kube::Resource + 'static, V>(
     store: Map<V>,
-    keep: Keep<K, V>,
-    pending: Option<HashMap<Key, V>>,
-}
-
-impl<K, V> std::fmt::Debug for Writer<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
-    }
-}
-
-impl<K: kube::Resource, V> Writer<K, V> {
-    pub fn new(store: Map<V>, keep: impl Fn(&K) -> Option<V> + Send + 'static) -> Self {
-        Self {
-            store,
-            keep: Box::new(keep),
-            pending: None,
-        }
-    }
-
-    pub fn apply(&mut self, ev: &Event<K>) {
-        let key = |o: &K| {
-            let m = o.meta();
-            (
-                m.namespace.clone().unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
-            )
-        };
-        match ev {
-            Event::Init => self.pending = Some(HashMap::new()),
-            Event::InitApply(o) => {
-                let pending = self.pending.get_or_insert_with(HashMap::new);
-                match (self.keep)(o) {
-                    Some(v) => pending.insert(key(o), v),
-                    None => pending.remove(&key(o)),
-                };
-            }
-            Event::InitDone => {
-                let mut fresh = self.pending.take().unwrap_or_default();
-                fresh.shrink_to_fit();
-                *self.store.write() = fresh;
-            }
-            Event::Apply(o) => {
-                let v = (self.keep)(o);
-                let mut w = self.store.write();
-                match v {
-                    Some(v) => w.insert(key(o), v),
-                    None => w.remove(&key(o)),
-                };
-            }
-            Event::Delete(o) => {
-                self.store.write().remove(&key(o));
-            }
-        }
-    }
+    keep: impl Fn(&K) -> Option<V> + Send + 'static,
+) -> Writer<K, V> {
+    relist::Writer::new(store, move |o: &K| Some((relist::name_key(o), keep(o))))
 }
 
 /// A writer of the selected remote Services of `plan`.
 pub fn services_writer(store: Services, plan: Arc<Plan>) -> Writer<Service, Arc<RemoteSvc>> {
-    Writer::new(store, move |s: &Service| {
+    writer(store, move |s: &Service| {
         RemoteSvc::of(s, &plan).map(Arc::new)
     })
 }
@@ -470,13 +343,12 @@ pub fn exported_writer(
     plan: Arc<Plan>,
     exports: Exports,
 ) -> Writer<Service, Arc<RemoteSvc>> {
-    Writer::new(store, move |s: &Service| {
+    writer(store, move |s: &Service| {
         let m = &s.metadata;
         let key = (m.namespace.clone()?, m.name.clone()?);
         let none = BTreeMap::new();
         let labels = m.labels.as_ref().unwrap_or(&none);
-        if !exports.contains(&key) || plan.selects(labels) || plan.selects_remote_discovery(labels)
-        {
+        if plan.way_in(labels, exports.contains(&key)) != Some(WayIn::ServiceExport) {
             return None;
         }
         RemoteSvc::compact(s, &plan).map(Arc::new)
@@ -488,7 +360,7 @@ pub fn remote_discovery_writer(
     store: Services,
     plan: Arc<Plan>,
 ) -> Writer<Service, Arc<RemoteSvc>> {
-    Writer::new(store, move |s: &Service| {
+    writer(store, move |s: &Service| {
         let labels = s.metadata.labels.as_ref();
         if !plan.selects_remote_discovery(labels.unwrap_or(&BTreeMap::new())) {
             return None;
@@ -499,263 +371,13 @@ pub fn remote_discovery_writer(
 
 /// A writer of the keys of remote `ServiceExport`s (metadata only).
 pub fn exports_writer(store: Exports) -> Writer<PartialObjectMeta<ServiceExport>, ()> {
-    Writer::new(store, |_: &PartialObjectMeta<ServiceExport>| Some(()))
+    writer(store, |_: &PartialObjectMeta<ServiceExport>| Some(()))
 }
 
 /// A writer of remote EndpointSlice readiness.
 pub fn slices_writer(store: Slices) -> Writer<EndpointSlice, Box<str>> {
-    Writer::new(store, ready_service)
+    writer(store, ready_service)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan() -> Plan {
-        Plan::new(
-            &serde_json::from_value(serde_json::json!({
-                "targetClusterName": "east",
-                "clusterCredentialsSecret": "c",
-                "gatewayAddress": "10.0.0.1",
-                "gatewayPort": 4143,
-                "gatewayIdentity": "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local",
-                "selector": {"matchLabels": {"mirror.strait.dev/exported": "true"}},
-                "excludedLabels": ["secret.io/*"],
-                "excludedAnnotations": ["drop-me"],
-            }))
-            .expect("spec"),
-        )
-        .expect("plan")
-    }
-
-    fn full(name: &str, exported: bool) -> Service {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "42",
-                "labels": {"app": "web", "mirror.strait.dev/exported": exported.to_string(), "secret.io/x": "1"},
-                "annotations": {"keep": "1", "drop-me": "1",
-                    "service.kubernetes.io/topology-mode": "Auto",
-                    "kubectl.kubernetes.io/last-applied-configuration": "{}"},
-                "managedFields": [{"manager": "m", "operation": "Update"}]},
-            "spec": {"selector": {"app": "web"}, "clusterIP": "10.1.1.1", "clusterIPs": ["10.1.1.1"],
-                "sessionAffinity": "None",
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "appProtocol": "http"},
-                          {"port": 53, "protocol": "UDP"}]},
-            "status": {"loadBalancer": {}},
-        }))
-        .expect("svc")
-    }
-
-    #[test]
-    fn compact_keeps_the_mirror_identical() {
-        let plan = plan();
-        let f = full("web", true);
-        let c = RemoteSvc::of(&f, &plan).expect("selected");
-        assert_eq!(c.labels.len(), 1, "only what the mirror copies");
-        assert_eq!(c.annotations.len(), 1);
-        assert_eq!(
-            mirror::service(&f, &plan, mirror::Via::Gateway),
-            mirror::service(&c.to_service(), &plan, mirror::Via::Gateway)
-        );
-        for edit in [
-            |s: &mut ServiceSpec| s.cluster_ip = Some("None".into()),
-            |s: &mut ServiceSpec| s.type_ = Some("ExternalName".into()),
-            |s: &mut ServiceSpec| s.ports = None,
-        ] {
-            let mut f = full("web", true);
-            edit(f.spec.as_mut().expect("spec"));
-            let c = RemoteSvc::of(&f, &plan).expect("selected");
-            assert_eq!(
-                mirror::service(&f, &plan, mirror::Via::Gateway),
-                mirror::service(&c.to_service(), &plan, mirror::Via::Gateway)
-            );
-        }
-        assert!(RemoteSvc::of(&full("web", false), &plan).is_none());
-    }
-
-    #[test]
-    fn relist_replaces_and_unselected_drops() {
-        let store = Services::default();
-        let mut w = services_writer(store.clone(), Arc::new(plan()));
-        w.apply(&Event::Init);
-        w.apply(&Event::InitApply(full("a", true)));
-        w.apply(&Event::InitApply(full("b", true)));
-        w.apply(&Event::InitApply(full("c", false)));
-        assert!(store.is_empty(), "not visible before InitDone");
-        w.apply(&Event::InitDone);
-        assert_eq!(store.len(), 2);
-        w.apply(&Event::Apply(full("a", false)));
-        assert_eq!(store.len(), 1);
-        w.apply(&Event::Delete(full("b", true)));
-        assert!(store.is_empty());
-        w.apply(&Event::Apply(full("c", true)));
-        assert_eq!(store.state()[0].key(), ("shop".into(), "c".into()));
-        w.apply(&Event::Apply(full("c", true)));
-        assert_eq!(store.len(), 1);
-        w.apply(&Event::Init);
-        w.apply(&Event::InitDone);
-        assert!(store.is_empty());
-    }
-
-    fn export(name: &str) -> PartialObjectMeta<ServiceExport> {
-        use kube::core::PartialObjectMetaExt;
-        ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("shop".into()),
-            ..Default::default()
-        }
-        .into_response_partial()
-    }
-
-    #[test]
-    fn exported_keeps_only_services_with_an_export() {
-        let exports = Exports::default();
-        let mut ew = exports_writer(exports.clone());
-        let store = Services::default();
-        let mut w = exported_writer(store.clone(), Arc::new(plan()), exports.clone());
-        ew.apply(&Event::Apply(export("a")));
-        ew.apply(&Event::Apply(export("labelled")));
-        assert!(exports.contains(&("shop".into(), "a".into())));
-        w.apply(&Event::Init);
-        w.apply(&Event::InitApply(full("a", false)));
-        w.apply(&Event::InitApply(full("b", false)));
-        // Also selected by labels: the label store keeps it, not this one.
-        w.apply(&Event::InitApply(full("labelled", true)));
-        w.apply(&Event::InitDone);
-        assert_eq!(
-            store.keys(),
-            HashSet::from([("shop".to_string(), "a".to_string())])
-        );
-        // The mirror derived from an exported entry is the same as from a labelled one.
-        let c = store.state()[0].clone();
-        let mut labelled = full("a", true);
-        labelled.metadata.labels = full("a", false).metadata.labels;
-        assert_eq!(
-            mirror::service(&c.to_service(), &plan(), mirror::Via::Gateway),
-            mirror::service(&labelled, &plan(), mirror::Via::Gateway)
-        );
-        // An export that arrives after its Service's last event is seen only by a re-list.
-        ew.apply(&Event::Apply(export("b")));
-        assert!(!store.contains(&("shop".into(), "b".into())));
-        w.apply(&Event::Init);
-        w.apply(&Event::InitApply(full("a", false)));
-        w.apply(&Event::InitApply(full("b", false)));
-        w.apply(&Event::InitDone);
-        assert_eq!(store.len(), 2);
-        // Unexported: the next event drops it.
-        ew.apply(&Event::Delete(export("a")));
-        w.apply(&Event::Apply(full("a", false)));
-        assert!(!store.contains(&("shop".into(), "a".into())));
-    }
-
-    #[test]
-    fn slices_keep_only_ready_services() {
-        let slice = |name: &str, svc: Option<&str>, ready: Option<bool>| -> EndpointSlice {
-            let labels = svc.map(|s| serde_json::json!({SERVICE_NAME_LABEL: s, "other": "x"}));
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name, "namespace": "shop", "labels": labels},
-                "addressType": "IPv4",
-                "endpoints": [
-                    {"addresses": ["10.0.0.1"], "conditions": {"ready": false}},
-                    {"addresses": ["10.0.0.2"], "conditions": {"ready": ready}},
-                ],
-            }))
-            .expect("slice")
-        };
-        let store = Slices::default();
-        let mut w = slices_writer(store.clone());
-        w.apply(&Event::Init);
-        w.apply(&Event::InitApply(slice("web-a", Some("web"), None)));
-        w.apply(&Event::InitApply(slice("web-b", Some("web"), Some(false))));
-        w.apply(&Event::InitApply(slice("db-a", Some("db"), Some(false))));
-        w.apply(&Event::InitApply(slice("x", None, Some(true))));
-        w.apply(&Event::InitDone);
-        assert_eq!(
-            store.ready(),
-            HashSet::from([("shop".to_string(), "web".to_string())])
-        );
-        w.apply(&Event::Apply(slice("web-a", Some("web"), Some(false))));
-        w.apply(&Event::Apply(slice("db-a", Some("db"), Some(true))));
-        assert_eq!(
-            store.ready(),
-            HashSet::from([("shop".to_string(), "db".to_string())])
-        );
-        w.apply(&Event::Delete(slice("db-a", Some("db"), Some(true))));
-        assert!(store.ready().is_empty());
-    }
-
-    #[test]
-    fn remote_discovery_keeps_addresses_of_its_services_only() {
-        let mut plan = plan();
-        plan.remote_discovery = Some(kube::core::Selector::from_iter([(
-            "mirror.strait.dev/exported".to_string(),
-            "remote-discovery".to_string(),
-        )]));
-        let plan = Arc::new(plan);
-        let rd = Services::default();
-        let mut rw = remote_discovery_writer(rd.clone(), plan.clone());
-        let mut svc = full("web", false);
-        svc.metadata.labels = Some(BTreeMap::from([(
-            "mirror.strait.dev/exported".to_string(),
-            "remote-discovery".to_string(),
-        )]));
-        rw.apply(&Event::Apply(svc));
-        rw.apply(&Event::Apply(full("db", true)));
-        assert_eq!(rd.keys(), HashSet::from([("shop".into(), "web".into())]));
-        let slice = |name: &str, svc: &str, ty: &str| -> EndpointSlice {
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name, "namespace": "shop", "labels": {SERVICE_NAME_LABEL: svc}},
-                "addressType": ty,
-                "ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080, "protocol": "TCP"}],
-                "endpoints": [
-                    {"addresses": ["198.18.64.2"], "conditions": {"ready": true},
-                     "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "shop"}},
-                    {"addresses": ["198.18.64.3"], "conditions": {"ready": false},
-                     "targetRef": {"kind": "Pod", "name": "web-2", "namespace": "shop"}},
-                    {"addresses": ["198.18.64.4"]},
-                ],
-            }))
-            .expect("slice")
-        };
-        let store = RdSlices::default();
-        let mut w = rd_slices_writer(store.clone(), rd.clone());
-        w.apply(&Event::Apply(slice("web-a", "web", "IPv4")));
-        w.apply(&Event::Apply(slice("db-a", "db", "IPv4")));
-        w.apply(&Event::Apply(slice("web-f", "web", "FQDN")));
-        assert_eq!(
-            store.len(),
-            1,
-            "only remote-discovery Services, only IP slices"
-        );
-        let by = store.by_service();
-        let s = &by[&("shop".to_string(), "web".to_string())][0];
-        // Only ready endpoints; unset means ready.
-        let addrs: Vec<String> = s.endpoints.iter().map(|e| e.addr.to_string()).collect();
-        assert_eq!(addrs, vec!["198.18.64.2", "198.18.64.4"]);
-        assert_eq!(s.endpoints[0].pod.as_deref(), Some("web-1"));
-        assert!(s.endpoints[1].pod.is_none());
-        // Ports in a stable order.
-        let ports: Vec<i32> = s.ports.iter().map(|p| p.port).collect();
-        assert_eq!(ports, vec![8080, 9090]);
-    }
-
-    #[test]
-    fn pods_keep_service_account_and_mesh() {
-        let pod = |name: &str, sa: Option<&str>, meshed: bool| -> Pod {
-            let annotations =
-                meshed.then(|| serde_json::json!({strait_core::labels::PROXY_VERSION: "v1"}));
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name, "namespace": "shop", "annotations": annotations},
-                "spec": {"serviceAccountName": sa, "containers": []},
-            }))
-            .expect("pod")
-        };
-        let store = Pods::default();
-        let mut w = pods_writer(store.clone());
-        w.apply(&Event::Apply(pod("a", Some("web"), true)));
-        w.apply(&Event::Apply(pod("b", None, false)));
-        let a = store.get(&("shop".into(), "a".into())).expect("a");
-        assert_eq!((&*a.service_account, a.meshed), ("web", true));
-        let b = store.get(&("shop".into(), "b".into())).expect("b");
-        assert_eq!((&*b.service_account, b.meshed), ("default", false));
-    }
-}
+mod tests;

@@ -77,6 +77,28 @@ pub(crate) struct RemoteView {
 }
 
 impl RemoteView {
+    /// Empty stores, not listed yet.
+    fn new() -> Self {
+        Self {
+            services: remote::Services::default(),
+            exported: remote::Services::default(),
+            exports: remote::Exports::default(),
+            slices: remote::Slices::default(),
+            rd_services: remote::Services::default(),
+            rd_slices: remote::RdSlices::default(),
+            pods: remote::Pods::default(),
+            synced: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Empty stores, as complete (or not) as `synced` says: for tests of what a pass does.
+    #[cfg(test)]
+    pub(crate) fn listed(synced: bool) -> Self {
+        let view = Self::new();
+        view.synced.store(synced, Ordering::Release);
+        view
+    }
+
     /// Whether every watch the view needs has completed a list: only then may a pass
     /// remove mirrors whose remote twin is missing.
     pub fn synced(&self) -> bool {
@@ -183,16 +205,7 @@ pub(crate) fn session(
     RemoteView,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let view = RemoteView {
-        services: remote::Services::default(),
-        exported: remote::Services::default(),
-        exports: remote::Exports::default(),
-        slices: remote::Slices::default(),
-        rd_services: remote::Services::default(),
-        rd_slices: remote::RdSlices::default(),
-        pods: remote::Pods::default(),
-        synced: Arc::new(AtomicBool::new(false)),
-    };
+    let view = RemoteView::new();
     let session = Session {
         ctx,
         link,
@@ -565,55 +578,4 @@ fn rd_slices_selector(keys: &BTreeSet<remote::Key>) -> (watcher::Config, Option<
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn keys(ks: &[(&str, &str)]) -> BTreeSet<remote::Key> {
-        ks.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn rd_slices_select_by_service_name() {
-        let one_ns = keys(&[("shop", "web"), ("shop", "api")]);
-        let (cfg, ns) = rd_slices_selector(&one_ns);
-        assert_eq!(
-            cfg.label_selector.as_deref(),
-            Some("kubernetes.io/service-name in (api,web)")
-        );
-        assert_eq!(ns, Some("shop"));
-        let two_ns = keys(&[("shop", "web"), ("billing", "web")]);
-        let (cfg, ns) = rd_slices_selector(&two_ns);
-        assert_eq!(
-            cfg.label_selector.as_deref(),
-            Some("kubernetes.io/service-name in (web)")
-        );
-        assert_eq!(ns, None);
-        // Too many names for one selector: every slice, filtered as it arrives.
-        let many: Vec<(String, String)> = (0..1000)
-            .map(|i| ("shop".to_string(), format!("service-{i}")))
-            .collect();
-        let (cfg, _) = rd_slices_selector(&many.into_iter().collect());
-        assert!(cfg.label_selector.is_none());
-    }
-
-    #[test]
-    fn unavailable_means_404_or_403() {
-        let status = |code| {
-            Box::new(kube::core::Status {
-                code,
-                ..Default::default()
-            })
-        };
-        let e = watcher::Error::InitialListFailed(kube::Error::Api(status(404)));
-        assert_eq!(unavailable(&e), Some(404));
-        assert_eq!(
-            unavailable(&watcher::Error::WatchError(status(403))),
-            Some(403)
-        );
-        let e = watcher::Error::InitialListFailed(kube::Error::Api(status(500)));
-        assert_eq!(unavailable(&e), None);
-        assert_eq!(unavailable(&watcher::Error::NoResourceVersion), None);
-    }
-}
+mod tests;

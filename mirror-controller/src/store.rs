@@ -2,15 +2,16 @@
 //! reads (uid, the cluster it mirrors, the spec hash we wrote), not the object. At 10,000
 //! mirrors a reflector of even metadata-only objects costs about a kilobyte each, twice.
 //!
-//! Fed by a watcher's events with the reflector's semantics: a (re-)list replaces the whole
-//! map at `InitDone`, so a deletion missed during a watch outage disappears with the re-list.
+//! Fed by a watcher's events through [`strait_k8s_api::relist`]: a (re-)list replaces the
+//! whole map at `InitDone`, so a deletion missed during a watch outage disappears with the
+//! re-list.
 
 use kube::api::ObjectMeta;
-use kube::runtime::watcher::Event;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use strait_core::labels;
+use strait_k8s_api::relist;
 use tokio::sync::Notify;
 
 /// (namespace, name); namespace is empty for cluster-scoped objects.
@@ -52,24 +53,23 @@ impl Meta {
     }
 }
 
-/// A shared map of [`Meta`] by key, filled from a watch.
+/// A shared map of [`Meta`] by key, filled from a watch, and whether it was listed yet.
 #[derive(Clone, Debug, Default)]
 pub struct Compact {
-    map: Arc<RwLock<HashMap<Key, Meta>>>,
+    map: relist::Shared<Key, Meta>,
     ready: Arc<AtomicBool>,
     ready_notify: Arc<Notify>,
 }
 
 impl Compact {
     pub fn get(&self, ns: &str, name: &str) -> Option<Meta> {
-        self.read()
-            .get(&(ns.to_string(), name.to_string()))
-            .cloned()
+        self.map.get(&(ns.to_string(), name.to_string()))
     }
 
     /// Every object that is a mirror of `cluster`, with its uid.
     pub fn ours(&self, cluster: &str) -> Vec<(Key, Option<String>)> {
-        self.read()
+        self.map
+            .read()
             .iter()
             .filter(|(_, m)| m.is_ours(cluster))
             .map(|(k, m)| (k.clone(), m.uid.clone()))
@@ -77,11 +77,11 @@ impl Compact {
     }
 
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.map.is_empty()
     }
 
     /// Waits for the first complete list.
@@ -94,66 +94,52 @@ impl Compact {
             notified.await;
         }
     }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Meta>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Meta>> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
-/// Applies watch events to a [`Compact`] store; `pending` holds a re-list until it is done.
-#[derive(Debug, Default)]
-pub struct Writer {
-    store: Compact,
-    pending: Option<HashMap<Key, Meta>>,
-}
-
-impl Writer {
-    pub fn new(store: Compact) -> Self {
+impl FromIterator<(Key, Meta)> for Compact {
+    fn from_iter<I: IntoIterator<Item = (Key, Meta)>>(iter: I) -> Self {
         Self {
-            store,
-            pending: None,
+            map: iter.into_iter().collect(),
+            ..Default::default()
         }
+    }
+}
+
+impl relist::Store for Compact {
+    type Key = Key;
+    type Value = Meta;
+
+    fn upsert(&mut self, key: Key, meta: Meta) {
+        self.map.upsert(key, meta);
     }
 
-    pub fn apply<K: kube::Resource>(&mut self, ev: &Event<K>) {
-        let key = |o: &K| {
-            let m = o.meta();
-            (
-                m.namespace.clone().unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
-            )
-        };
-        match ev {
-            Event::Init => self.pending = Some(HashMap::new()),
-            Event::InitApply(o) => {
-                self.pending
-                    .get_or_insert_with(HashMap::new)
-                    .insert(key(o), Meta::of(o.meta()));
-            }
-            Event::InitDone => {
-                let fresh = self.pending.take().unwrap_or_default();
-                *self.store.write() = fresh;
-                self.store.ready.store(true, Ordering::Release);
-                self.store.ready_notify.notify_waiters();
-            }
-            Event::Apply(o) => {
-                self.store.write().insert(key(o), Meta::of(o.meta()));
-            }
-            Event::Delete(o) => {
-                self.store.write().remove(&key(o));
-            }
-        }
+    fn remove(&mut self, key: &Key) {
+        relist::Store::remove(&mut self.map, key);
     }
+
+    /// Also marks the store ready: it holds a complete list.
+    fn replace(&mut self, all: HashMap<Key, Meta>) {
+        self.map.replace(all);
+        self.ready.store(true, Ordering::Release);
+        self.ready_notify.notify_waiters();
+    }
+}
+
+/// Applies watch events of `K` to a [`Compact`] store.
+pub type Writer<K> = relist::Writer<K, Compact>;
+
+/// A writer of every object's [`Meta`] into `store`.
+pub fn writer<K: kube::Resource + 'static>(store: Compact) -> Writer<K> {
+    relist::Writer::new(store, |o: &K| {
+        Some((relist::name_key(o), Some(Meta::of(o.meta()))))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Service;
+    use kube::runtime::watcher::Event;
 
     fn svc(name: &str, cluster: Option<&str>) -> Service {
         let mut labels = serde_json::Map::new();
@@ -171,7 +157,7 @@ mod tests {
     #[test]
     fn relist_replaces_and_watch_updates() {
         let store = Compact::default();
-        let mut w = Writer::new(store.clone());
+        let mut w = writer::<Service>(store.clone());
         w.apply(&Event::<Service>::Init);
         w.apply(&Event::InitApply(svc("a-east", Some("east"))));
         w.apply(&Event::InitApply(svc("b-west", Some("west"))));

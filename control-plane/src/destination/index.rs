@@ -224,7 +224,7 @@ impl Index {
     }
 
     /// Replaces everything of one kind after a (re)list, then republishes every topic.
-    pub fn reset_services(&self, all: Vec<(ServiceKey, ServiceInfo)>) {
+    pub fn reset_services(&self, all: impl IntoIterator<Item = (ServiceKey, ServiceInfo)>) {
         let mut st = self.lock();
         let keys: Vec<_> = st.services.keys().cloned().collect();
         keys.iter().for_each(|k| st.drop_service(k));
@@ -234,7 +234,7 @@ impl Index {
         self.mark_synced(Kind::Service);
     }
 
-    pub fn reset_slices(&self, all: Vec<(ObjKey, SliceInfo)>) {
+    pub fn reset_slices(&self, all: impl IntoIterator<Item = (ObjKey, SliceInfo)>) {
         let mut st = self.lock();
         st.slices.clear();
         st.slices_by_service.clear();
@@ -247,7 +247,7 @@ impl Index {
         self.mark_synced(Kind::Slice);
     }
 
-    pub fn reset_pods(&self, all: Vec<(ObjKey, PodInfo)>) {
+    pub fn reset_pods(&self, all: impl IntoIterator<Item = (ObjKey, PodInfo)>) {
         let mut st = self.lock();
         st.pods.clear();
         st.pod_ips.clear();

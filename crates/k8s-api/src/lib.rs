@@ -4,12 +4,14 @@
 //! friends) as Rust types, the one foreign resource Strait reads (the Multi-Cluster Services
 //! API's `ServiceExport`), and re-exports of `kube` and `k8s-openapi` so that every crate in
 //! the workspace builds against one version of each. The `crdgen` binary turns these types
-//! into the CRD YAML under `charts/`; the YAML is never edited by hand.
+//! into the CRD YAML under `charts/`; the YAML is never edited by hand. [`relist`] is how every
+//! controller keeps a store of watched objects that recovers after a watch outage.
 
 pub use k8s_openapi;
 pub use kube;
 
 pub mod link;
+pub mod relist;
 pub mod service_export;
 
 pub use link::{Link, LinkSpec, LinkStatus, ProbeSpec};

@@ -35,12 +35,14 @@
 //!
 //! Rotate by sending new [`Credentials`] on the channel; the next handshake uses them.
 
+mod anonymous;
 mod ca;
 mod config;
 mod creds;
 mod error;
 mod leaf;
 
+pub use anonymous::anonymous_client_config;
 pub use ca::{
     CLOCK_SKEW, DEFAULT_ANCHOR_LIFETIME, DEFAULT_ISSUER_LIFETIME, Issuer, SECRET_ANCHOR_KEYS,
     SECRET_CERT_KEYS, SECRET_KEY_KEYS, TrustAnchors, write_pem,

@@ -1,0 +1,159 @@
+//! The credentials watch of one Link: the Secret `clusterCredentialsSecret` names, and on
+//! every change of its `kubeconfig` a new remote session (the old one is stopped).
+//!
+//! ```text
+//!  Secret (by name) ──► kubeconfig hash changed? ──► client ──► session (session.rs) ──► RemoteView
+//!                        missing / unusable ──► status.linkError (the running session stays)
+//! ```
+
+use crate::Context;
+use crate::plan::Plan;
+use crate::session::RemoteView;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use strait_k8s_api::LinkStatus;
+use tokio::sync::{Notify, watch};
+
+/// Why the credentials cannot make a remote client.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("the credentials Secret has no key `kubeconfig`")]
+    NoKubeconfig,
+    #[error("the kubeconfig in the credentials Secret does not parse")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("building a client from the credentials kubeconfig")]
+    RemoteClient(#[source] kube::Error),
+}
+
+impl CredentialsError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        "credentials"
+    }
+}
+
+/// Watches the credentials Secret; on every change of its kubeconfig, reconnects.
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    link: String,
+    plan: Arc<Plan>,
+    remote: watch::Sender<Option<RemoteView>>,
+    status: watch::Sender<LinkStatus>,
+    trigger: Arc<Notify>,
+) {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let cfg =
+        watcher::Config::default().fields(&format!("metadata.name={}", plan.credentials_secret));
+    let mut events = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
+    // The session runs in its own task; the guard aborts it when this task is aborted too
+    // (a dropped JoinHandle alone would leave it running against the remote API).
+    let mut current: Option<(u64, AbortOnDrop)> = None;
+    let set_error = |e: Option<String>| {
+        status.send_if_modified(|s| {
+            let changed = s.link_error != e;
+            s.link_error = e.clone();
+            changed
+        });
+    };
+    while let Some(ev) = events.next().await {
+        let secret = match ev {
+            Ok(Event::Apply(s) | Event::InitApply(s)) => s,
+            Ok(Event::Delete(_)) => {
+                set_error(Some(format!(
+                    "credentials Secret {} is missing",
+                    plan.credentials_secret
+                )));
+                continue;
+            }
+            Ok(Event::Init | Event::InitDone) => continue,
+            Err(e) => {
+                tracing::warn!(%link, error = %e, "watching the credentials Secret failed");
+                continue;
+            }
+        };
+        let kubeconfig = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("kubeconfig"))
+            .map(|b| b.0.clone());
+        let hash = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            kubeconfig.hash(&mut h);
+            h.finish()
+        };
+        if current.as_ref().is_some_and(|(h, _)| *h == hash) {
+            continue;
+        }
+        match remote_client(kubeconfig).await {
+            Ok(client) => {
+                set_error(None);
+                if current.take().is_some() {
+                    tracing::info!(%link, "credentials changed; reconnecting");
+                }
+                let (view, session) = crate::session::session(
+                    ctx.clone(),
+                    link.clone(),
+                    plan.clone(),
+                    client,
+                    status.clone(),
+                    trigger.clone(),
+                );
+                remote.send_replace(Some(view));
+                current = Some((hash, AbortOnDrop(tokio::spawn(session))));
+                trigger.notify_one();
+            }
+            Err(e) => {
+                // Never log the kubeconfig; the error names only the step.
+                tracing::warn!(%link, error = %e, "credentials are unusable");
+                ctx.metrics.error(&link, e.metric_label());
+                set_error(Some(e.to_string()));
+            }
+        }
+    }
+    drop(current);
+}
+
+/// Aborts its task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn remote_client(kubeconfig: Option<Vec<u8>>) -> Result<kube::Client, CredentialsError> {
+    let bytes = kubeconfig.ok_or(CredentialsError::NoKubeconfig)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let kc = kube::config::Kubeconfig::from_yaml(&text).map_err(CredentialsError::Kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(CredentialsError::Kubeconfig)?;
+    kube::Client::try_from(cfg).map_err(CredentialsError::RemoteClient)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unusable_credentials_name_only_the_step() {
+        let Err(e) = remote_client(None).await else {
+            panic!("no kubeconfig makes no client");
+        };
+        assert!(matches!(e, CredentialsError::NoKubeconfig));
+        let secret = b"apiVersion: v1\nkind: Config\nusers: [{name: u, user: {token: s3cret}}]\nclusters: 7\n";
+        let Err(e) = remote_client(Some(secret.to_vec())).await else {
+            panic!("a kubeconfig that does not parse makes no client");
+        };
+        assert!(matches!(e, CredentialsError::Kubeconfig(_)), "{e:?}");
+        assert_eq!(e.metric_label(), "credentials");
+        assert!(!e.to_string().contains("s3cret"));
+    }
+}
