@@ -7,6 +7,7 @@
 //! end-to-end suite builds the same entry point as `e2e-strait`.
 
 mod demo;
+pub mod inject;
 pub mod install;
 
 use anyhow::Context;
@@ -37,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: install::cli::McCommand,
     },
+    /// Add Strait's proxy to the pods of manifests: sets `strait.dev/inject: enabled` on each
+    /// pod template (the webhook does the rest), or with --manual writes the proxy out.
+    Inject(inject::InjectArgs),
+    /// Remove what `strait inject` (either form) added.
+    Uninject(inject::UninjectArgs),
     /// Start two local clusters (west and east) on this machine and show how to reach them.
     ///
     /// Needs root (network namespaces); builds etcd and kube-apiserver on first use.
@@ -111,6 +117,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Install(args) => Ok(install::cli::install(args)?),
+        Command::Inject(args) => Ok(inject::inject(args)?),
+        Command::Uninject(args) => Ok(inject::uninject(args)?),
         Command::Uninstall(args) => Ok(install::cli::uninstall(args)?),
         Command::Multicluster { command } => Ok(install::cli::multicluster(command).await?),
         Command::LabTool { .. } => Ok(()),

@@ -51,18 +51,6 @@ pub fn service_fqdn(svc: &str, ns: &str, cluster_domain: &str) -> String {
     format!("{svc}.{ns}.svc.{cluster_domain}")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn names() {
-        assert_eq!(super::mirror_name("web", "east"), "web-east");
-        assert_eq!(
-            super::service_fqdn("web", "shop", "cluster.local"),
-            "web.shop.svc.cluster.local"
-        );
-    }
-}
-
 /// On a namespace or a pod: `enabled` injects the proxy into the pod(s), `disabled` (on a pod)
 /// opts it out.
 pub const INJECT: &str = "strait.dev/inject";
@@ -74,3 +62,15 @@ pub const PROXY_CPU_LIMIT: &str = "config.strait.dev/proxy-cpu-limit";
 pub const PROXY_MEMORY_REQUEST: &str = "config.strait.dev/proxy-memory-request";
 pub const PROXY_MEMORY_LIMIT: &str = "config.strait.dev/proxy-memory-limit";
 pub const PROXY_LOG_LEVEL: &str = "config.strait.dev/proxy-log-level";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert_eq!(super::mirror_name("web", "east"), "web-east");
+        assert_eq!(
+            super::service_fqdn("web", "shop", "cluster.local"),
+            "web.shop.svc.cluster.local"
+        );
+    }
+}
