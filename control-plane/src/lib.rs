@@ -7,7 +7,8 @@
 //! ```text
 //!  strait-control-plane
 //!   ├── identity     :8080  Certify: TokenReview → leaf signed by the cluster's issuer
-//!   └── destination  :8086  Get / GetProfile from Services, EndpointSlices and Pods
+//!   ├── destination  :8086  Get / GetProfile from Services, EndpointSlices and Pods
+//!   └── injector     :8443  the proxy injector (admission webhook, HTTPS)
 //! ```
 //!
 //! Start with [`identity::IdentityService`] and [`destination::Discovery`]; `main.rs` only
@@ -15,4 +16,5 @@
 
 pub mod destination;
 pub mod identity;
+pub mod injector;
 pub mod listen;

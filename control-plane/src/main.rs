@@ -31,6 +31,9 @@ struct Args {
     /// which the destination service shares.
     #[command(flatten)]
     identity: IdentityArgs,
+    /// Proxy injector flags (the admission webhook).
+    #[command(flatten)]
+    injector: strait_control_plane::injector::InjectorArgs,
 }
 
 impl Args {
@@ -59,6 +62,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("kubernetes client")?;
     let mut registry = Registry::default();
+    // Before identity's settings are taken apart below.
+    let injector = if args.injector.enabled() {
+        Some(injector(&args, client.clone(), &mut registry)?)
+    } else {
+        None
+    };
 
     // Identity: only when an issuer is configured (a destination-only control plane is valid).
     let identity = if args.identity.has_issuer() {
@@ -122,6 +131,18 @@ async fn main() -> anyhow::Result<()> {
                 .context("identity gRPC server")
         });
     }
+    if let Some((tls, state)) = injector {
+        let addr = args.injector.injector_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the injector address {addr}"))?;
+        tracing::info!(%addr, "proxy injector listening");
+        tasks.spawn(async move {
+            strait_control_plane::injector::serve(listener, tls, state, shutdown())
+                .await
+                .context("proxy injector")
+        });
+    }
     let listener = tokio::net::TcpListener::bind(args.destination_addr).await?;
     tracing::info!(addr = %args.destination_addr, "destination gRPC listening");
     tasks.spawn(async move {
@@ -133,6 +154,54 @@ async fn main() -> anyhow::Result<()> {
         done.context("server task")??;
     }
     Ok(())
+}
+
+/// The injector's TLS config and state: its certificate, and the trust anchors it hands to
+/// every injected proxy (--trust-anchors is required with the injector).
+fn injector(
+    args: &Args,
+    client: kube::Client,
+    registry: &mut Registry,
+) -> anyhow::Result<(
+    Arc<strait_tls::rustls::ServerConfig>,
+    strait_control_plane::injector::State,
+)> {
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("reading {flag} {}", p.display()))
+    };
+    let (Some(cert), Some(key)) = (
+        &args.injector.injector_tls_cert,
+        &args.injector.injector_tls_key,
+    ) else {
+        anyhow::bail!("--injector-tls-cert and --injector-tls-key go together");
+    };
+    let tls = strait_tls::webhook_server_config(
+        &read("--injector-tls-cert", cert)?,
+        &read("--injector-tls-key", key)?,
+        "--injector-tls-cert/--injector-tls-key",
+    )
+    .context("the injector's certificate")?;
+    let anchors_path = args.identity.trust_anchors.as_ref().context(
+        "the proxy injector needs --trust-anchors: injected proxies verify the control plane with them",
+    )?;
+    let anchors = String::from_utf8(read("--trust-anchors", anchors_path)?)
+        .context("--trust-anchors is not PEM text")?;
+    strait_tls::TrustAnchors::from_pem(anchors.as_bytes(), "--trust-anchors")
+        .context("--trust-anchors")?;
+    let config = args.injector.config(
+        &args.identity.control_namespace,
+        &args.cluster_domain,
+        &args.identity.trust_domain,
+        anchors,
+    );
+    Ok((
+        tls,
+        strait_control_plane::injector::State {
+            config: Arc::new(config),
+            client,
+            metrics: strait_control_plane::injector::Metrics::register(registry),
+        },
+    ))
 }
 
 async fn shutdown() {

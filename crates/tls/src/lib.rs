@@ -41,6 +41,7 @@ mod config;
 mod creds;
 mod error;
 mod leaf;
+mod webhook;
 
 pub use anonymous::anonymous_client_config;
 pub use ca::{
@@ -58,6 +59,7 @@ pub use error::{HandshakeFailure, TlsError};
 pub use leaf::{DEFAULT_LEAF_LIFETIME, KeyAndCsr, Leaf, cert_validity, dns_names, generate_csr};
 pub use rustls;
 pub use tokio_rustls;
+pub use webhook::webhook_server_config;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,93 @@
+//! The injector's flags (with environment fallbacks), flattened into the binary's `Args`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct InjectorArgs {
+    /// Where the proxy injector (admission webhook, HTTPS) listens; served only with
+    /// --injector-tls-cert and --injector-tls-key.
+    #[arg(long, env = "STRAIT_INJECTOR_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], strait_core::ports::INJECTOR)))]
+    pub injector_addr: SocketAddr,
+    /// The webhook's serving certificate (PEM, for the injector Service's DNS name).
+    #[arg(long, env = "STRAIT_INJECTOR_TLS_CERT", requires = "injector_tls_key")]
+    pub injector_tls_cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long, env = "STRAIT_INJECTOR_TLS_KEY", requires = "injector_tls_cert")]
+    pub injector_tls_key: Option<PathBuf>,
+    /// The proxy image injected pods run.
+    #[arg(
+        long,
+        env = "STRAIT_PROXY_IMAGE",
+        default_value = "strait.local/proxy:dev"
+    )]
+    pub proxy_image: String,
+    /// The init image that installs a pod's iptables rules.
+    #[arg(
+        long,
+        env = "STRAIT_PROXY_INIT_IMAGE",
+        default_value = "strait.local/proxy-init:dev"
+    )]
+    pub proxy_init_image: String,
+    /// imagePullPolicy of both.
+    #[arg(long, env = "STRAIT_PROXY_IMAGE_PULL_POLICY", default_value = "IfNotPresent",
+          value_parser = ["IfNotPresent", "Always", "Never"])]
+    pub proxy_image_pull_policy: String,
+    /// The proxy's default log filter (a pod's config.strait.dev/proxy-log-level wins).
+    #[arg(
+        long,
+        env = "STRAIT_PROXY_LOG_LEVEL",
+        default_value = "warn,strait_proxy=info"
+    )]
+    pub proxy_log_level: String,
+}
+
+impl InjectorArgs {
+    /// Whether the injector is to be served.
+    pub fn enabled(&self) -> bool {
+        self.injector_tls_cert.is_some()
+    }
+
+    /// The settings injected proxies get, for a control plane in `control_namespace` of a
+    /// cluster with `cluster_domain` and `trust_domain`, verifying with `trust_anchors_pem`.
+    pub fn config(
+        &self,
+        control_namespace: &str,
+        cluster_domain: &str,
+        trust_domain: &str,
+        trust_anchors_pem: String,
+    ) -> strait_inject::Config {
+        let ns = control_namespace;
+        strait_inject::Config {
+            proxy_image: self.proxy_image.clone(),
+            proxy_init_image: self.proxy_init_image.clone(),
+            image_pull_policy: self.proxy_image_pull_policy.clone(),
+            proxy_version: env!("CARGO_PKG_VERSION").into(),
+            control_namespace: ns.into(),
+            trust_domain: trust_domain.into(),
+            identity_addr: format!(
+                "strait-identity.{ns}.svc.{cluster_domain}:{}",
+                strait_core::ports::IDENTITY_GRPC
+            ),
+            identity_name: format!(
+                "strait-identity.{ns}.serviceaccount.identity.{ns}.{trust_domain}"
+            ),
+            destination_addr: format!(
+                "strait-dst.{ns}.svc.{cluster_domain}:{}",
+                strait_core::ports::DESTINATION_GRPC
+            ),
+            destination_name: format!(
+                "strait-destination.{ns}.serviceaccount.identity.{ns}.{trust_domain}"
+            ),
+            trust_anchors_pem,
+            proxy_uid: 2102,
+            resources: strait_inject::Resources {
+                cpu_request: Some("10m".into()),
+                cpu_limit: None,
+                memory_request: Some("20Mi".into()),
+                memory_limit: Some("250Mi".into()),
+            },
+            log_level: self.proxy_log_level.clone(),
+        }
+    }
+}
