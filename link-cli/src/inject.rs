@@ -118,33 +118,20 @@ pub fn config(
     values::set_string(&mut v, "identityTrustAnchorsPEM", trust_anchors_pem.clone());
     values::set_value(&mut v, "identity.issuer.external", Value::Bool(true));
     let v: control_plane::Values = values::typed_values(Chart::ControlPlane, v)?;
-    let ns = &v.namespace;
-    let td = &v.identity.trust_domain;
     let pull_policy = serde_json::to_value(v.image.pull_policy)
         .ok()
         .and_then(|p| p.as_str().map(str::to_owned))
         .unwrap_or_else(|| "IfNotPresent".into());
-    Ok(strait_inject::Config {
+    Ok(strait_inject::Config::for_install(strait_inject::Install {
         proxy_image: v.image.of("proxy"),
         proxy_init_image: v.image.of("proxy-init"),
         image_pull_policy: pull_policy,
-        proxy_version: env!("CARGO_PKG_VERSION").into(),
-        control_namespace: ns.clone(),
-        trust_domain: td.clone(),
-        identity_addr: format!("strait-identity.{ns}.svc.{}:8080", v.cluster_domain),
-        identity_name: format!("strait-identity.{ns}.serviceaccount.identity.{ns}.{td}"),
-        destination_addr: format!("strait-dst.{ns}.svc.{}:8086", v.cluster_domain),
-        destination_name: format!("strait-destination.{ns}.serviceaccount.identity.{ns}.{td}"),
+        control_namespace: v.namespace.clone(),
+        cluster_domain: v.cluster_domain.clone(),
+        trust_domain: v.identity.trust_domain.clone(),
         trust_anchors_pem,
-        proxy_uid: 2102,
-        resources: strait_inject::Resources {
-            cpu_request: Some("10m".into()),
-            cpu_limit: None,
-            memory_request: Some("20Mi".into()),
-            memory_limit: Some("250Mi".into()),
-        },
         log_level: "warn,strait_proxy=info".into(),
-    })
+    }))
 }
 
 fn read(file: &str) -> Result<String, InjectError> {

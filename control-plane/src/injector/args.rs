@@ -57,37 +57,15 @@ impl InjectorArgs {
         trust_domain: &str,
         trust_anchors_pem: String,
     ) -> strait_inject::Config {
-        let ns = control_namespace;
-        strait_inject::Config {
+        strait_inject::Config::for_install(strait_inject::Install {
             proxy_image: self.proxy_image.clone(),
             proxy_init_image: self.proxy_init_image.clone(),
             image_pull_policy: self.proxy_image_pull_policy.clone(),
-            proxy_version: env!("CARGO_PKG_VERSION").into(),
-            control_namespace: ns.into(),
+            control_namespace: control_namespace.into(),
+            cluster_domain: cluster_domain.into(),
             trust_domain: trust_domain.into(),
-            identity_addr: format!(
-                "strait-identity.{ns}.svc.{cluster_domain}:{}",
-                strait_core::ports::IDENTITY_GRPC
-            ),
-            identity_name: format!(
-                "strait-identity.{ns}.serviceaccount.identity.{ns}.{trust_domain}"
-            ),
-            destination_addr: format!(
-                "strait-dst.{ns}.svc.{cluster_domain}:{}",
-                strait_core::ports::DESTINATION_GRPC
-            ),
-            destination_name: format!(
-                "strait-destination.{ns}.serviceaccount.identity.{ns}.{trust_domain}"
-            ),
             trust_anchors_pem,
-            proxy_uid: 2102,
-            resources: strait_inject::Resources {
-                cpu_request: Some("10m".into()),
-                cpu_limit: None,
-                memory_request: Some("20Mi".into()),
-                memory_limit: Some("250Mi".into()),
-            },
             log_level: self.proxy_log_level.clone(),
-        }
+        })
     }
 }

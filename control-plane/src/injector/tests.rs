@@ -3,23 +3,16 @@
 use super::*;
 
 fn cfg() -> strait_inject::Config {
-    strait_inject::Config {
+    strait_inject::Config::for_install(strait_inject::Install {
         proxy_image: "strait.local/proxy:dev".into(),
         proxy_init_image: "strait.local/proxy-init:dev".into(),
         image_pull_policy: "IfNotPresent".into(),
-        proxy_version: "0.1.0".into(),
         control_namespace: "strait".into(),
+        cluster_domain: "cluster.local".into(),
         trust_domain: "cluster.local".into(),
-        identity_addr: "strait-identity.strait.svc.cluster.local:8080".into(),
-        identity_name: "strait-identity.strait.serviceaccount.identity.strait.cluster.local".into(),
-        destination_addr: "strait-dst.strait.svc.cluster.local:8086".into(),
-        destination_name: "strait-destination.strait.serviceaccount.identity.strait.cluster.local"
-            .into(),
         trust_anchors_pem: "PEM".into(),
-        proxy_uid: 2102,
-        resources: strait_inject::Resources::default(),
         log_level: "warn".into(),
-    }
+    })
 }
 
 fn review(pod_annotations: serde_json::Value, operation: &str) -> Vec<u8> {

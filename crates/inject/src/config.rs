@@ -30,6 +30,55 @@ pub struct Config {
     pub log_level: String,
 }
 
+/// Where an install's control plane is and how its proxies are pulled: the inputs from which
+/// [`Config::for_install`] derives every name and address, once for the webhook and the CLI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Install {
+    pub proxy_image: String,
+    pub proxy_init_image: String,
+    pub image_pull_policy: String,
+    pub control_namespace: String,
+    pub cluster_domain: String,
+    pub trust_domain: String,
+    pub trust_anchors_pem: String,
+    pub log_level: String,
+}
+
+impl Config {
+    /// The proxy settings of an install: the control plane's Services
+    /// (`strait-identity`, `strait-dst`) and identities, uid 2102, and default resources.
+    pub fn for_install(i: Install) -> Self {
+        let (ns, td, domain) = (&i.control_namespace, &i.trust_domain, &i.cluster_domain);
+        Self {
+            identity_addr: format!(
+                "strait-identity.{ns}.svc.{domain}:{}",
+                strait_core::ports::IDENTITY_GRPC
+            ),
+            identity_name: format!("strait-identity.{ns}.serviceaccount.identity.{ns}.{td}"),
+            destination_addr: format!(
+                "strait-dst.{ns}.svc.{domain}:{}",
+                strait_core::ports::DESTINATION_GRPC
+            ),
+            destination_name: format!("strait-destination.{ns}.serviceaccount.identity.{ns}.{td}"),
+            proxy_version: env!("CARGO_PKG_VERSION").into(),
+            proxy_uid: 2102,
+            resources: Resources {
+                cpu_request: Some("10m".into()),
+                cpu_limit: None,
+                memory_request: Some("20Mi".into()),
+                memory_limit: Some("250Mi".into()),
+            },
+            proxy_image: i.proxy_image,
+            proxy_init_image: i.proxy_init_image,
+            image_pull_policy: i.image_pull_policy,
+            control_namespace: i.control_namespace,
+            trust_domain: i.trust_domain,
+            trust_anchors_pem: i.trust_anchors_pem,
+            log_level: i.log_level,
+        }
+    }
+}
+
 /// Requests and limits of the proxy container; `None` leaves one unset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resources {

@@ -22,7 +22,7 @@ mod config;
 mod decide;
 mod pod;
 
-pub use config::{Annotations, Config, Resources};
+pub use config::{Annotations, Config, Install, Resources};
 pub use decide::{Decision, SkipReason, decide};
 pub use pod::{PROXY_CONTAINER, PROXY_INIT_CONTAINER, inject, is_injected, patch, uninject};
 
