@@ -16,3 +16,4 @@
 pub mod destination;
 pub mod identity;
 pub mod listen;
+pub mod own_cert;

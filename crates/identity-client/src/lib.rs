@@ -26,6 +26,10 @@
 //! # let _ = rx; }
 //! ```
 
+mod channel;
+
+pub use channel::{ChannelError, ConnectError, Target, channel};
+
 use linkerd2_proxy_api::identity::CertifyRequest;
 use linkerd2_proxy_api::identity::identity_client::IdentityClient as Grpc;
 use std::path::PathBuf;
