@@ -96,3 +96,74 @@ pub fn destination_server_config(
 ) -> Result<Arc<strait_tls::rustls::ServerConfig>, TlsError> {
     strait_tls::server_config(anchors, creds, ClientAuth::Required, &[])
 }
+
+/// `--plaintext` was asked for on an address other than loopback.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "--plaintext is allowed only on loopback (tests), but {flag}={addr}; drop --plaintext so the \
+     control plane serves TLS with its own identities"
+)]
+pub struct PlaintextOffLoopback {
+    pub flag: &'static str,
+    pub addr: std::net::SocketAddr,
+}
+
+/// Plaintext gRPC only where no other host can reach it: every listen address on loopback.
+pub fn check_plaintext(
+    addrs: &[(&'static str, std::net::SocketAddr)],
+) -> Result<(), PlaintextOffLoopback> {
+    match addrs.iter().find(|(_, a)| !a.ip().is_loopback()) {
+        Some(&(flag, addr)) => Err(PlaintextOffLoopback { flag, addr }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn plaintext_only_on_loopback() {
+        let lo = "127.0.0.1:8080".parse().unwrap();
+        let lo6 = "[::1]:8086".parse().unwrap();
+        let any = "0.0.0.0:8086".parse().unwrap();
+        assert_eq!(
+            check_plaintext(&[("--identity-addr", lo), ("--destination-addr", lo6)]),
+            Ok(())
+        );
+        let e =
+            check_plaintext(&[("--identity-addr", lo), ("--destination-addr", any)]).unwrap_err();
+        assert_eq!(e.flag, "--destination-addr");
+        assert!(
+            e.to_string().contains("--destination-addr=0.0.0.0:8086"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn own_certificates_are_single_san_and_chain_to_the_anchor() {
+        let now = SystemTime::now();
+        let anchor =
+            Issuer::generate_anchor("cluster.local", strait_tls::DEFAULT_ANCHOR_LIFETIME, now)
+                .unwrap();
+        let issuer = anchor
+            .generate_issuer(
+                "identity.strait.cluster.local",
+                strait_tls::DEFAULT_ISSUER_LIFETIME,
+                now,
+            )
+            .unwrap();
+        let id: Identity = "strait-identity.strait.serviceaccount.identity.strait.cluster.local"
+            .parse()
+            .unwrap();
+        let creds = issue(&issuer, &id, Duration::from_secs(3600)).unwrap();
+        assert_eq!(creds.identity(), &id);
+        let chain = creds.chain().to_vec();
+        assert_eq!(
+            strait_tls::dns_names(&chain[0]).unwrap(),
+            vec![id.to_string()]
+        );
+        strait_tls::verify_chain(&anchor.as_anchors().unwrap(), &id, &chain, now).unwrap();
+    }
+}
