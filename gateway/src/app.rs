@@ -194,27 +194,6 @@ fn spawn_credentials_reload(
     });
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use http::{Request, StatusCode};
-
-    #[test]
-    fn ready_turns_unavailable_on_shutdown() {
-        let stop = CancellationToken::new();
-        let admin = admin(Arc::new(Registry::default()), stop.clone());
-        let get = |p: &str| admin.handle(&Request::get(p).body(()).unwrap()).status();
-        assert_eq!(get("/live"), StatusCode::OK);
-        assert_eq!(get("/ready"), StatusCode::OK);
-        assert_eq!(get("/metrics"), StatusCode::OK);
-        assert_eq!(get("/nope"), StatusCode::NOT_FOUND);
-        stop.cancel();
-        assert_eq!(get("/ready"), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(get("/live"), StatusCode::OK);
-    }
-}
-
 /// The channel to destination: mTLS with the gateway's certificate, accepting only
 /// `--destination-identity`; plaintext only when the URL is on loopback.
 pub fn destination_channel(
@@ -246,4 +225,25 @@ pub fn destination_channel(
             source,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http::{Request, StatusCode};
+
+    #[test]
+    fn ready_turns_unavailable_on_shutdown() {
+        let stop = CancellationToken::new();
+        let admin = admin(Arc::new(Registry::default()), stop.clone());
+        let get = |p: &str| admin.handle(&Request::get(p).body(()).unwrap()).status();
+        assert_eq!(get("/live"), StatusCode::OK);
+        assert_eq!(get("/ready"), StatusCode::OK);
+        assert_eq!(get("/metrics"), StatusCode::OK);
+        assert_eq!(get("/nope"), StatusCode::NOT_FOUND);
+        stop.cancel();
+        assert_eq!(get("/ready"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get("/live"), StatusCode::OK);
+    }
 }

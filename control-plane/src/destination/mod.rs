@@ -129,9 +129,7 @@ pub async fn serve(
     service: DestinationServer<DestinationService>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+    server()
         .add_service(service)
         .serve_with_incoming_shutdown(crate::listen::incoming(listener), shutdown)
         .await
@@ -146,11 +144,16 @@ pub async fn serve_tls(
     tls: std::sync::Arc<strait_tls::rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+    server()
         .add_service(service)
         .serve_with_incoming_shutdown(crate::listen::tls_incoming(listener, tls), shutdown)
         .await
         .map_err(Error::Serve)
+}
+
+/// The gRPC server settings of destination: keepalives so a proxy notices a dead stream.
+fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }
