@@ -18,3 +18,4 @@ pub mod destination;
 pub mod identity;
 pub mod injector;
 pub mod listen;
+pub mod own_cert;

@@ -12,6 +12,7 @@ use strait_control_plane::destination::{self, DestinationConfig, Discovery};
 use strait_control_plane::identity::{
     self, IdentityService, KubeTokenReviewer, config::IdentityArgs, watch_issuer,
 };
+use strait_control_plane::own_cert;
 
 /// All configuration of the binary, in one place.
 #[derive(Debug, Parser)]
@@ -24,6 +25,11 @@ struct Args {
     /// Where the destination gRPC service listens.
     #[arg(long, env = "STRAIT_DESTINATION_ADDR", default_value = "0.0.0.0:8086")]
     destination_addr: SocketAddr,
+    /// Serve both gRPC services without TLS. Allowed only when both listen on loopback
+    /// (tests); otherwise identity serves TLS and destination mTLS with their own identities,
+    /// issued from the issuer (which then needs --trust-anchors).
+    #[arg(long, env = "STRAIT_CONTROL_PLANE_PLAINTEXT")]
+    plaintext: bool,
     /// The DNS suffix of this cluster's Services.
     #[arg(long, env = "STRAIT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -57,6 +63,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let (ns, td) = (
+        args.identity.control_namespace.clone(),
+        args.identity.trust_domain.clone(),
+    );
+    if args.plaintext {
+        own_cert::check_plaintext(&[
+            ("--identity-addr", args.identity.identity_addr),
+            ("--destination-addr", args.destination_addr),
+        ])?;
+        tracing::warn!("--plaintext: serving gRPC without TLS (loopback only)");
+    }
     let destination_config = args.destination();
     let client = identity::config::kube_client(args.identity.kubeconfig.as_deref())
         .await
@@ -94,18 +111,70 @@ async fn main() -> anyhow::Result<()> {
                 .context("checking the issuer against --trust-anchors")?;
             tracing::info!("the issuer chains to the trust anchors");
         }
+        let tls = match (&config.trust_anchors, args.plaintext) {
+            (_, true) => None,
+            (Some(anchors), false) => Some((anchors.clone(), issuer.clone())),
+            (None, false) => anyhow::bail!(
+                "serving TLS needs --trust-anchors (STRAIT_TRUST_ANCHORS); or pass --plaintext \
+                 with loopback addresses (tests)"
+            ),
+        };
         let svc = IdentityService::new(
             config.settings.clone(),
             issuer,
             Arc::new(KubeTokenReviewer::new(client.clone())),
             metrics,
         );
-        Some((config, svc))
+        Some((config, svc, tls))
     } else {
         tracing::warn!(
             "no --issuer-cert/--issuer-key or --issuer-secret: identity service disabled"
         );
+        if !args.plaintext {
+            anyhow::bail!(
+                "destination serves mTLS with a certificate from the issuer: pass \
+                 --issuer-cert/--issuer-key or --issuer-secret and --trust-anchors, or \
+                 --plaintext with loopback addresses (tests)"
+            );
+        }
         None
+    };
+    // The control plane's own certificates (one per identity: linkerd identities have one SAN).
+    let (ns, td) = (ns.as_str(), td.as_str());
+    let own = match identity
+        .as_ref()
+        .and_then(|(config, _, tls)| tls.clone().map(|t| (config, t)))
+    {
+        None => None,
+        Some((config, (anchors, issuer))) => {
+            let lifetime = config.settings.lifetime;
+            let id_name = strait_core::identity::Identity::new(
+                own_cert::IDENTITY_SERVICE_ACCOUNT,
+                ns,
+                ns,
+                td,
+            )
+            .context("the identity service's identity")?;
+            let dst_name = strait_core::identity::Identity::new(
+                own_cert::DESTINATION_SERVICE_ACCOUNT,
+                ns,
+                ns,
+                td,
+            )
+            .context("the destination service's identity")?;
+            let id_tls = own_cert::identity_server_config(
+                &anchors,
+                own_cert::keep_issued(issuer.clone(), id_name.clone(), lifetime)
+                    .context("issuing the identity service's certificate")?,
+            )?;
+            let dst_tls = own_cert::destination_server_config(
+                &anchors,
+                own_cert::keep_issued(issuer, dst_name.clone(), lifetime)
+                    .context("issuing the destination service's certificate")?,
+            )?;
+            tracing::info!(identity = %id_name, destination = %dst_name, "serving TLS as");
+            Some((id_tls, dst_tls))
+        }
     };
 
     let discovery = Discovery::spawn(client);
@@ -116,7 +185,8 @@ async fn main() -> anyhow::Result<()> {
     let registry = Arc::new(registry);
 
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some((config, svc)) = identity {
+    let (id_tls, dst_tls) = own.unzip();
+    if let Some((config, svc, _)) = identity {
         let admin = tokio::net::TcpListener::bind(config.admin_addr)
             .await
             .with_context(|| format!("binding the admin address {}", config.admin_addr))?;
@@ -126,9 +196,11 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the identity address {}", config.identity_addr))?;
         tasks.spawn(async move {
-            identity::serve(listener, svc, shutdown())
-                .await
-                .context("identity gRPC server")
+            match id_tls {
+                Some(tls) => identity::serve_tls(listener, svc, tls, shutdown()).await,
+                None => identity::serve(listener, svc, shutdown()).await,
+            }
+            .context("identity gRPC server")
         });
     }
     if let Some((tls, state)) = injector {
@@ -146,9 +218,11 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.destination_addr).await?;
     tracing::info!(addr = %args.destination_addr, "destination gRPC listening");
     tasks.spawn(async move {
-        destination::serve(listener, svc, shutdown())
-            .await
-            .context("destination gRPC server")
+        match dst_tls {
+            Some(tls) => destination::serve_tls(listener, svc, tls, shutdown()).await,
+            None => destination::serve(listener, svc, shutdown()).await,
+        }
+        .context("destination gRPC server")
     });
     while let Some(done) = tasks.join_next().await {
         done.context("server task")??;

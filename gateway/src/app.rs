@@ -35,8 +35,13 @@ pub enum StartError {
     Destination {
         url: String,
         #[source]
-        source: tonic::transport::Error,
+        source: strait_identity_client::ChannelError,
     },
+    #[error(
+        "--destination-identity (STRAIT_PROXY_DESTINATION_SVC_NAME) is required: the destination \
+         URL {url:?} is not on loopback, so destination must prove its identity over mTLS"
+    )]
+    DestinationIdentity { url: String },
     #[error("binding {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -108,13 +113,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
     };
     spawn_credentials_reload(&args, identity.clone(), creds_tx, background.clone());
 
-    let channel = tonic::transport::Endpoint::from_shared(args.destination.clone())
-        .map_err(|source| StartError::Destination {
-            url: args.destination.clone(),
-            source,
-        })?
-        .connect_timeout(args.resolve_timeout)
-        .connect_lazy();
+    let channel = destination_channel(&args, &anchors, creds_rx.clone())?;
     let resolver = Resolver::with_channel(channel);
     let connector = Connector::new(&anchors, creds_rx, args.connect_timeout)?;
 
@@ -193,6 +192,39 @@ fn spawn_credentials_reload(
             }
         }
     });
+}
+
+/// The channel to destination: mTLS with the gateway's certificate, accepting only
+/// `--destination-identity`; plaintext only when the URL is on loopback.
+pub fn destination_channel(
+    args: &Args,
+    anchors: &TrustAnchors,
+    creds: strait_tls::CredentialsReceiver,
+) -> Result<tonic::transport::Channel, StartError> {
+    let url = &args.destination;
+    let addr = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_owned();
+    let target = match &args.destination_identity {
+        Some(server) => strait_identity_client::Target::Tls {
+            addr,
+            server: server.clone(),
+            config: strait_tls::client_config(anchors, creds, &[])?,
+        },
+        None if strait_proxy::env::is_loopback(&addr) => {
+            strait_identity_client::Target::Plain { addr }
+        }
+        None => return Err(StartError::DestinationIdentity { url: url.clone() }),
+    };
+    strait_identity_client::channel(target, args.resolve_timeout).map_err(|source| {
+        StartError::Destination {
+            url: url.clone(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -51,6 +51,10 @@ pub struct Args {
         default_value = "http://localhost:8086"
     )]
     pub destination: String,
+    /// The identity the destination service must present (mTLS, with the gateway's own
+    /// certificate). Required unless the destination URL is on loopback (plaintext, tests).
+    #[arg(long, env = "STRAIT_PROXY_DESTINATION_SVC_NAME")]
+    pub destination_identity: Option<Identity>,
     /// The DNS suffix of this cluster's Services; targets must be `<svc>.<ns>.svc.<domain>`.
     #[arg(long, env = "STRAIT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,

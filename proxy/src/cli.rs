@@ -4,6 +4,7 @@
 
 use crate::env::IdentitySource;
 use std::process::ExitCode;
+use std::time::Duration;
 use strait_identity_client::{IdentityClient, Settings};
 
 #[derive(Debug, clap::Parser)]
@@ -68,10 +69,25 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(identity = %c.identity(), "loaded certificate");
         }
         let (tx, rx) = strait_tls::credentials_channel(creds);
-        if let IdentitySource::Service { addr, name, token } = &cfg.identity {
-            tracing::info!(identity = %name, %addr, "certifying with the identity service");
-            let channel =
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
+        if let IdentitySource::Service {
+            addr,
+            svc_name,
+            name,
+            token,
+        } = &cfg.identity
+        {
+            tracing::info!(identity = %name, %addr, server = ?svc_name.as_ref().map(ToString::to_string), "certifying with the identity service");
+            // TLS that accepts only the identity service's own certificate, so the token goes
+            // to nobody else; plaintext only on loopback (the configuration enforces it).
+            let target = match svc_name {
+                Some(server) => strait_identity_client::Target::Tls {
+                    addr: addr.clone(),
+                    server: server.clone(),
+                    config: strait_tls::anonymous_client_config(&anchors, &[])?,
+                },
+                None => strait_identity_client::Target::Plain { addr: addr.clone() },
+            };
+            let channel = strait_identity_client::channel(target, Duration::from_secs(2))?;
             let settings = Settings::new(name.clone(), token.clone());
             tokio::spawn(IdentityClient::new(settings, channel, anchors.clone()).run(tx));
         } else {

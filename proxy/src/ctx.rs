@@ -84,7 +84,17 @@ pub async fn run(
     let metrics = Metrics::register(&mut registry);
     let ctx = Ctx {
         connector: Connector::new(&anchors, creds.clone(), cfg.connect_timeout)?,
-        resolver: Resolver::new(cfg.destination_addr.as_deref())?,
+        // Destination over mTLS: this proxy's certificate, destination's identity checked.
+        resolver: Resolver::new(
+            cfg.destination_addr.as_deref(),
+            match &cfg.destination_svc_name {
+                Some(name) => Some((
+                    name.clone(),
+                    strait_tls::client_config(&anchors, creds.clone(), &[])?,
+                )),
+                None => None,
+            },
+        )?,
         tls_server: strait_tls::server_config(
             &anchors,
             creds.clone(),

@@ -166,25 +166,36 @@ struct Cached {
 pub struct ResolverError {
     addr: String,
     #[source]
-    source: http::uri::InvalidUri,
+    source: strait_identity_client::ChannelError,
 }
 
 impl Resolver {
     /// A resolver for the destination service at `addr` (`host:port`); `None` = no discovery.
-    pub fn new(addr: Option<&str>) -> Result<Self, ResolverError> {
-        match addr {
-            None => Ok(Self::with_source(Source::None)),
-            Some(a) => {
-                let channel = Channel::from_shared(format!("http://{a}"))
-                    .map_err(|e| ResolverError {
-                        addr: a.to_owned(),
-                        source: e,
-                    })?
-                    .connect_timeout(Duration::from_secs(2))
-                    .connect_lazy();
-                Ok(Self::with_channel(channel))
-            }
-        }
+    /// With `tls` (the identity destination must present, and the client configuration that
+    /// presents this proxy's certificate) the channel is mTLS; without, plaintext (loopback).
+    pub fn new(
+        addr: Option<&str>,
+        tls: Option<(Identity, Arc<strait_tls::rustls::ClientConfig>)>,
+    ) -> Result<Self, ResolverError> {
+        let Some(a) = addr else {
+            return Ok(Self::with_source(Source::None));
+        };
+        let target = match tls {
+            Some((server, config)) => strait_identity_client::Target::Tls {
+                addr: a.to_owned(),
+                server,
+                config,
+            },
+            None => strait_identity_client::Target::Plain { addr: a.to_owned() },
+        };
+        let channel =
+            strait_identity_client::channel(target, Duration::from_secs(2)).map_err(|source| {
+                ResolverError {
+                    addr: a.to_owned(),
+                    source,
+                }
+            })?;
+        Ok(Self::with_channel(channel))
     }
 
     /// A resolver over an existing channel to the destination service.
@@ -414,7 +425,7 @@ mod tests {
 
     #[tokio::test]
     async fn fixed_and_absent_discovery_answer_at_once() {
-        let none = Resolver::new(None).unwrap();
+        let none = Resolver::new(None, None).unwrap();
         let mut rx = none.resolve("10.0.0.1:80");
         assert_eq!(
             first_answer(&mut rx, Duration::from_secs(1)).await,

@@ -8,9 +8,11 @@
 //! | `STRAIT_PROXY_OUTBOUND_TARGET` | — | explicit mode (tests, benches): every outbound connection targets this address instead of `SO_ORIGINAL_DST` |
 //! | `STRAIT_PROXY_INBOUND_TARGET` | — | explicit mode: the app's address (else `127.0.0.1:<original port>`) |
 //! | `STRAIT_PROXY_DESTINATION_ADDR` | — | destination service `host:port`; without it every target is its original address |
+//! | `STRAIT_PROXY_DESTINATION_SVC_NAME` | required unless the address is loopback | the identity destination must present (mTLS; the proxy presents its own certificate); unset on loopback: plaintext (tests) |
 //! | `STRAIT_PROXY_IDENTITY_TRUST_ANCHORS` | required unless `…_PEM` | PEM file of trust anchors |
 //! | `STRAIT_PROXY_IDENTITY_TRUST_ANCHORS_PEM` | — | the trust anchors themselves, in PEM (what the injector sets, as Linkerd's injector does; wins over the file) |
 //! | `STRAIT_PROXY_IDENTITY_SVC_ADDR` | — | identity service `host:port`: certify and renew (needs the two below) |
+//! | `STRAIT_PROXY_IDENTITY_SVC_NAME` | required unless the address is loopback | the identity the identity service must present (TLS, checked against the anchors before the token is sent); unset on loopback: plaintext (tests) |
 //! | `STRAIT_PROXY_IDENTITY_LOCAL_NAME` | — | the identity to ask for |
 //! | `STRAIT_PROXY_IDENTITY_TOKEN_FILE` | — | the service-account token file |
 //! | `STRAIT_PROXY_IDENTITY_CERT`, `STRAIT_PROXY_IDENTITY_KEY` | required without the identity service | PEM leaf chain and key (tests, benches) |
@@ -37,6 +39,15 @@ use strait_core::ports;
 pub enum EnvError {
     #[error("{name} is required")]
     Missing { name: &'static str },
+    #[error(
+        "{name} is required: {addr_name}={addr} is not a loopback address, so the control plane \
+         must prove its identity over TLS"
+    )]
+    ControlPlaneIdentity {
+        name: &'static str,
+        addr_name: &'static str,
+        addr: String,
+    },
     #[error("{name}={value:?}: {reason}")]
     Invalid {
         name: &'static str,
@@ -54,6 +65,8 @@ pub struct Config {
     pub outbound_target: Option<SocketAddr>,
     pub inbound_target: Option<SocketAddr>,
     pub destination_addr: Option<String>,
+    /// The identity destination presents; `None` only on loopback (plaintext).
+    pub destination_svc_name: Option<Identity>,
     pub trust_anchors: TrustAnchorsSource,
     pub identity: IdentitySource,
     pub inbound_require_identity: bool,
@@ -80,6 +93,8 @@ pub enum IdentitySource {
     /// The identity service: Certify with the token, renew at 70 % of the lifetime.
     Service {
         addr: String,
+        /// The identity the identity service presents; `None` only on loopback (plaintext).
+        svc_name: Option<Identity>,
         name: Identity,
         token: PathBuf,
     },
@@ -148,6 +163,25 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .collect()
     }
 
+    /// The identity a control-plane service at `addr` must present: required unless `addr`
+    /// is on loopback, where plaintext stays possible (tests).
+    fn svc_name(
+        &self,
+        name: &'static str,
+        addr_name: &'static str,
+        addr: &str,
+    ) -> Result<Option<Identity>, EnvError> {
+        match self.parse::<Identity>(name)? {
+            Some(id) => Ok(Some(id)),
+            None if is_loopback(addr) => Ok(None),
+            None => Err(EnvError::ControlPlaneIdentity {
+                name,
+                addr_name,
+                addr: addr.to_owned(),
+            }),
+        }
+    }
+
     fn bool(&self, name: &'static str) -> Result<bool, EnvError> {
         Ok(self.parse(name)?.unwrap_or(false))
     }
@@ -169,6 +203,14 @@ impl Config {
             admin_listen: env.addr("STRAIT_PROXY_ADMIN_LISTEN_ADDR", ports::ADMIN)?,
             outbound_target: env.parse("STRAIT_PROXY_OUTBOUND_TARGET")?,
             inbound_target: env.parse("STRAIT_PROXY_INBOUND_TARGET")?,
+            destination_svc_name: match env.get("STRAIT_PROXY_DESTINATION_ADDR") {
+                Some(addr) => env.svc_name(
+                    "STRAIT_PROXY_DESTINATION_SVC_NAME",
+                    "STRAIT_PROXY_DESTINATION_ADDR",
+                    &addr,
+                )?,
+                None => None,
+            },
             destination_addr: env.get("STRAIT_PROXY_DESTINATION_ADDR"),
             trust_anchors: match env.get("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS_PEM") {
                 Some(pem) => TrustAnchorsSource::Pem(pem),
@@ -176,6 +218,11 @@ impl Config {
             },
             identity: match env.get("STRAIT_PROXY_IDENTITY_SVC_ADDR") {
                 Some(addr) => IdentitySource::Service {
+                    svc_name: env.svc_name(
+                        "STRAIT_PROXY_IDENTITY_SVC_NAME",
+                        "STRAIT_PROXY_IDENTITY_SVC_ADDR",
+                        &addr,
+                    )?,
                     addr,
                     name: env.parse("STRAIT_PROXY_IDENTITY_LOCAL_NAME")?.ok_or(
                         EnvError::Missing {
@@ -204,6 +251,19 @@ impl Config {
             )?,
         })
     }
+}
+
+/// Whether a `host:port` (or a bare host) is on loopback: 127.0.0.0/8, `::1` or `localhost`.
+pub fn is_loopback(addr: &str) -> bool {
+    let addr = addr.trim();
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return sa.ip().is_loopback();
+    }
+    if let Ok(ip) = addr.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.eq_ignore_ascii_case("localhost")
 }
 
 /// The init command's configuration.
@@ -294,6 +354,10 @@ mod tests {
         assert_eq!(c.detect_timeout, Duration::from_millis(250));
         let mut v = vec![("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", "/ca.crt")];
         v.push(("STRAIT_PROXY_IDENTITY_SVC_ADDR", "10.0.0.1:8080"));
+        v.push((
+            "STRAIT_PROXY_IDENTITY_SVC_NAME",
+            "strait-identity.strait.serviceaccount.identity.strait.cluster.local",
+        ));
         let e = Config::from_lookup(lookup(&v)).unwrap_err();
         assert_eq!(
             e,
@@ -321,5 +385,109 @@ mod tests {
         );
         let i = init_from_lookup(lookup(&[("STRAIT_PROXY_OUTBOUND_SKIP_PORTS", "443")])).unwrap();
         assert_eq!((i.proxy_uid, i.skip_outbound_ports), (2102, vec![443]));
+    }
+
+    const ID_SVC: &str = "strait-identity.strait.serviceaccount.identity.strait.cluster.local";
+    const DST_SVC: &str = "strait-destination.strait.serviceaccount.identity.strait.cluster.local";
+
+    fn certified(addr: &'static str) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", "/ca.crt"),
+            ("STRAIT_PROXY_IDENTITY_SVC_ADDR", addr),
+            (
+                "STRAIT_PROXY_IDENTITY_LOCAL_NAME",
+                "web.shop.serviceaccount.identity.strait.cluster.local",
+            ),
+            ("STRAIT_PROXY_IDENTITY_TOKEN_FILE", "/token"),
+        ]
+    }
+
+    #[test]
+    fn off_loopback_the_identity_service_must_name_its_identity() {
+        let e = Config::from_lookup(lookup(&certified("10.0.0.1:8080"))).unwrap_err();
+        assert_eq!(
+            e,
+            EnvError::ControlPlaneIdentity {
+                name: "STRAIT_PROXY_IDENTITY_SVC_NAME",
+                addr_name: "STRAIT_PROXY_IDENTITY_SVC_ADDR",
+                addr: "10.0.0.1:8080".into(),
+            }
+        );
+        assert!(
+            e.to_string()
+                .starts_with("STRAIT_PROXY_IDENTITY_SVC_NAME is required"),
+            "{e}"
+        );
+        let e =
+            Config::from_lookup(lookup(&certified("strait-identity.strait.svc:8080"))).unwrap_err();
+        assert!(
+            e.to_string().contains("STRAIT_PROXY_IDENTITY_SVC_NAME"),
+            "{e}"
+        );
+        let mut v = certified("10.0.0.1:8080");
+        v.push(("STRAIT_PROXY_IDENTITY_SVC_NAME", ID_SVC));
+        let c = Config::from_lookup(lookup(&v)).unwrap();
+        let IdentitySource::Service { svc_name, .. } = c.identity else {
+            panic!("not the identity service")
+        };
+        assert_eq!(svc_name, Some(ID_SVC.parse().unwrap()));
+        let mut v = certified("10.0.0.1:8080");
+        v.push(("STRAIT_PROXY_IDENTITY_SVC_NAME", "not an identity"));
+        let e = Config::from_lookup(lookup(&v)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("STRAIT_PROXY_IDENTITY_SVC_NAME="),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn off_loopback_destination_must_name_its_identity() {
+        let mut v = IDS.to_vec();
+        v.push(("STRAIT_PROXY_DESTINATION_ADDR", "198.18.0.1:8086"));
+        let e = Config::from_lookup(lookup(&v)).unwrap_err();
+        assert_eq!(
+            e,
+            EnvError::ControlPlaneIdentity {
+                name: "STRAIT_PROXY_DESTINATION_SVC_NAME",
+                addr_name: "STRAIT_PROXY_DESTINATION_ADDR",
+                addr: "198.18.0.1:8086".into(),
+            }
+        );
+        assert!(
+            e.to_string()
+                .starts_with("STRAIT_PROXY_DESTINATION_SVC_NAME is required"),
+            "{e}"
+        );
+        v.push(("STRAIT_PROXY_DESTINATION_SVC_NAME", DST_SVC));
+        let c = Config::from_lookup(lookup(&v)).unwrap();
+        assert_eq!(c.destination_svc_name, Some(DST_SVC.parse().unwrap()));
+    }
+
+    #[test]
+    fn plaintext_only_on_loopback() {
+        for addr in [
+            "127.0.0.1:8080",
+            "127.3.2.1:8080",
+            "[::1]:8080",
+            "localhost:8080",
+        ] {
+            let c = Config::from_lookup(lookup(&certified(addr))).unwrap();
+            let IdentitySource::Service { svc_name, .. } = c.identity else {
+                panic!("not the identity service")
+            };
+            assert_eq!(svc_name, None, "{addr}");
+            let mut v = IDS.to_vec();
+            v.push(("STRAIT_PROXY_DESTINATION_ADDR", addr));
+            let c = Config::from_lookup(lookup(&v)).unwrap();
+            assert_eq!(c.destination_svc_name, None, "{addr}");
+        }
+        for addr in [
+            "10.0.0.1:8080",
+            "[fd00::1]:8080",
+            "0.0.0.0:8080",
+            "localhost.evil:8080",
+        ] {
+            assert!(!is_loopback(addr), "{addr}");
+        }
     }
 }

@@ -52,6 +52,40 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
+const ID_SA: &str = strait_control_plane::own_cert::IDENTITY_SERVICE_ACCOUNT;
+const DST_SA: &str = strait_control_plane::own_cert::DESTINATION_SERVICE_ACCOUNT;
+
+/// A control-plane identity: `<sa>.strait.serviceaccount.identity.strait.cluster.local`.
+fn id_of(sa: &str) -> Identity {
+    Identity::new(sa, "strait", "strait", "cluster.local").unwrap()
+}
+
+/// A control-plane service's own certificate from `issuer`, and its server config (mTLS when
+/// `require_client`). The sender keeps the credentials channel open.
+fn own_tls(
+    anchor: &Issuer,
+    issuer: &Issuer,
+    identity: &Identity,
+    require_client: bool,
+) -> Result<
+    (
+        strait_tls::CredentialsSender,
+        std::sync::Arc<strait_tls::rustls::ServerConfig>,
+    ),
+    Error,
+> {
+    use strait_control_plane::own_cert;
+    let creds = own_cert::issue(issuer, identity, strait_tls::DEFAULT_LEAF_LIFETIME)?;
+    let (tx, rx) = strait_tls::credentials_channel(Some(creds));
+    let anchors = anchor.as_anchors()?;
+    let cfg = if require_client {
+        own_cert::destination_server_config(&anchors, rx)?
+    } else {
+        own_cert::identity_server_config(&anchors, rx)?
+    };
+    Ok((tx, cfg))
+}
+
 struct Mesh {
     anchor: Issuer,
     issuer: Issuer,
@@ -140,6 +174,10 @@ async fn add_proxy_env(
         .env("STRAIT_PROXY_IDENTITY_CERT", dir.join("tls.crt"))
         .env("STRAIT_PROXY_IDENTITY_KEY", dir.join("tls.key"))
         .env("STRAIT_PROXY_DESTINATION_ADDR", dest.to_string())
+        .env(
+            "STRAIT_PROXY_DESTINATION_SVC_NAME",
+            id_of(DST_SA).to_string(),
+        )
         .env("STRAIT_PROXY_SHUTDOWN_GRACE_PERIOD", "2s")
         .env("STRAIT_PROXY_LOG", "info,strait_proxy=debug");
     for (k, v) in extra {
@@ -254,13 +292,6 @@ async fn proxy() -> Result<(), Error> {
         ..DestinationConfig::default()
     };
     let svc = discovery.service(config, dmetrics);
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
-    let dest = SocketAddr::new(cluster.host_addr().into(), listener.local_addr()?.port());
-    tokio::spawn(async move {
-        let _ = destination::serve(listener, svc, std::future::pending()).await;
-    });
-    tokio::time::timeout(WAIT, discovery.synced()).await?;
-
     let now = SystemTime::now();
     let anchor =
         Issuer::generate_anchor("cluster.local", strait_tls::DEFAULT_ANCHOR_LIFETIME, now)?;
@@ -269,6 +300,14 @@ async fn proxy() -> Result<(), Error> {
         strait_tls::DEFAULT_ISSUER_LIFETIME,
         now,
     )?;
+    // Pods reach it at the host address, so destination serves mTLS with its own identity.
+    let (_dst_creds, dst_tls) = own_tls(&anchor, &issuer, &id_of(DST_SA), true)?;
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    let dest = SocketAddr::new(cluster.host_addr().into(), listener.local_addr()?.port());
+    tokio::spawn(async move {
+        let _ = destination::serve_tls(listener, svc, dst_tls, std::future::pending()).await;
+    });
+    tokio::time::timeout(WAIT, discovery.synced()).await?;
     let mesh = Mesh {
         anchor,
         issuer,
@@ -389,9 +428,11 @@ async fn proxy() -> Result<(), Error> {
     );
     let id_listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
     let id_addr = SocketAddr::new(cluster.host_addr().into(), id_listener.local_addr()?.port());
-    tokio::spawn(strait_control_plane::identity::serve(
+    let (_id_creds, id_tls) = own_tls(&mesh.anchor, &mesh.issuer, &id_of(ID_SA), false)?;
+    tokio::spawn(strait_control_plane::identity::serve_tls(
         id_listener,
         id_svc,
+        id_tls,
         std::future::pending(),
     ));
     let billing = cluster
@@ -415,6 +456,7 @@ async fn proxy() -> Result<(), Error> {
         mesh.dest,
         &[
             ("STRAIT_PROXY_IDENTITY_SVC_ADDR", id_addr.to_string()),
+            ("STRAIT_PROXY_IDENTITY_SVC_NAME", id_of(ID_SA).to_string()),
             (
                 "STRAIT_PROXY_IDENTITY_LOCAL_NAME",
                 id("billing").to_string(),

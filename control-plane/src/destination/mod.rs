@@ -129,11 +129,31 @@ pub async fn serve(
     service: DestinationServer<DestinationService>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+    server()
         .add_service(service)
         .serve_with_incoming_shutdown(crate::listen::incoming(listener), shutdown)
         .await
         .map_err(Error::Serve)
+}
+
+/// Serves destination over mTLS with `tls` (see [`crate::own_cert::destination_server_config`]):
+/// it presents its own identity and admits only clients whose certificate chains to the anchors.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    service: DestinationServer<DestinationService>,
+    tls: std::sync::Arc<strait_tls::rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    server()
+        .add_service(service)
+        .serve_with_incoming_shutdown(crate::listen::tls_incoming(listener, tls), shutdown)
+        .await
+        .map_err(Error::Serve)
+}
+
+/// The gRPC server settings of destination: keepalives so a proxy notices a dead stream.
+fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }

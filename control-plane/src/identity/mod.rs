@@ -237,6 +237,21 @@ pub async fn serve(
         .await
 }
 
+/// Serves the identity service over TLS with `tls` (see [`crate::own_cert`]): a proxy checks
+/// the service's identity before it sends its token.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    service: IdentityService,
+    tls: Arc<strait_tls::rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = crate::listen::tls_incoming(listener, tls);
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
 #[tonic::async_trait]
 impl IdentityApi for IdentityService {
     async fn certify(

@@ -26,6 +26,10 @@
 //! # let _ = rx; }
 //! ```
 
+mod channel;
+
+pub use channel::{ChannelError, ConnectError, Target, channel};
+
 use linkerd2_proxy_api::identity::CertifyRequest;
 use linkerd2_proxy_api::identity::identity_client::IdentityClient as Grpc;
 use std::path::PathBuf;
@@ -127,7 +131,7 @@ impl IdentityClient {
             .map_err(|_| CertifyError::Timeout(self.settings.request_timeout))?
             .map_err(|s| CertifyError::Refused {
                 code: s.code(),
-                message: s.message().to_owned(),
+                message: with_causes(&s),
             })?
             .into_inner();
         rsp.valid_until.ok_or(CertifyError::NoExpiry)?;
@@ -167,6 +171,19 @@ impl IdentityClient {
             }
         }
     }
+}
+
+/// A status's message and the chain of errors under it (a failed TLS handshake with the
+/// identity service is several causes down).
+fn with_causes(status: &tonic::Status) -> String {
+    let mut message = status.message().to_owned();
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        cause = e.source();
+    }
+    message
 }
 
 /// When to renew: 70% of the time left, clamped to [`MIN_REFRESH`, `MAX_REFRESH`].

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strait_control_plane::destination::{self, DestinationConfig, Discovery};
 use strait_control_plane::identity::{self as id_svc, IdentityService, IdentitySettings};
+use strait_control_plane::own_cert;
 use strait_core::identity::Identity;
 use strait_k8s_api::Link;
 use strait_localcluster::{Cluster, Pod, PodSpec};
@@ -170,6 +171,22 @@ impl Lab {
         )?;
         let issuer = Arc::new(issuer);
         let host = cluster.host_addr();
+        // The control plane's own certificates, as the real one issues them at start: pods
+        // reach it at the host address, so it speaks TLS (identity) and mTLS (destination).
+        let (issuer_tx, issuer_rx) = tokio::sync::watch::channel(issuer.clone());
+        let anchors = self.anchors()?;
+        let ns = strait_core::identity::DEFAULT_CONTROL_NAMESPACE;
+        let identity_name = identity(own_cert::IDENTITY_SERVICE_ACCOUNT, ns)?;
+        let destination_name = identity(own_cert::DESTINATION_SERVICE_ACCOUNT, ns)?;
+        let lifetime = strait_tls::DEFAULT_LEAF_LIFETIME;
+        let id_tls = own_cert::identity_server_config(
+            &anchors,
+            own_cert::keep_issued(issuer_rx.clone(), identity_name.clone(), lifetime)?,
+        )?;
+        let dst_tls = own_cert::destination_server_config(
+            &anchors,
+            own_cert::keep_issued(issuer_rx.clone(), destination_name.clone(), lifetime)?,
+        )?;
 
         let discovery = Discovery::spawn(cluster.client());
         let mut registry = prometheus_registry();
@@ -182,7 +199,9 @@ impl Lab {
         let dst_listener = bind_any().await?;
         let destination_addr = SocketAddr::new(host.into(), local_port(&dst_listener)?);
         let dst_task = tokio::spawn(async move {
-            if let Err(e) = destination::serve(dst_listener, svc, std::future::pending()).await {
+            if let Err(e) =
+                destination::serve_tls(dst_listener, svc, dst_tls, std::future::pending()).await
+            {
                 tracing::error!(error = %e, "destination service stopped");
             }
         });
@@ -193,14 +212,15 @@ impl Lab {
                 control_namespace: strait_core::identity::DEFAULT_CONTROL_NAMESPACE.into(),
                 lifetime: strait_tls::DEFAULT_LEAF_LIFETIME,
             },
-            tokio::sync::watch::channel(issuer.clone()).1,
+            issuer_rx,
             Arc::new(id_svc::KubeTokenReviewer::new(cluster.client())),
             id_svc::Metrics::new(),
         );
         let id_listener = bind_any().await?;
         let identity_addr = SocketAddr::new(host.into(), local_port(&id_listener)?);
         let id_task = tokio::spawn(async move {
-            if let Err(e) = id_svc::serve(id_listener, id, std::future::pending()).await {
+            if let Err(e) = id_svc::serve_tls(id_listener, id, id_tls, std::future::pending()).await
+            {
                 tracing::error!(error = %e, "identity service stopped");
             }
         });
@@ -215,7 +235,10 @@ impl Lab {
             cluster: cluster.name().to_owned(),
             destination: destination_addr,
             identity: identity_addr,
+            identity_name,
+            destination_name,
             issuer,
+            _issuer: issuer_tx,
             _discovery: discovery,
             tasks: vec![dst_task, id_task],
         })
@@ -268,6 +291,14 @@ impl Lab {
                 self.dir.path().join("ca.crt"),
             )
             .env("STRAIT_PROXY_IDENTITY_SVC_ADDR", cp.identity.to_string())
+            .env(
+                "STRAIT_PROXY_IDENTITY_SVC_NAME",
+                cp.identity_name.to_string(),
+            )
+            .env(
+                "STRAIT_PROXY_DESTINATION_SVC_NAME",
+                cp.destination_name.to_string(),
+            )
             .env("STRAIT_PROXY_IDENTITY_LOCAL_NAME", me.to_string())
             .env("STRAIT_PROXY_IDENTITY_TOKEN_FILE", &token)
             .env("STRAIT_PROXY_DESTINATION_ADDR", cp.destination.to_string())
@@ -330,6 +361,7 @@ impl Lab {
             anchors: self.anchors()?,
             anchors_file: self.dir.path().join("ca.crt"),
             destination: cp.destination,
+            destination_name: cp.destination_name.clone(),
             cluster_domain: cluster.cluster_domain().to_owned(),
             pid: std::sync::Mutex::new(0),
         };
@@ -407,7 +439,13 @@ pub struct ControlPlane {
     pub destination: SocketAddr,
     /// Where pods reach the identity service.
     pub identity: SocketAddr,
+    /// The identity the identity service presents (TLS).
+    pub identity_name: Identity,
+    /// The identity the destination service presents (mTLS).
+    pub destination_name: Identity,
     issuer: Arc<Issuer>,
+    /// Keeps the issuer channel open (the own certificates' renewal watches it).
+    _issuer: tokio::sync::watch::Sender<Arc<Issuer>>,
     _discovery: Discovery,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -447,6 +485,7 @@ pub struct GatewayPod {
     anchors: TrustAnchors,
     anchors_file: PathBuf,
     destination: SocketAddr,
+    destination_name: Identity,
     cluster_domain: String,
     pid: std::sync::Mutex<u32>,
 }
@@ -468,6 +507,7 @@ impl GatewayPod {
             .arg(format!("--key={}", self.dir.join("tls.key").display()))
             .arg(format!("--trust-anchors={}", self.anchors_file.display()))
             .arg(format!("--destination=http://{}", self.destination))
+            .arg(format!("--destination-identity={}", self.destination_name))
             .arg(format!("--cluster-domain={}", self.cluster_domain))
             .arg("--drain-timeout=2s")
             .env(
