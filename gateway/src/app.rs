@@ -2,7 +2,7 @@
 //! server.
 
 use crate::authz::{self, Policy};
-use crate::config::Args;
+use crate::config::{Args, IdentitySource};
 use crate::listener::{Gateway, GatewayConfig};
 use crate::metrics::Metrics;
 use prometheus_client::registry::Registry;
@@ -29,6 +29,10 @@ pub enum StartError {
         expected: Box<Identity>,
         found: Box<Identity>,
     },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("certifying with the identity service: {0}")]
+    Certify(#[from] strait_proxy::certify::CertifySetupError),
     #[error("loading the allow-list: {0}")]
     Authz(#[from] authz::AuthzError),
     #[error("the destination URL {url:?} is invalid: {source}")]
@@ -89,33 +93,63 @@ pub struct TlsConfigs {
     pub admin: Arc<ServerConfig>,
 }
 
-/// The proxy's admin server with the gateway's readiness: ready until `shutdown` fires, so
-/// probes see 503 while connections drain.
-pub fn admin(registry: Arc<Registry>, shutdown: CancellationToken) -> Admin {
-    Admin::new(registry, move || !shutdown.is_cancelled())
+/// The proxy's admin server with the gateway's readiness: ready once it holds a certificate
+/// and until `shutdown` fires, so probes see 503 before the first certificate and while
+/// connections drain.
+pub fn admin(
+    registry: Arc<Registry>,
+    creds: CredentialsReceiver,
+    shutdown: CancellationToken,
+) -> Admin {
+    Admin::new(registry, move || {
+        !shutdown.is_cancelled() && creds.borrow().is_some()
+    })
 }
 
 /// Runs the gateway until `shutdown` fires, then drains (bounded by `args.drain_timeout`).
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartError> {
     let identity = args.identity();
+    let source = args.identity_source()?;
     let anchors = TrustAnchors::from_file(&args.trust_anchors)?;
-    let creds = load_credentials(&args.cert, &args.key, &identity)?;
-    let (creds_tx, creds_rx) = strait_tls::credentials_channel(Some(creds));
+    let background = CancellationToken::new();
+    let creds_rx = match &source {
+        IdentitySource::Files { cert, key } => {
+            let creds = load_credentials(cert, key, &identity)?;
+            let (tx, rx) = strait_tls::credentials_channel(Some(creds));
+            spawn_credentials_reload(
+                cert,
+                key,
+                args.reload_period,
+                identity.clone(),
+                tx,
+                background.clone(),
+            );
+            rx
+        }
+        IdentitySource::Service(svc) => {
+            let (tx, rx) = strait_tls::credentials_channel(None);
+            let task = strait_proxy::certify::spawn(svc, &anchors, tx)?;
+            let stop = background.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                task.abort();
+            });
+            rx
+        }
+    };
     let TlsConfigs {
         server: server_tls,
         admin: admin_tls,
     } = tls_configs(&anchors, creds_rx.clone())?;
 
-    let background = CancellationToken::new();
     let policy = match &args.allow_list {
         Some(path) => authz::watch_file(path.clone(), args.reload_period, background.clone())?,
         None => authz::fixed(Policy::AllowAll),
     };
-    spawn_credentials_reload(&args, identity.clone(), creds_tx, background.clone());
 
     let channel = destination_channel(&args, &anchors, creds_rx.clone())?;
     let resolver = Resolver::with_channel(channel);
-    let connector = Connector::new(&anchors, creds_rx, args.connect_timeout)?;
+    let connector = Connector::new(&anchors, creds_rx.clone(), args.connect_timeout)?;
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -144,7 +178,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
     let admin_listener = bind(args.admin_addr).await?;
     tracing::info!(listen = %args.listen_addr, admin = %args.admin_addr, %identity, "gateway started");
 
-    let admin = admin(Arc::new(registry), shutdown.clone());
+    let admin = admin(Arc::new(registry), creds_rx.clone(), shutdown.clone());
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin,
@@ -160,12 +194,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
 
 /// Polls the certificate and key files; a new good pair is used by the next handshake.
 fn spawn_credentials_reload(
-    args: &Args,
+    cert: &Path,
+    key: &Path,
+    period: Duration,
     identity: Identity,
     tx: strait_tls::CredentialsSender,
     stop: CancellationToken,
 ) {
-    let (cert, key, period) = (args.cert.clone(), args.key.clone(), args.reload_period);
+    let (cert, key) = (cert.to_owned(), key.to_owned());
     let stamp =
         move |p: &Path| -> Option<SystemTime> { std::fs::metadata(p).ok()?.modified().ok() };
     tokio::spawn(async move {
@@ -236,8 +272,14 @@ mod tests {
     #[test]
     fn ready_turns_unavailable_on_shutdown() {
         let stop = CancellationToken::new();
-        let admin = admin(Arc::new(Registry::default()), stop.clone());
+        let (tx, rx) = strait_tls::credentials_channel(None);
+        let admin = admin(Arc::new(Registry::default()), rx, stop.clone());
         let get = |p: &str| admin.handle(&Request::get(p).body(()).unwrap()).status();
+        // Not ready before the first certificate: clients could not complete a handshake.
+        assert_eq!(get("/ready"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get("/live"), StatusCode::OK);
+        let pki = strait_tls::testing::TestPki::new();
+        tx.send_replace(Some(Arc::new(pki.leaf(&crate::config::default_identity()))));
         assert_eq!(get("/live"), StatusCode::OK);
         assert_eq!(get("/ready"), StatusCode::OK);
         assert_eq!(get("/metrics"), StatusCode::OK);

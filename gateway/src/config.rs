@@ -8,6 +8,8 @@ use strait_core::identity::{
     DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN, GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT,
     Identity,
 };
+use strait_core::ports;
+use strait_proxy::certify::IdentityService;
 
 /// The gateway's settings.
 #[derive(clap::Parser, Clone, Debug)]
@@ -20,43 +22,68 @@ pub struct Args {
     /// Where the gateway listens for linked clusters (mTLS only).
     #[arg(
         long,
-        env = "STRAIT_GATEWAY_LISTEN_ADDR",
-        default_value = "0.0.0.0:4143"
+        env = "STRAIT_PROXY_INBOUND_LISTEN_ADDR",
+        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::GATEWAY))
     )]
     pub listen_addr: SocketAddr,
     /// Where `/live`, `/ready` and `/metrics` are served, over TLS with the gateway's certificate.
     #[arg(
         long,
-        env = "STRAIT_GATEWAY_ADMIN_ADDR",
-        default_value = "0.0.0.0:4191"
+        env = "STRAIT_PROXY_ADMIN_LISTEN_ADDR",
+        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::ADMIN))
     )]
     pub admin_addr: SocketAddr,
     /// The gateway's own identity (its certificate's DNS SAN). Default:
     /// strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local
-    #[arg(long, env = "STRAIT_GATEWAY_IDENTITY")]
+    #[arg(long, env = "STRAIT_PROXY_IDENTITY_LOCAL_NAME")]
     pub identity: Option<Identity>,
-    /// PEM certificate chain of the gateway's identity (leaf first).
-    #[arg(long, env = "STRAIT_GATEWAY_CERT")]
-    pub cert: PathBuf,
-    /// PEM private key of that certificate (PKCS#8 or SEC1).
-    #[arg(long, env = "STRAIT_GATEWAY_KEY")]
-    pub key: PathBuf,
-    /// PEM bundle of the shared trust anchors every client must chain to.
-    #[arg(long, env = "STRAIT_GATEWAY_TRUST_ANCHORS")]
-    pub trust_anchors: PathBuf,
-    /// The local destination service.
+    /// The identity service (`host:port`): the gateway certifies there with its
+    /// service-account token and renews at 70 % of each certificate's lifetime, like any
+    /// workload. Without it, `--cert` and `--key` are required.
+    #[arg(long, env = "STRAIT_PROXY_IDENTITY_SVC_ADDR", conflicts_with_all = ["cert", "key"])]
+    pub identity_addr: Option<String>,
+    /// The identity the identity service must present before the token is sent. Required
+    /// unless `--identity-addr` is on loopback (plaintext, tests).
     #[arg(
         long,
-        env = "STRAIT_DESTINATION_URL",
-        default_value = "http://localhost:8086"
+        env = "STRAIT_PROXY_IDENTITY_SVC_NAME",
+        requires = "identity_addr"
+    )]
+    pub identity_svc_name: Option<Identity>,
+    /// The service-account token file, projected with the identity audience.
+    #[arg(
+        long,
+        env = "STRAIT_PROXY_IDENTITY_TOKEN_FILE",
+        requires = "identity_addr"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain of the gateway's identity (leaf first), reloaded when it
+    /// changes; for installs without the identity service.
+    #[arg(long, env = "STRAIT_GATEWAY_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of that certificate (PKCS#8 or SEC1).
+    #[arg(long, env = "STRAIT_GATEWAY_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// PEM bundle of the shared trust anchors every client must chain to.
+    #[arg(long, env = "STRAIT_PROXY_IDENTITY_TRUST_ANCHORS")]
+    pub trust_anchors: PathBuf,
+    /// The local destination service (`host:port`; an `http://` prefix is accepted).
+    #[arg(
+        long,
+        env = "STRAIT_PROXY_DESTINATION_ADDR",
+        default_value_t = format!("localhost:{}", ports::DESTINATION_GRPC)
     )]
     pub destination: String,
     /// The identity the destination service must present (mTLS, with the gateway's own
-    /// certificate). Required unless the destination URL is on loopback (plaintext, tests).
+    /// certificate). Required unless the destination address is on loopback (plaintext, tests).
     #[arg(long, env = "STRAIT_PROXY_DESTINATION_SVC_NAME")]
     pub destination_identity: Option<Identity>,
     /// The DNS suffix of this cluster's Services; targets must be `<svc>.<ns>.svc.<domain>`.
-    #[arg(long, env = "STRAIT_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    #[arg(
+        long,
+        env = "STRAIT_PROXY_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
     pub cluster_domain: String,
     /// A file of allowed client identity patterns (one a line, `*` for a leading label).
     /// Without it every identity under the trust anchor may pass.
@@ -90,6 +117,62 @@ impl Args {
     pub fn identity(&self) -> Identity {
         self.identity.clone().unwrap_or_else(default_identity)
     }
+
+    /// Where the gateway's certificate comes from, or what is missing.
+    pub fn identity_source(&self) -> Result<IdentitySource, ConfigError> {
+        match (&self.identity_addr, &self.cert, &self.key) {
+            (Some(addr), _, _) => {
+                let svc_name = match &self.identity_svc_name {
+                    Some(n) => Some(n.clone()),
+                    None if strait_proxy::env::is_loopback(addr) => None,
+                    None => {
+                        return Err(ConfigError::IdentitySvcName { addr: addr.clone() });
+                    }
+                };
+                let token = self.token_file.clone().ok_or(ConfigError::TokenFile)?;
+                Ok(IdentitySource::Service(IdentityService {
+                    addr: addr.clone(),
+                    svc_name,
+                    name: self.identity(),
+                    token,
+                }))
+            }
+            (None, Some(cert), Some(key)) => Ok(IdentitySource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, _, _) => Err(ConfigError::NoIdentity),
+        }
+    }
+}
+
+/// Where the gateway's certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// The identity service, with the service-account token (what the chart configures).
+    Service(IdentityService),
+    /// Files, reloaded when they change.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Settings that do not fit together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "the gateway has no certificate source: set --identity-addr \
+         (STRAIT_PROXY_IDENTITY_SVC_ADDR) with --token-file, or --cert and --key"
+    )]
+    NoIdentity,
+    #[error(
+        "--identity-svc-name (STRAIT_PROXY_IDENTITY_SVC_NAME) is required: the identity \
+         service {addr} is not on loopback, so it must prove its identity before the token is sent"
+    )]
+    IdentitySvcName { addr: String },
+    #[error(
+        "--token-file (STRAIT_PROXY_IDENTITY_TOKEN_FILE) is required with --identity-addr: \
+         the gateway certifies with its service-account token"
+    )]
+    TokenFile,
 }
 
 /// `strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local`.
@@ -121,5 +204,50 @@ mod tests {
             "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local"
         );
         assert!(!a.forbid_plaintext);
+        assert!(matches!(
+            a.identity_source(),
+            Ok(IdentitySource::Files { .. })
+        ));
+    }
+
+    #[test]
+    fn identity_service() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["strait-gateway", "--trust-anchors=a"];
+            args.extend_from_slice(extra);
+            Args::try_parse_from(args).unwrap()
+        };
+        assert_eq!(parse(&[]).identity_source(), Err(ConfigError::NoIdentity));
+        let off_loopback = parse(&[
+            "--identity-addr=strait-identity.strait.svc:8080",
+            "--token-file=t",
+        ]);
+        assert!(matches!(
+            off_loopback.identity_source(),
+            Err(ConfigError::IdentitySvcName { .. })
+        ));
+        let named = parse(&[
+            "--identity-addr=strait-identity.strait.svc:8080",
+            "--token-file=t",
+            "--identity-svc-name=strait-identity.strait.serviceaccount.identity.strait.cluster.local",
+        ]);
+        let Ok(IdentitySource::Service(svc)) = named.identity_source() else {
+            panic!("not the identity service");
+        };
+        assert_eq!(svc.name, default_identity());
+        assert!(svc.svc_name.is_some());
+        let no_token = parse(&["--identity-addr=127.0.0.1:8080"]);
+        assert_eq!(no_token.identity_source(), Err(ConfigError::TokenFile));
+        // Files and the identity service do not mix.
+        assert!(
+            Args::try_parse_from([
+                "strait-gateway",
+                "--trust-anchors=a",
+                "--identity-addr=127.0.0.1:8080",
+                "--cert=c",
+                "--key=k",
+            ])
+            .is_err()
+        );
     }
 }

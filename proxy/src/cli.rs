@@ -4,8 +4,6 @@
 
 use crate::env::IdentitySource;
 use std::process::ExitCode;
-use std::time::Duration;
-use strait_identity_client::{IdentityClient, Settings};
 
 #[derive(Debug, clap::Parser)]
 #[command(name = "strait-proxy", about = "Strait's sidecar proxy")]
@@ -69,27 +67,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(identity = %c.identity(), "loaded certificate");
         }
         let (tx, rx) = strait_tls::credentials_channel(creds);
-        if let IdentitySource::Service {
-            addr,
-            svc_name,
-            name,
-            token,
-        } = &cfg.identity
-        {
-            tracing::info!(identity = %name, %addr, server = ?svc_name.as_ref().map(ToString::to_string), "certifying with the identity service");
-            // TLS that accepts only the identity service's own certificate, so the token goes
-            // to nobody else; plaintext only on loopback (the configuration enforces it).
-            let target = match svc_name {
-                Some(server) => strait_identity_client::Target::Tls {
-                    addr: addr.clone(),
-                    server: server.clone(),
-                    config: strait_tls::anonymous_client_config(&anchors, &[])?,
-                },
-                None => strait_identity_client::Target::Plain { addr: addr.clone() },
-            };
-            let channel = strait_identity_client::channel(target, Duration::from_secs(2))?;
-            let settings = Settings::new(name.clone(), token.clone());
-            tokio::spawn(IdentityClient::new(settings, channel, anchors.clone()).run(tx));
+        if let IdentitySource::Service(svc) = &cfg.identity {
+            crate::certify::spawn(svc, &anchors, tx)?;
         } else {
             // Fixed files: the sender lives as long as the proxy, so readers never see it close.
             std::mem::forget(tx);

@@ -60,7 +60,7 @@ pub fn load_identity(cfg: &Config) -> Result<(TrustAnchors, Option<Credentials>)
         IdentitySource::Files { cert, key } => {
             Ok((anchors, Some(Credentials::from_pem_files(cert, key)?)))
         }
-        IdentitySource::Service { .. } => Ok((anchors, None)),
+        IdentitySource::Service(_) => Ok((anchors, None)),
     }
 }
 

@@ -26,6 +26,7 @@
 //! | `STRAIT_PROXY_UID` | `2102` | (init) the proxy's uid, never redirected |
 //! | `STRAIT_PROXY_INBOUND_SKIP_PORTS`, `STRAIT_PROXY_OUTBOUND_SKIP_PORTS` | empty | (init) ports left alone |
 
+pub use crate::certify::IdentityService;
 use crate::iptables::InitConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,13 +92,7 @@ pub enum IdentitySource {
     /// Fixed files (tests, benches; no renewal).
     Files { cert: PathBuf, key: PathBuf },
     /// The identity service: Certify with the token, renew at 70 % of the lifetime.
-    Service {
-        addr: String,
-        /// The identity the identity service presents; `None` only on loopback (plaintext).
-        svc_name: Option<Identity>,
-        name: Identity,
-        token: PathBuf,
-    },
+    Service(IdentityService),
 }
 
 struct Env<F>(F);
@@ -217,7 +212,7 @@ impl Config {
                 None => TrustAnchorsSource::File(env.path("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS")?),
             },
             identity: match env.get("STRAIT_PROXY_IDENTITY_SVC_ADDR") {
-                Some(addr) => IdentitySource::Service {
+                Some(addr) => IdentitySource::Service(IdentityService {
                     svc_name: env.svc_name(
                         "STRAIT_PROXY_IDENTITY_SVC_NAME",
                         "STRAIT_PROXY_IDENTITY_SVC_ADDR",
@@ -230,7 +225,7 @@ impl Config {
                         },
                     )?,
                     token: env.path("STRAIT_PROXY_IDENTITY_TOKEN_FILE")?,
-                },
+                }),
                 None => IdentitySource::Files {
                     cert: env.path("STRAIT_PROXY_IDENTITY_CERT")?,
                     key: env.path("STRAIT_PROXY_IDENTITY_KEY")?,
@@ -371,7 +366,7 @@ mod tests {
         ));
         v.push(("STRAIT_PROXY_IDENTITY_TOKEN_FILE", "/token"));
         let c = Config::from_lookup(lookup(&v)).unwrap();
-        assert!(matches!(c.identity, IdentitySource::Service { .. }));
+        assert!(matches!(c.identity, IdentitySource::Service(_)));
         assert_eq!(c.trust_anchors, TrustAnchorsSource::File("/ca.crt".into()));
         // The injector hands the anchors over in the environment; they win over a file.
         v.push((
@@ -427,7 +422,7 @@ mod tests {
         let mut v = certified("10.0.0.1:8080");
         v.push(("STRAIT_PROXY_IDENTITY_SVC_NAME", ID_SVC));
         let c = Config::from_lookup(lookup(&v)).unwrap();
-        let IdentitySource::Service { svc_name, .. } = c.identity else {
+        let IdentitySource::Service(IdentityService { svc_name, .. }) = c.identity else {
             panic!("not the identity service")
         };
         assert_eq!(svc_name, Some(ID_SVC.parse().unwrap()));
@@ -472,7 +467,7 @@ mod tests {
             "localhost:8080",
         ] {
             let c = Config::from_lookup(lookup(&certified(addr))).unwrap();
-            let IdentitySource::Service { svc_name, .. } = c.identity else {
+            let IdentitySource::Service(IdentityService { svc_name, .. }) = c.identity else {
                 panic!("not the identity service")
             };
             assert_eq!(svc_name, None, "{addr}");

@@ -26,6 +26,7 @@
 
 pub mod addr;
 pub mod admin;
+pub mod certify;
 pub mod cli;
 pub mod connect;
 pub mod ctx;

@@ -41,6 +41,8 @@ mod config;
 mod creds;
 mod error;
 mod leaf;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod webhook;
 
 pub use anonymous::anonymous_client_config;

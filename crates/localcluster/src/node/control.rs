@@ -29,6 +29,10 @@ pub(crate) fn apiserver_flags(pki: &ClusterPki) -> Result<Vec<String>, Error> {
         ),
         format!("--kubelet-client-key={}", kubelet_client.key.display()),
         "--enable-admission-plugins=NodeRestriction".into(),
+        // Webhooks (the proxy injector) and aggregated APIs are called at their endpoints'
+        // pod addresses, which the root namespace routes to the nodes; Service addresses
+        // exist only inside the nodes, where kube-proxy programs them.
+        "--enable-aggregator-routing=true".into(),
     ])
 }
 
