@@ -177,6 +177,33 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    // The injector's certificate: given as files, or issued from the issuer like the above.
+    let injector = match injector {
+        None => None,
+        Some((tls, state)) => {
+            let tls = match (tls, &identity) {
+                (Some(tls), _) => tls,
+                (None, Some((config, _, Some((_, issuer))))) => {
+                    let dns = args.injector.dns_name(&config.settings.control_namespace);
+                    let cert = own_cert::keep_serving(
+                        issuer.clone(),
+                        dns.clone(),
+                        config.settings.lifetime,
+                    )
+                    .context("issuing the injector's certificate")?;
+                    tracing::info!(%dns, "the injector serves a certificate from the issuer");
+                    strait_tls::webhook_server_config_watch(cert)?
+                }
+                (None, _) => anyhow::bail!(
+                    "the proxy injector needs a certificate: give --injector-tls-cert and \
+                     --injector-tls-key, or an issuer (--issuer-secret or --issuer-cert/--issuer-key) \
+                     without --plaintext so one is issued"
+                ),
+            };
+            Some((tls, state))
+        }
+    };
+
     let discovery = Discovery::spawn(client);
     let svc = discovery.service(
         destination_config,
@@ -230,31 +257,34 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The injector's TLS config and state: its certificate, and the trust anchors it hands to
-/// every injected proxy (--trust-anchors is required with the injector).
+/// The injector's TLS config when given as files (else it is issued from the issuer) and its
+/// state: the trust anchors it hands to every injected proxy (--trust-anchors is required).
 fn injector(
     args: &Args,
     client: kube::Client,
     registry: &mut Registry,
 ) -> anyhow::Result<(
-    Arc<strait_tls::rustls::ServerConfig>,
+    Option<Arc<strait_tls::rustls::ServerConfig>>,
     strait_control_plane::injector::State,
 )> {
     let read = |flag: &str, p: &std::path::Path| {
         std::fs::read(p).with_context(|| format!("reading {flag} {}", p.display()))
     };
-    let (Some(cert), Some(key)) = (
+    let tls = match (
         &args.injector.injector_tls_cert,
         &args.injector.injector_tls_key,
-    ) else {
-        anyhow::bail!("--injector-tls-cert and --injector-tls-key go together");
+    ) {
+        (Some(cert), Some(key)) => Some(
+            strait_tls::webhook_server_config(
+                &read("--injector-tls-cert", cert)?,
+                &read("--injector-tls-key", key)?,
+                "--injector-tls-cert/--injector-tls-key",
+            )
+            .context("the injector's certificate")?,
+        ),
+        (None, None) => None,
+        _ => anyhow::bail!("--injector-tls-cert and --injector-tls-key go together"),
     };
-    let tls = strait_tls::webhook_server_config(
-        &read("--injector-tls-cert", cert)?,
-        &read("--injector-tls-key", key)?,
-        "--injector-tls-cert/--injector-tls-key",
-    )
-    .context("the injector's certificate")?;
     let anchors_path = args.identity.trust_anchors.as_ref().context(
         "the proxy injector needs --trust-anchors: injected proxies verify the control plane with them",
     )?;

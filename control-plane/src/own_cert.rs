@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strait_core::identity::Identity;
 use strait_tls::{
-    ClientAuth, Credentials, CredentialsReceiver, Issuer, TlsError, TrustAnchors,
+    ClientAuth, Credentials, CredentialsReceiver, Issuer, ServingCert, TlsError, TrustAnchors,
     credentials_channel, generate_csr,
 };
 use tokio::sync::watch;
@@ -36,13 +36,57 @@ pub fn issue(
 /// Issues `identity`'s certificate now, then keeps it fresh: re-issued when the issuer
 /// changes and before it expires. The task ends when every receiver is gone.
 pub fn keep_issued(
-    mut issuer: watch::Receiver<Arc<Issuer>>,
+    issuer: watch::Receiver<Arc<Issuer>>,
     identity: Identity,
     lifetime: Duration,
 ) -> Result<CredentialsReceiver, TlsError> {
-    let first = issue(&issuer.borrow_and_update(), &identity, lifetime)?;
-    let mut wait = renew_in(&first);
+    let name = identity.to_string();
+    let first = issue(&issuer.borrow(), &identity, lifetime)?;
     let (tx, rx) = credentials_channel(Some(first));
+    keep_fresh(
+        issuer,
+        name,
+        tx,
+        move |i| issue(i, &identity, lifetime).map(|c| Some(Arc::new(c))),
+        |c| c.as_ref().map_or_else(SystemTime::now, |c| c.not_after()),
+    );
+    Ok(rx)
+}
+
+/// The injector's serving certificate for `dns_name` (the webhook Service), kept fresh like
+/// [`keep_issued`]; the webhook configuration's `caBundle` is the trust anchors.
+pub fn keep_serving(
+    issuer: watch::Receiver<Arc<Issuer>>,
+    dns_name: String,
+    lifetime: Duration,
+) -> Result<watch::Receiver<ServingCert>, TlsError> {
+    let first = issuer
+        .borrow()
+        .issue_serving(&dns_name, lifetime, SystemTime::now())?;
+    let (tx, rx) = watch::channel(first);
+    let name = dns_name.clone();
+    keep_fresh(
+        issuer,
+        name,
+        tx,
+        move |i| i.issue_serving(&dns_name, lifetime, SystemTime::now()),
+        |c| c.not_after,
+    );
+    Ok(rx)
+}
+
+/// The renewal loop both share: re-issue with `make` when the issuer changes or at 70 % of
+/// the current certificate's remaining life (a failure retries after 10 s); ends when every
+/// receiver of `tx` is gone.
+fn keep_fresh<T: Send + Sync + 'static>(
+    mut issuer: watch::Receiver<Arc<Issuer>>,
+    name: String,
+    tx: watch::Sender<T>,
+    make: impl Fn(&Issuer) -> Result<T, TlsError> + Send + 'static,
+    not_after: impl Fn(&T) -> SystemTime + Send + 'static,
+) {
+    issuer.mark_unchanged();
+    let mut wait = renew_in(not_after(&tx.borrow()));
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -51,29 +95,27 @@ pub fn keep_issued(
                 _ = tx.closed() => return,
             }
             let current = issuer.borrow_and_update().clone();
-            wait = match issue(&current, &identity, lifetime) {
-                Ok(creds) => {
-                    let wait = renew_in(&creds);
-                    tracing::info!(%identity, renew_in = ?wait, "issued the control plane's own certificate");
-                    if tx.send(Some(Arc::new(creds))).is_err() {
+            wait = match make(&current) {
+                Ok(fresh) => {
+                    let wait = renew_in(not_after(&fresh));
+                    tracing::info!(%name, renew_in = ?wait, "issued the control plane's own certificate");
+                    if tx.send(fresh).is_err() {
                         return;
                     }
                     wait
                 }
                 Err(error) => {
-                    tracing::warn!(%identity, %error, "issuing the control plane's own certificate");
+                    tracing::warn!(%name, %error, "issuing the control plane's own certificate");
                     Duration::from_secs(10)
                 }
             };
         }
     });
-    Ok(rx)
 }
 
-/// 70 % of the certificate's remaining life, at least 10 s.
-fn renew_in(creds: &Credentials) -> Duration {
-    let left = creds
-        .not_after()
+/// 70 % of the remaining life until `not_after`, at least 10 s.
+fn renew_in(not_after: SystemTime) -> Duration {
+    let left = not_after
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     left.mul_f64(0.7).max(Duration::from_secs(10))

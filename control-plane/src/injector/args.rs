@@ -5,11 +5,24 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InjectorArgs {
-    /// Where the proxy injector (admission webhook, HTTPS) listens; served only with
-    /// --injector-tls-cert and --injector-tls-key.
+    /// Serve the proxy injector (admission webhook, HTTPS). Its certificate is issued from
+    /// the identity issuer for `<--injector-service>.<control namespace>.svc` and renewed
+    /// like the control plane's own, so the webhook's caBundle is the trust anchors; or give
+    /// one with --injector-tls-cert and --injector-tls-key.
+    #[arg(long, env = "STRAIT_INJECTOR")]
+    pub injector: bool,
+    /// The injector's Service (in the control namespace): the name its certificate carries.
+    #[arg(
+        long,
+        env = "STRAIT_INJECTOR_SERVICE",
+        default_value = "strait-injector"
+    )]
+    pub injector_service: String,
+    /// Where the proxy injector listens.
     #[arg(long, env = "STRAIT_INJECTOR_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], strait_core::ports::INJECTOR)))]
     pub injector_addr: SocketAddr,
-    /// The webhook's serving certificate (PEM, for the injector Service's DNS name).
+    /// The webhook's serving certificate (PEM, for the injector Service's DNS name), for
+    /// installs that manage it themselves (cert-manager); implies --injector.
     #[arg(long, env = "STRAIT_INJECTOR_TLS_CERT", requires = "injector_tls_key")]
     pub injector_tls_cert: Option<PathBuf>,
     /// Its key.
@@ -45,7 +58,12 @@ pub struct InjectorArgs {
 impl InjectorArgs {
     /// Whether the injector is to be served.
     pub fn enabled(&self) -> bool {
-        self.injector_tls_cert.is_some()
+        self.injector || self.injector_tls_cert.is_some()
+    }
+
+    /// The DNS name the API server calls the webhook at.
+    pub fn dns_name(&self, control_namespace: &str) -> String {
+        format!("{}.{control_namespace}.svc", self.injector_service)
     }
 
     /// The settings injected proxies get, for a control plane in `control_namespace` of a

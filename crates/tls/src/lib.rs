@@ -61,7 +61,7 @@ pub use error::{HandshakeFailure, TlsError};
 pub use leaf::{DEFAULT_LEAF_LIFETIME, KeyAndCsr, Leaf, cert_validity, dns_names, generate_csr};
 pub use rustls;
 pub use tokio_rustls;
-pub use webhook::webhook_server_config;
+pub use webhook::{ServingCert, webhook_server_config, webhook_server_config_watch};
 
 #[cfg(test)]
 mod tests;
