@@ -164,13 +164,14 @@ fn helm_args_with_strings(
 #[test]
 fn control_plane_chart_and_cli_render_the_same_objects() {
     let id = identity();
-    let cases: [(&str, Vec<String>, bool, bool); 5] = [
+    let cases: [(&str, Vec<String>, bool, bool); 6] = [
         ("defaults", vec![], false, false),
         ("--ha", vec![], true, false),
         ("external issuer", vec![], false, true),
         (
-            "namespace, images, replicas, resources",
+            "namespace, images, replicas, resources, injector",
             sets(&[
+                "proxyInjector.timeoutSeconds=5,proxy.logLevel=debug",
                 "namespace=strait-prod,clusterDomain=example.org",
                 "image.registry=ghcr.io/strait-dev,image.tag=v0.1.0,image.pullPolicy=Always",
                 "controlPlane.replicas=2",
@@ -184,6 +185,12 @@ fn control_plane_chart_and_cli_render_the_same_objects() {
             "--ha with --set over it",
             sets(&["controlPlane.replicas=5"]),
             true,
+            false,
+        ),
+        (
+            "no injector",
+            sets(&["proxyInjector.enabled=false"]),
+            false,
             false,
         ),
     ];
@@ -294,6 +301,8 @@ fn the_schema_refuses_bad_values() {
         ),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("identity.issuanceLifetime=1d", "/identity/issuanceLifetime"),
+        ("proxyInjector.timeoutSeconds=0", "/proxyInjector/timeoutSeconds"),
+        ("proxyInjector.enabled=yes", "/proxyInjector/enabled"),
     ] {
         let e = helm_template(
             "strait-control-plane",

@@ -66,3 +66,18 @@ spec:
     matchLabels:
       app.kubernetes.io/name: {{ index . 1 }}
 {{- end }}
+
+{{/* The namespaces Strait's admission webhooks act in: not kube-system, not the control
+plane's, none labelled strait.dev/admission-webhooks: disabled. Argument: the namespace. */}}
+{{- define "strait.injectableNamespaces" -}}
+matchExpressions:
+- key: kubernetes.io/metadata.name
+  operator: NotIn
+  values:
+  - kube-system
+  - {{ . }}
+- key: strait.dev/admission-webhooks
+  operator: NotIn
+  values:
+  - disabled
+{{- end }}

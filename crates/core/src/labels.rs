@@ -51,6 +51,11 @@ pub fn service_fqdn(svc: &str, ns: &str, cluster_domain: &str) -> String {
     format!("{svc}.{ns}.svc.{cluster_domain}")
 }
 
+/// On a namespace: `disabled` keeps Strait's admission webhooks (the proxy injector and its
+/// policy) away from every pod in it. Strait's own namespaces carry it; kube-system is
+/// excluded by name.
+pub const ADMISSION_WEBHOOKS: &str = "strait.dev/admission-webhooks";
+
 /// On a namespace or a pod: `enabled` injects the proxy into the pod(s), `disabled` (on a pod)
 /// opts it out.
 pub const INJECT: &str = "strait.dev/inject";

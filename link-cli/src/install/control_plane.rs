@@ -7,6 +7,7 @@ use super::values::{
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use strait_core::labels;
 
 /// The Deployment, its ServiceAccount and the container's name.
 pub const NAME: &str = "strait-control-plane";
@@ -25,6 +26,8 @@ pub const SERVICES: [(&str, &str, u16); 3] = [
     ),
     ("strait-control-plane-admin", "admin", ADMIN_PORT),
 ];
+/// The proxy injector's Service (the name its certificate carries: flag `--injector-service`).
+pub const INJECTOR_SERVICE: &str = "strait-injector";
 /// The control plane's `/metrics` (flag `--admin-addr`).
 pub const ADMIN_PORT: u16 = 9990;
 /// The image's user (images/control-plane/Dockerfile).
@@ -41,6 +44,21 @@ pub struct Values {
     pub identity: Identity,
     pub image: Image,
     pub control_plane: ControlPlane,
+    pub proxy_injector: ProxyInjector,
+    pub proxy: Proxy,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyInjector {
+    pub enabled: bool,
+    pub timeout_seconds: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Proxy {
+    pub log_level: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -99,6 +117,15 @@ impl Check for Values {
         self.control_plane
             .resources
             .check("controlPlane.resources")?;
+        if !(1..=30).contains(&self.proxy_injector.timeout_seconds) {
+            return Err((
+                "proxyInjector.timeoutSeconds".into(),
+                "must be between 1 and 30 (seconds)".into(),
+            ));
+        }
+        if self.proxy.log_level.is_empty() {
+            return Err(("proxy.logLevel".into(), "must not be empty".into()));
+        }
         // What the templates' `required` refuse.
         if self.identity_trust_anchors_pem.is_empty() {
             return Err((
@@ -130,7 +157,13 @@ pub fn objects(v: &Values) -> Vec<Value> {
     let mut out = vec![
         objects::namespace(ns, NAME),
         objects::service_account(NAME, ns, true),
-        objects::role("ClusterRole", &cluster_role, None, NAME, cluster_rules()),
+        objects::role(
+            "ClusterRole",
+            &cluster_role,
+            None,
+            NAME,
+            cluster_rules(v.proxy_injector.enabled),
+        ),
         objects::binding("ClusterRoleBinding", &cluster_role, None, NAME, NAME, ns),
         objects::trust_roots(ns, NAME, &v.identity_trust_anchors_pem),
     ];
@@ -171,12 +204,101 @@ pub fn objects(v: &Values) -> Vec<Value> {
             {"name": "issuer", "secret": {"defaultMode": 0o440, "secretName": v.identity.issuer.secret_name}},
         ]),
     }));
+    if v.proxy_injector.enabled {
+        out.extend(injector(v));
+    }
     out
 }
 
-/// Identity reviews tokens; destination reads Services, EndpointSlices and Pods.
-pub fn cluster_rules() -> Vec<Value> {
+/// The injector's Service, its webhook, and the policy that refuses a pod the webhook missed.
+fn injector(v: &Values) -> Vec<Value> {
+    let ns = v.namespace.as_str();
+    let name = format!("strait-proxy-injector-{ns}");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&v.identity_trust_anchors_pem);
+    let selector = objects::injectable_namespaces(ns);
+    let pods = json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]});
+    let mut webhook_rule = pods.clone();
+    webhook_rule["scope"] = json!("Namespaced");
+    let inject = labels::INJECT;
+    let proxy = strait_inject::PROXY_CONTAINER;
+    let message = format!(
+        "{inject} is enabled for this pod, but the Strait proxy injector did not inject it: is \
+         the control plane running (kubectl -n {ns} get pods -l app.kubernetes.io/name={NAME})? \
+         The pod's controller retries; set {inject}: disabled on the pod to run it without the mesh"
+    );
+    let annotation = |of: &str| {
+        format!(
+            "has({of}.metadata.annotations) && '{inject}' in {of}.metadata.annotations ? \
+             {of}.metadata.annotations['{inject}'].trim() : ''"
+        )
+    };
     vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": objects::meta(INJECTOR_SERVICE, ns, NAME),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {"app.kubernetes.io/name": NAME},
+                "ports": [{"name": "injector", "port": 443, "protocol": "TCP", "targetPort": "injector"}],
+            },
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": objects::cluster_meta(&name, NAME),
+            "webhooks": [{
+                "name": "proxy-injector.strait.dev",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {
+                    "caBundle": b64,
+                    "service": {"name": INJECTOR_SERVICE, "namespace": ns, "path": "/inject", "port": 443},
+                },
+                "failurePolicy": "Ignore",
+                "matchPolicy": "Equivalent",
+                "namespaceSelector": selector,
+                "reinvocationPolicy": "Never",
+                "rules": [webhook_rule],
+                "sideEffects": "None",
+                "timeoutSeconds": v.proxy_injector.timeout_seconds,
+            }],
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": objects::cluster_meta(&name, NAME),
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"namespaceSelector": selector, "resourceRules": [pods]},
+                "variables": [
+                    {"name": "own", "expression": annotation("object")},
+                    {"name": "namespaced", "expression": annotation("namespaceObject")},
+                    {"name": "required", "expression": "variables.own == 'enabled' || (variables.own != 'disabled' && variables.namespaced == 'enabled')"},
+                    {"name": "injected", "expression": format!(
+                        "(has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == '{proxy}')) || \
+                         object.spec.containers.exists(c, c.name == '{proxy}')"
+                    )},
+                ],
+                "validations": [{
+                    "expression": "!variables.required || variables.injected || (has(object.spec.hostNetwork) && object.spec.hostNetwork)",
+                    "message": message,
+                    "reason": "Forbidden",
+                }],
+            },
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": objects::cluster_meta(&name, NAME),
+            "spec": {"policyName": name, "validationActions": ["Deny"]},
+        }),
+    ]
+}
+
+/// Identity reviews tokens; destination reads Services, EndpointSlices and Pods; the proxy
+/// injector reads the annotations of a new pod's Namespace.
+pub fn cluster_rules(injector: bool) -> Vec<Value> {
+    let mut rules = vec![
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
         rule("", &["services", "pods"], &["get", "list", "watch"]),
         rule(
@@ -184,7 +306,11 @@ pub fn cluster_rules() -> Vec<Value> {
             &["endpointslices"],
             &["get", "list", "watch"],
         ),
-    ]
+    ];
+    if injector {
+        rules.push(rule("", &["namespaces"], &["get"]));
+    }
+    rules
 }
 
 fn container(v: &Values) -> Value {
@@ -207,17 +333,29 @@ fn container(v: &Values) -> Value {
         format!("--issuer-key={ISSUER_DIR}/tls.key"),
         format!("--cert-lifetime={}", id.issuance_lifetime),
     ];
+    let mut args = args.to_vec();
+    let mut ports = vec![
+        port("identity", strait_core::ports::IDENTITY_GRPC),
+        port("destination", strait_core::ports::DESTINATION_GRPC),
+        port("admin", ADMIN_PORT),
+    ];
+    if v.proxy_injector.enabled {
+        args.extend([
+            "--injector".to_owned(),
+            format!("--proxy-image={}", v.image.of("proxy")),
+            format!("--proxy-init-image={}", v.image.of("proxy-init")),
+            format!("--proxy-image-pull-policy={}", v.image.pull_policy.as_str()),
+            format!("--proxy-log-level={}", v.proxy.log_level),
+        ]);
+        ports.push(port("injector", strait_core::ports::INJECTOR));
+    }
     json!({
         "name": "control-plane",
         "image": v.image.of("control-plane"),
         "imagePullPolicy": v.image.pull_policy,
         "args": args,
         "env": [env("STRAIT_LOG", v.control_plane.log_level.clone())],
-        "ports": [
-            port("identity", strait_core::ports::IDENTITY_GRPC),
-            port("destination", strait_core::ports::DESTINATION_GRPC),
-            port("admin", ADMIN_PORT),
-        ],
+        "ports": ports,
         "livenessProbe": probe("/metrics", "admin", false, true),
         "readinessProbe": probe("/metrics", "admin", false, false),
         "resources": v.control_plane.resources,

@@ -2,6 +2,7 @@
 //! labels, security contexts, anti-affinity and PodDisruptionBudgets.
 
 use serde_json::{Value, json};
+use strait_core::labels;
 
 /// The trust anchors' mount point; the ConfigMap key is `ca-bundle.crt`.
 pub const TRUST_ROOTS_DIR: &str = "/var/run/strait/identity/trust-roots";
@@ -159,9 +160,19 @@ pub fn role(
     })
 }
 
-/// A Namespace.
+/// One of Strait's Namespaces, which its admission webhooks leave alone.
 pub fn namespace(name: &str, component: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": cluster_meta(name, component)})
+    let mut meta = cluster_meta(name, component);
+    meta["labels"][labels::ADMISSION_WEBHOOKS] = json!("disabled");
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+}
+
+/// `strait.injectableNamespaces`: where the admission webhooks act.
+pub fn injectable_namespaces(control_namespace: &str) -> Value {
+    json!({"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", control_namespace]},
+        {"key": labels::ADMISSION_WEBHOOKS, "operator": "NotIn", "values": ["disabled"]},
+    ]})
 }
 
 /// What differs between the charts' Deployments.

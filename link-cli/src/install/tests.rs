@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use base64::Engine;
 use serde_json::json;
 
 fn rules_of<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -42,6 +43,21 @@ fn rbac_rules_are_exactly_the_listed_ones() {
     let cp = generated().objects;
     assert_eq!(
         rules_of(&cp, "ClusterRole", "strait-control-plane-strait"),
+        &json!([
+            rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
+            rule("", &["services", "pods"], &read),
+            rule("discovery.k8s.io", &["endpointslices"], &read),
+            rule("", &["namespaces"], &["get"]),
+        ])
+    );
+    let without_injector = render_control_plane(&Settings {
+        sets: vec!["proxyInjector.enabled=false".into()],
+        ..Settings::default()
+    })
+    .unwrap()
+    .objects;
+    assert_eq!(
+        rules_of(&without_injector, "ClusterRole", "strait-control-plane-strait"),
         &json!([
             rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
             rule("", &["services", "pods"], &read),
@@ -110,6 +126,58 @@ fn rbac_rules_are_exactly_the_listed_ones() {
     assert_eq!(roles.len(), 3, "{roles:?}");
     // No token Secret for the remote-access account: `strait link` requests tokens.
     assert!(!mc.iter().any(|o| o["kind"] == "Secret"));
+}
+
+/// The webhook never blocks a pod when the injector is down, never sees kube-system or
+/// Strait's namespaces, trusts the anchors for the injector's certificate, and the policy
+/// behind it refuses exactly the pods that asked for the proxy and lack it.
+#[test]
+fn the_injector_is_installed_to_fail_open_behind_a_policy() {
+    let cp = generated().objects;
+    let of = |kind: &str| {
+        cp.iter()
+            .find(|o| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let hook = &of("MutatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Ignore");
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(hook["clientConfig"]["service"]["name"], "strait-injector");
+    let anchors = of("ConfigMap")["data"]["ca-bundle.crt"].as_str().unwrap();
+    let ca_bundle = base64::engine::general_purpose::STANDARD
+        .decode(hook["clientConfig"]["caBundle"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(ca_bundle).unwrap(), anchors);
+    let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!(excluded["operator"], "NotIn");
+    assert_eq!(excluded["values"], json!(["kube-system", "strait"]));
+    let ns = of("Namespace");
+    assert_eq!(
+        ns["metadata"]["labels"][strait_core::labels::ADMISSION_WEBHOOKS],
+        "disabled"
+    );
+    let policy = of("ValidatingAdmissionPolicy");
+    assert_eq!(policy["spec"]["matchConstraints"]["namespaceSelector"], hook["namespaceSelector"]);
+    assert_eq!(
+        of("ValidatingAdmissionPolicyBinding")["spec"]["validationActions"],
+        json!(["Deny"])
+    );
+    let deployment = of("Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--injector"), "{args:?}");
+    assert!(args.contains(&"--proxy-image=strait.local/proxy:dev"), "{args:?}");
+    let e = render_control_plane(&Settings {
+        sets: vec!["proxyInjector.timeoutSeconds=31".into()],
+        ..Settings::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("proxyInjector.timeoutSeconds"), "{e}");
 }
 
 #[test]

@@ -391,6 +391,16 @@ pub enum PullPolicy {
     Never,
 }
 
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Always => "Always",
+            Self::Never => "Never",
+        }
+    }
+}
+
 /// `resources`: requests and limits of cpu and memory, passed through as given.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
