@@ -118,19 +118,15 @@ pub fn config(
     values::set_string(&mut v, "identityTrustAnchorsPEM", trust_anchors_pem.clone());
     values::set_value(&mut v, "identity.issuer.external", Value::Bool(true));
     let v: control_plane::Values = values::typed_values(Chart::ControlPlane, v)?;
-    let pull_policy = serde_json::to_value(v.image.pull_policy)
-        .ok()
-        .and_then(|p| p.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "IfNotPresent".into());
     Ok(strait_inject::Config::for_install(strait_inject::Install {
         proxy_image: v.image.of("proxy"),
         proxy_init_image: v.image.of("proxy-init"),
-        image_pull_policy: pull_policy,
+        image_pull_policy: v.image.pull_policy.as_str().into(),
         control_namespace: v.namespace.clone(),
         cluster_domain: v.cluster_domain.clone(),
         trust_domain: v.identity.trust_domain.clone(),
         trust_anchors_pem,
-        log_level: "warn,strait_proxy=info".into(),
+        log_level: v.proxy.log_level.clone(),
     }))
 }
 

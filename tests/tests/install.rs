@@ -1,0 +1,915 @@
+//! Installing Strait on real-node clusters, as a platform team would: the real helm installs
+//! both charts in `west` and `east` with one shared trust anchor, on kubelet, containerd and
+//! kube-proxy running the images built here; the proxy injector adds the proxy to the pods
+//! of an annotated namespace; `strait install | kubectl apply -f -` gives a working control
+//! plane too.
+//!
+//! In order: every Deployment becomes Ready; injected pods get their certificate and talk
+//! mTLS (the server proxy's metrics name the client); opt-out, Jobs, bad annotations,
+//! kube-system, `strait inject --manual` equal to the webhook; the identity port carries no
+//! token in the clear, and a proxy told the wrong identity-service name sends none; east's
+//! gateway answers west's identity through its LoadBalancer address and refuses another
+//! anchor's; the injector restarted mid-run; `helm upgrade`, `helm uninstall` (only the CRDs
+//! stay), then `strait install`.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first unexpected error
+
+mod nodes_support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use nodes_support::eventually;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use strait_core::identity::Identity;
+use strait_core::transport_header::{ALPN, SessionProtocol, TransportHeader};
+use strait_localcluster::node::images;
+use strait_localcluster::{Cluster, ClusterConfig};
+use strait_tls::testing::TestPki;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const STRAIT: &str = env!("CARGO_BIN_EXE_e2e-strait");
+const ROLLOUT: Duration = Duration::from_secs(180);
+const SUFFIX: &str = "serviceaccount.identity.strait.cluster.local";
+/// What every service-account token (a JWT) starts with: `{"alg":`, base64url.
+const JWT_PREFIX: &[u8] = b"eyJhbGciOi";
+
+fn id(sa: &str, ns: &str) -> String {
+    format!("{sa}.{ns}.{SUFFIX}")
+}
+
+fn charts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts")
+}
+
+/// The shared anchor, an issuer per cluster, as the files a user passes to helm.
+struct Identities {
+    dir: tempfile::TempDir,
+    west: TestPki,
+}
+
+impl Identities {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let west = TestPki::new();
+        let east_issuer = west
+            .anchor
+            .generate_issuer(
+                "identity.strait.cluster.local",
+                strait_tls::DEFAULT_ISSUER_LIFETIME,
+                SystemTime::now(),
+            )
+            .unwrap();
+        std::fs::write(dir.path().join("ca.crt"), west.anchors.to_pem()).unwrap();
+        for (name, issuer) in [("west", &west.issuer), ("east", &east_issuer)] {
+            std::fs::write(dir.path().join(format!("{name}.crt")), issuer.cert_pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), issuer.key_pem()).unwrap();
+        }
+        Self { dir, west }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// The real helm against `c`, with its state in `home`.
+async fn helm(c: &Cluster, home: &Path, args: &[&str]) -> Result<String, String> {
+    let bin = strait_localcluster::assets::ensure_node()
+        .map_err(|e| e.to_string())?
+        .helm;
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig_path())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+async fn helm_install(c: &Cluster, home: &Path, ids: &Identities, issuer: &str) {
+    let cp = charts().join("strait-control-plane");
+    let mc = charts().join("strait-multicluster");
+    let anchors = format!("identityTrustAnchorsPEM={}", ids.file("ca.crt"));
+    let crt = format!("identity.issuer.tls.crtPEM={}", ids.file(&format!("{issuer}.crt")));
+    let key = format!("identity.issuer.tls.keyPEM={}", ids.file(&format!("{issuer}.key")));
+    let cp = cp.to_str().unwrap();
+    let mc = mc.to_str().unwrap();
+    helm(
+        c,
+        home,
+        &[
+            "install",
+            "strait-control-plane",
+            cp,
+            "--set-file",
+            &anchors,
+            "--set-file",
+            &crt,
+            "--set-file",
+            &key,
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("helm install strait-control-plane in {}: {e}", c.name()));
+    helm(
+        c,
+        home,
+        &["install", "strait-multicluster", mc, "--set-file", &anchors],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("helm install strait-multicluster in {}: {e}", c.name()));
+}
+
+async fn rollout(c: &Cluster, ns: &str, name: &str) {
+    if let Err(e) = c.wait_rollout(ns, name, ROLLOUT).await {
+        let pods = c
+            .kubectl(&["get", "pods", "-A", "-o", "wide"])
+            .await
+            .unwrap_or_default();
+        let events = c
+            .kubectl(&["get", "events", "-A", "--sort-by=.lastTimestamp"])
+            .await
+            .unwrap_or_default();
+        panic!(
+            "{}: deployment {ns}/{name} not rolled out: {e}\n{pods}\n{events}\n{}",
+            c.name(),
+            c.log_tails(20)
+        );
+    }
+}
+
+async fn control_plane_ready(c: &Cluster) {
+    rollout(c, "strait", "strait-control-plane").await;
+    rollout(c, "strait-multicluster", "strait-gateway").await;
+    rollout(c, "strait-multicluster", "strait-mirror").await;
+}
+
+async fn json(c: &Cluster, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&c.kubectl(&a).await.unwrap()).unwrap()
+}
+
+/// The names of the init and app containers of `pod`.
+fn containers(pod: &Value) -> Vec<String> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| pod["spec"][k].as_array().cloned().unwrap_or_default())
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn has_proxy(pod: &Value) -> bool {
+    containers(pod).iter().any(|c| c == "strait-proxy")
+}
+
+/// The pods of `ns` matching `selector`, as JSON.
+async fn pods(c: &Cluster, ns: &str, selector: &str) -> Vec<Value> {
+    json(c, &["-n", ns, "get", "pods", "-l", selector]).await["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A plain HTTP/1.0 GET of `path` on `addr` (a pod's admin port), from the root namespace.
+async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await??;
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nhost: admin\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The sample workloads: a web Deployment and a client, each with its own ServiceAccount.
+fn shop(ns: &str, annotate: bool) -> String {
+    let sample = images::reference("sample");
+    let annotation = if annotate {
+        "\n  annotations: {strait.dev/inject: enabled}"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}{annotation}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: web, namespace: {ns}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: client, namespace: {ns}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+{web}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}}}
+    spec:
+      serviceAccountName: client
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: client
+        image: {sample}
+        imagePullPolicy: IfNotPresent
+        args: [serve-http, "8081"]
+        securityContext: {{runAsNonRoot: true, runAsUser: 1000, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+"#,
+        web = web_deployment("web", ns),
+    )
+}
+
+fn web_deployment(name: &str, ns: &str) -> String {
+    let sample = images::reference("sample");
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      serviceAccountName: web
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: {sample}
+        imagePullPolicy: IfNotPresent
+        args: [serve-http, "8080"]
+        env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+        securityContext: {{runAsNonRoot: true, runAsUser: 1000, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}"#
+    )
+}
+
+/// `strait ARGS` with `input` on stdin; its stdout, or its stderr as the error.
+fn strait(args: &[&str], input: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(STRAIT)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A TCP relay in the root namespace, on the address pods reach the host at, to `upstream`;
+/// it keeps every byte clients send.
+struct Tap {
+    addr: SocketAddr,
+    sent: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tap {
+    async fn start(c: &Cluster, upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind((c.host_addr(), 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let keep = sent.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async {
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            keep.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let _ = cw.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Self { addr, sent, task }
+    }
+
+    fn sent(&self) -> Vec<u8> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The token the kubelet projected for `pod` (its `strait-identity-token` file).
+fn projected_token(c: &Cluster, pod: &Value) -> Option<Vec<u8>> {
+    let uid = pod["metadata"]["uid"].as_str()?;
+    for node in 0..c.nodes().len() {
+        let dir = c
+            .dir()
+            .join("nodes")
+            .join(c.nodes()[node].name())
+            .join("kubelet/pods")
+            .join(uid)
+            .join("volumes/kubernetes.io~projected/strait-identity-token/strait-identity-token");
+        if let Ok(token) = std::fs::read(&dir) {
+            return Some(token);
+        }
+    }
+    None
+}
+
+/// A pod written out by `strait inject --manual`, whose proxy reaches identity through `tap`
+/// and expects the identity service to be `identity_name`.
+fn tapped_pod(name: &str, ns: &str, anchors: &str, tap: SocketAddr, identity_name: &str) -> String {
+    let sample = images::reference("sample");
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  serviceAccountName: web
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {sample}
+    imagePullPolicy: IfNotPresent
+    args: [serve-http, "8080"]
+    securityContext: {{runAsNonRoot: true, runAsUser: 1000}}
+"#
+    );
+    let out = strait(
+        &[
+            "inject",
+            "--manual",
+            "--identity-trust-anchors-file",
+            anchors,
+            "-o",
+            "json",
+            "-",
+        ],
+        &pod,
+    )
+    .unwrap();
+    let mut list: Value = serde_json::from_str(&out).unwrap();
+    let pod = &mut list["items"][0];
+    let proxy = pod["spec"]["initContainers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == "strait-proxy")
+        .unwrap();
+    for e in proxy["env"].as_array_mut().unwrap() {
+        match e["name"].as_str().unwrap() {
+            "STRAIT_PROXY_IDENTITY_SVC_ADDR" => e["value"] = tap.to_string().into(),
+            "STRAIT_PROXY_IDENTITY_SVC_NAME" => e["value"] = identity_name.into(),
+            _ => {}
+        }
+    }
+    list.to_string()
+}
+
+/// The pod's init containers as the API server stored them, without what differs between
+/// any two pods (the service-account volume's random name).
+fn injected_spec(pod: &Value) -> Value {
+    let mut init = pod["spec"]["initContainers"].clone();
+    for c in init.as_array_mut().into_iter().flatten() {
+        if let Some(mounts) = c["volumeMounts"].as_array_mut() {
+            mounts.retain(|m| {
+                !m["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("kube-api-access-")
+            });
+        }
+    }
+    let volumes: Vec<Value> = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["name"].as_str().unwrap_or_default().starts_with("strait-"))
+        .cloned()
+        .collect();
+    serde_json::json!({"initContainers": init, "volumes": volumes, "annotations": pod["metadata"]["annotations"]})
+}
+
+/// mTLS to east's gateway as `client` (None: no certificate), a transport header for
+/// `web.shop:80`, and one HTTP/1 GET; the body.
+async fn through_gateway(
+    gw: SocketAddr,
+    pki: &TestPki,
+    client: Option<&str>,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let creds = client.map(|c| pki.leaf(&c.parse::<Identity>().unwrap()));
+    let (_tx, rx) = strait_tls::credentials_channel(creds);
+    let cfg = strait_tls::client_config(&pki.anchors, rx, &[ALPN]).unwrap();
+    let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(gw)).await??;
+    let gateway: Identity = id("strait-gateway", "strait-multicluster").parse()?;
+    let mut tls = strait_tls::connect(cfg, &gateway, tcp).await?;
+    let header = TransportHeader {
+        port: 80,
+        name: Some("web.shop.svc.cluster.local".into()),
+        protocol: Some(SessionProtocol::Http1),
+    };
+    tls.write_all(&header.encode()).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let rsp = send
+        .send_request(
+            http::Request::get("/")
+                .header("host", "web-east.shop.svc.cluster.local")
+                .body(Empty::<Bytes>::new())?,
+        )
+        .await?;
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await?.to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        return Err(format!("{status}: {body}").into());
+    }
+    Ok(body)
+}
+
+async fn lb_addr(c: &Cluster, ns: &str, svc: &str) -> String {
+    eventually(Duration::from_secs(60), || async {
+        let ip = c
+            .kubectl(&[
+                "-n",
+                ns,
+                "get",
+                "svc",
+                svc,
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ])
+            .await
+            .ok()?;
+        (!ip.is_empty()).then_some(ip)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{}: {ns}/{svc} got no LoadBalancer address", c.name()))
+}
+
+fn pod_ip(pod: &Value) -> String {
+    pod["status"]["podIP"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strait_installs_with_helm_and_the_cli_and_injects_pods() {
+    let ids = Identities::new();
+    let home = tempfile::tempdir().unwrap();
+    let (west, east) = tokio::try_join!(
+        Cluster::start(ClusterConfig::new("west").with_nodes(1)),
+        Cluster::start(ClusterConfig::new("east").with_nodes(1)),
+    )
+    .expect("two clusters with real nodes start");
+    let (west_home, east_home) = (home.path().join("west"), home.path().join("east"));
+
+    // helm lint, then helm install of both charts in both clusters, one anchor.
+    for chart in ["strait-control-plane", "strait-multicluster"] {
+        let dir = charts().join(chart);
+        let anchors = format!("identityTrustAnchorsPEM={}", ids.file("ca.crt"));
+        helm(&west, &west_home, &["lint", dir.to_str().unwrap(), "--set-file", &anchors])
+            .await
+            .unwrap_or_else(|e| panic!("helm lint {chart}: {e}"));
+    }
+    tokio::join!(
+        helm_install(&west, &west_home, &ids, "west"),
+        helm_install(&east, &east_home, &ids, "east"),
+    );
+    tokio::join!(control_plane_ready(&west), control_plane_ready(&east));
+
+    // A namespace annotated for injection: its pods come up with the proxy.
+    west.apply(&shop("shop", true)).await.unwrap();
+    east.apply(&shop("shop", false)).await.unwrap();
+    tokio::join!(
+        rollout(&west, "shop", "web"),
+        rollout(&west, "shop", "client"),
+        rollout(&east, "shop", "web"),
+    );
+    let web = pods(&west, "shop", "app=web").await;
+    let client = pods(&west, "shop", "app=client").await;
+    for p in web.iter().chain(&client) {
+        assert_eq!(
+            containers(p),
+            ["strait-proxy-init", "strait-proxy", containers(p)[2].as_str()],
+            "{}",
+            p["metadata"]["name"]
+        );
+        assert!(
+            p["metadata"]["annotations"][strait_core::labels::PROXY_VERSION].is_string(),
+            "the destination service's meshed mark: {}",
+            p["metadata"]
+        );
+    }
+    // The client reaches web through both proxies; the server proxy names the client's
+    // identity, so the connection was mTLS with the certificate identity issued.
+    let client_pod = client[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    let body = eventually(Duration::from_secs(60), || async {
+        west.kubectl(&[
+            "-n",
+            "shop",
+            "exec",
+            &client_pod,
+            "-c",
+            "client",
+            "--",
+            "/usr/local/bin/strait-sample",
+            "get",
+            "web:80",
+        ])
+        .await
+        .ok()
+    })
+    .await
+    .expect("the meshed client reaches web");
+    assert!(body.starts_with("hello from web-"), "{body}");
+    let admin: SocketAddr = format!("{}:{}", pod_ip(&web[0]), strait_core::ports::ADMIN)
+        .parse()
+        .unwrap();
+    let want = format!("client_id=\"{}\"", id("client", "shop"));
+    let metrics = eventually(Duration::from_secs(30), || async {
+        let m = http_get(admin, "/metrics").await.ok()?;
+        m.lines()
+            .any(|l| l.contains("direction=\"inbound\"") && l.contains(&want) && l.contains("tls=\"true\""))
+            .then_some(m)
+    })
+    .await;
+    assert!(
+        metrics.is_some(),
+        "web's proxy never counted an mTLS request from {want}: {}",
+        http_get(admin, "/metrics").await.unwrap_or_default()
+    );
+
+    // Opt-out, a Job, a bad annotation, kube-system.
+    let sample = images::reference("sample");
+    west.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: optout
+  namespace: shop
+  annotations: {{strait.dev/inject: disabled}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: app, image: {sample}, imagePullPolicy: IfNotPresent, args: [serve-http, "8080"], securityContext: {{runAsNonRoot: true, runAsUser: 1000}}}}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: once, namespace: shop}}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      serviceAccountName: client
+      restartPolicy: Never
+      containers: [{{name: get, image: {sample}, imagePullPolicy: IfNotPresent, args: [get, "web:80"], securityContext: {{runAsNonRoot: true, runAsUser: 1000}}}}]
+"#
+    ))
+    .await
+    .unwrap();
+    let optout = json(&west, &["-n", "shop", "get", "pod", "optout"]).await;
+    assert_eq!(containers(&optout), ["app"]);
+    west.kubectl(&[
+        "-n",
+        "shop",
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=180s",
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("the injected Job never completed: {e}"));
+    let job_pods = pods(&west, "shop", "job-name=once").await;
+    assert!(job_pods.iter().all(has_proxy), "the Job's pod was injected");
+
+    let bad = west
+        .apply(&format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: bad
+  namespace: shop
+  annotations: {{config.strait.dev/proxy-cpu-request: lots}}
+spec:
+  containers: [{{name: app, image: {sample}, args: [serve-http, "8080"]}}]
+"#
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("config.strait.dev/proxy-cpu-request") && bad.contains("lots"),
+        "the refusal names the annotation: {bad}"
+    );
+
+    west.kubectl(&["-n", "kube-system", "delete", "pods", "-l", "k8s-app=kube-dns", "--wait=true"])
+        .await
+        .unwrap();
+    rollout(&west, "kube-system", "coredns").await;
+    let dns = pods(&west, "kube-system", "k8s-app=kube-dns").await;
+    assert!(!dns.is_empty() && !dns.iter().any(has_proxy), "kube-system is never injected");
+
+    // `strait inject --manual` writes the pod the webhook makes.
+    let manual = strait(
+        &[
+            "inject",
+            "--manual",
+            "--identity-trust-anchors-file",
+            &ids.file("ca.crt"),
+            "-",
+        ],
+        &web_deployment("web-manual", "shop"),
+    )
+    .unwrap();
+    west.apply(&manual).await.unwrap();
+    rollout(&west, "shop", "web-manual").await;
+    let by_hand = pods(&west, "shop", "app=web-manual").await;
+    assert_eq!(
+        injected_spec(&by_hand[0]),
+        injected_spec(&web[0]),
+        "strait inject --manual and the webhook differ"
+    );
+    // Plain `strait inject` sets the annotation the webhook acts on.
+    let annotated = strait(&["inject", "-"], &web_deployment("web-annotated", "plain")).unwrap();
+    let annotated: Value = serde_saphyr::from_str(&annotated).unwrap();
+    assert_eq!(
+        annotated["spec"]["template"]["metadata"]["annotations"][strait_core::labels::INJECT],
+        "enabled"
+    );
+
+    // The identity port carries TLS, never the token in the clear; a proxy that expects
+    // another identity for the identity service sends no token at all.
+    let cp = &pods(&west, "strait", "app.kubernetes.io/name=strait-control-plane").await[0];
+    let identity_addr: SocketAddr = format!("{}:{}", pod_ip(cp), strait_core::ports::IDENTITY_GRPC)
+        .parse()
+        .unwrap();
+    let (tap, wrong_tap) = (
+        Tap::start(&west, identity_addr).await,
+        Tap::start(&west, identity_addr).await,
+    );
+    west.kubectl(&["create", "namespace", "tap"]).await.unwrap();
+    west.ensure_service_account("tap", "web").await.unwrap();
+    let anchors = ids.file("ca.crt");
+    west.apply(&tapped_pod("tapped", "tap", &anchors, tap.addr, &id("strait-identity", "strait")))
+        .await
+        .unwrap();
+    west.apply(&tapped_pod(
+        "wrong",
+        "tap",
+        &anchors,
+        wrong_tap.addr,
+        &id("strait-destination", "strait"),
+    ))
+    .await
+    .unwrap();
+    west.kubectl(&["-n", "tap", "wait", "--for=condition=Ready", "pod/tapped", "--timeout=120s"])
+        .await
+        .unwrap_or_else(|e| panic!("the tapped pod was never certified: {e}"));
+    let tapped = json(&west, &["-n", "tap", "get", "pod", "tapped"]).await;
+    let token = projected_token(&west, &tapped).expect("the pod's projected token");
+    let wire = tap.sent();
+    assert!(wire.len() > 100, "the proxy's identity request went through the tap");
+    assert_eq!(wire[0], 0x16, "the identity connection starts with a TLS handshake");
+    assert!(!contains(&wire, &token), "the token crossed the wire in the clear");
+    assert!(!contains(&wire, JWT_PREFIX), "a JWT crossed the wire in the clear");
+    let refused = eventually(Duration::from_secs(60), || async {
+        let logs = west
+            .kubectl(&["-n", "tap", "logs", "wrong", "-c", "strait-proxy"])
+            .await
+            .ok()?;
+        logs.contains("certify failed").then_some(logs)
+    })
+    .await;
+    assert!(refused.is_some(), "the wrong-identity proxy never said its certify failed");
+    let wrong = json(&west, &["-n", "tap", "get", "pod", "wrong"]).await;
+    assert_ne!(
+        wrong["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .map(|c| c["status"].clone()),
+        Some("True".into()),
+        "a proxy that could not verify identity became ready"
+    );
+    let wrong_wire = wrong_tap.sent();
+    assert!(!wrong_wire.is_empty(), "the wrong-identity proxy tried to connect");
+    assert!(!contains(&wrong_wire, JWT_PREFIX), "a token went to an unverified server");
+
+    // East's gateway, through its LoadBalancer address: mTLS with west's identity reaches
+    // east's web; a certificate from another anchor, or none, is refused.
+    let gw: SocketAddr = format!(
+        "{}:{}",
+        lb_addr(&east, "strait-multicluster", "strait-gateway").await,
+        strait_core::ports::GATEWAY
+    )
+    .parse()
+    .unwrap();
+    let east_web: Vec<String> = pods(&east, "shop", "app=web")
+        .await
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    let client_id = id("client", "shop");
+    let body = eventually(Duration::from_secs(60), || async {
+        through_gateway(gw, &ids.west, Some(&client_id)).await.ok()
+    })
+    .await
+    .expect("west's identity reaches east's web through the gateway");
+    assert!(
+        east_web.iter().any(|p| body == format!("hello from {p}")),
+        "{body} is not from {east_web:?}"
+    );
+    assert!(through_gateway(gw, &TestPki::new(), Some(&client_id)).await.is_err());
+    assert!(through_gateway(gw, &ids.west, None).await.is_err());
+
+    // The injector restarted mid-run: pods that need no injection are created while it is
+    // down; pods that need it come up injected once it is back.
+    west.kubectl(&[
+        "-n",
+        "strait",
+        "delete",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=strait-control-plane",
+        "--wait=false",
+    ])
+    .await
+    .unwrap();
+    west.apply(&shop("plain", false)).await.unwrap();
+    west.kubectl(&["-n", "shop", "scale", "deployment/web", "--replicas=3"])
+        .await
+        .unwrap();
+    tokio::join!(
+        rollout(&west, "plain", "web"),
+        rollout(&west, "plain", "client"),
+        rollout(&west, "shop", "web"),
+    );
+    let plain = pods(&west, "plain", "app=web").await;
+    assert!(!plain.iter().any(has_proxy));
+    let scaled = pods(&west, "shop", "app=web").await;
+    assert_eq!(scaled.len(), 3);
+    assert!(scaled.iter().all(has_proxy), "a pod that asked for the proxy ran without it");
+
+    // What each component holds idle on a real node (RSS, MB), for the note.
+    for (c, name) in [(&west, "west"), (&east, "east")] {
+        let rss: Vec<_> = nodes_support::memory_by_process(c)
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("strait"))
+            .collect();
+        eprintln!("RSS in {name}: {rss:?}");
+    }
+
+    // helm upgrade with a changed value rolls the gateway; helm uninstall leaves the CRDs.
+    let mc = charts().join("strait-multicluster");
+    helm(
+        &east,
+        &east_home,
+        &[
+            "upgrade",
+            "strait-multicluster",
+            mc.to_str().unwrap(),
+            "--reuse-values",
+            "--set",
+            "gateway.logLevel=debug",
+        ],
+    )
+    .await
+    .unwrap();
+    rollout(&east, "strait-multicluster", "strait-gateway").await;
+    let gateway = json(&east, &["-n", "strait-multicluster", "get", "deployment", "strait-gateway"]).await;
+    let env = &gateway["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array().unwrap().iter().any(|e| e["name"] == "STRAIT_LOG" && e["value"] == "debug"),
+        "{env}"
+    );
+    eventually(Duration::from_secs(60), || async {
+        through_gateway(gw, &ids.west, Some(&client_id)).await.ok()
+    })
+    .await
+    .expect("the upgraded gateway serves");
+
+    for release in ["strait-multicluster", "strait-control-plane"] {
+        helm(&east, &east_home, &["uninstall", release, "--wait"])
+            .await
+            .unwrap_or_else(|e| panic!("helm uninstall {release}: {e}"));
+    }
+    for ns in ["strait", "strait-multicluster"] {
+        east.kubectl(&["wait", "--for=delete", &format!("namespace/{ns}"), "--timeout=120s"])
+            .await
+            .unwrap_or_else(|e| panic!("namespace {ns} stayed: {e}"));
+    }
+    let left = east
+        .kubectl(&[
+            "get",
+            "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingadmissionpolicies,validatingadmissionpolicybindings,customresourcedefinitions",
+            "-l",
+            "app.kubernetes.io/part-of=strait",
+            "-o",
+            "name",
+        ])
+        .await
+        .unwrap();
+    let crds = east
+        .kubectl(&["get", "customresourcedefinitions", "-o", "name"])
+        .await
+        .unwrap();
+    assert!(crds.contains("links.multicluster.strait.dev"), "helm keeps the CRDs: {crds}");
+    assert!(
+        left.lines().all(|l| l.starts_with("customresourcedefinition")),
+        "helm uninstall left: {left}"
+    );
+
+    // `strait install | kubectl apply -f -` gives a working control plane: the webhook
+    // injects again and identity certifies the pod.
+    let install = strait(
+        &[
+            "install",
+            "--identity-trust-anchors-file",
+            &ids.file("ca.crt"),
+            "--identity-issuer-certificate-file",
+            &ids.file("east.crt"),
+            "--identity-issuer-key-file",
+            &ids.file("east.key"),
+        ],
+        "",
+    )
+    .unwrap();
+    east.apply(&install).await.unwrap();
+    rollout(&east, "strait", "strait-control-plane").await;
+    east.kubectl(&["annotate", "namespace", "shop", "strait.dev/inject=enabled"])
+        .await
+        .unwrap();
+    // The webhook may take a moment to reach the new control plane: the policy refuses pods
+    // meanwhile, and the ReplicaSet retries.
+    east.kubectl(&["-n", "shop", "rollout", "restart", "deployment/web"])
+        .await
+        .unwrap();
+    rollout(&east, "shop", "web").await;
+    let web = pods(&east, "shop", "app=web").await;
+    assert!(
+        !web.is_empty() && web.iter().all(has_proxy),
+        "the CLI-installed injector injected east's web"
+    );
+}
