@@ -301,7 +301,10 @@ fn the_schema_refuses_bad_values() {
         ),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("identity.issuanceLifetime=1d", "/identity/issuanceLifetime"),
-        ("proxyInjector.timeoutSeconds=0", "/proxyInjector/timeoutSeconds"),
+        (
+            "proxyInjector.timeoutSeconds=0",
+            "/proxyInjector/timeoutSeconds",
+        ),
         ("proxyInjector.enabled=yes", "/proxyInjector/enabled"),
     ] {
         let e = helm_template(

@@ -104,8 +104,14 @@ async fn helm_install(c: &Cluster, home: &Path, ids: &Identities, issuer: &str) 
     let cp = charts().join("strait-control-plane");
     let mc = charts().join("strait-multicluster");
     let anchors = format!("identityTrustAnchorsPEM={}", ids.file("ca.crt"));
-    let crt = format!("identity.issuer.tls.crtPEM={}", ids.file(&format!("{issuer}.crt")));
-    let key = format!("identity.issuer.tls.keyPEM={}", ids.file(&format!("{issuer}.key")));
+    let crt = format!(
+        "identity.issuer.tls.crtPEM={}",
+        ids.file(&format!("{issuer}.crt"))
+    );
+    let key = format!(
+        "identity.issuer.tls.keyPEM={}",
+        ids.file(&format!("{issuer}.key"))
+    );
     let cp = cp.to_str().unwrap();
     let mc = mc.to_str().unwrap();
     helm(
@@ -177,12 +183,14 @@ fn has_proxy(pod: &Value) -> bool {
     containers(pod).iter().any(|c| c == "strait-proxy")
 }
 
-/// The pods of `ns` matching `selector`, as JSON.
+/// The pods of `ns` matching `selector` that are not being deleted, as JSON.
 async fn pods(c: &Cluster, ns: &str, selector: &str) -> Vec<Value> {
-    json(c, &["-n", ns, "get", "pods", "-l", selector]).await["items"]
+    let mut pods = json(c, &["-n", ns, "get", "pods", "-l", selector]).await["items"]
         .as_array()
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    pods.retain(|p| p["metadata"]["deletionTimestamp"].is_null());
+    pods
 }
 
 /// A plain HTTP/1.0 GET of `path` on `addr` (a pod's admin port), from the root namespace.
@@ -361,19 +369,20 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The token the kubelet projected for `pod` (its `strait-identity-token` file).
-fn projected_token(c: &Cluster, pod: &Value) -> Option<Vec<u8>> {
-    let uid = pod["metadata"]["uid"].as_str()?;
-    for node in 0..c.nodes().len() {
-        let dir = c
-            .dir()
-            .join("nodes")
-            .join(c.nodes()[node].name())
-            .join("kubelet/pods")
-            .join(uid)
-            .join("volumes/kubernetes.io~projected/strait-identity-token/strait-identity-token");
-        if let Ok(token) = std::fs::read(&dir) {
-            return Some(token);
+/// The token the kubelet projected into pod `name`'s proxy, read through the proxy
+/// process's root (the kubelet's tmpfs is mounted in the node's mount namespace, not ours).
+fn projected_token(name: &str) -> Option<Vec<u8>> {
+    let want = format!("POD_NAME={name}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let proc = entry.path();
+        let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+        if comm.trim() != "strait-proxy" {
+            continue;
+        }
+        let environ = std::fs::read(proc.join("environ")).unwrap_or_default();
+        if environ.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            return std::fs::read(proc.join("root/var/run/secrets/tokens/strait-identity-token"))
+                .ok();
         }
     }
     None
@@ -447,7 +456,12 @@ fn injected_spec(pod: &Value) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|v| v["name"].as_str().unwrap_or_default().starts_with("strait-"))
+        .filter(|v| {
+            v["name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("strait-")
+        })
         .cloned()
         .collect();
     serde_json::json!({"initContainers": init, "volumes": volumes, "annotations": pod["metadata"]["annotations"]})
@@ -511,7 +525,10 @@ async fn lb_addr(c: &Cluster, ns: &str, svc: &str) -> String {
 }
 
 fn pod_ip(pod: &Value) -> String {
-    pod["status"]["podIP"].as_str().unwrap_or_default().to_owned()
+    pod["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,9 +546,13 @@ async fn strait_installs_with_helm_and_the_cli_and_injects_pods() {
     for chart in ["strait-control-plane", "strait-multicluster"] {
         let dir = charts().join(chart);
         let anchors = format!("identityTrustAnchorsPEM={}", ids.file("ca.crt"));
-        helm(&west, &west_home, &["lint", dir.to_str().unwrap(), "--set-file", &anchors])
-            .await
-            .unwrap_or_else(|e| panic!("helm lint {chart}: {e}"));
+        helm(
+            &west,
+            &west_home,
+            &["lint", dir.to_str().unwrap(), "--set-file", &anchors],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("helm lint {chart}: {e}"));
     }
     tokio::join!(
         helm_install(&west, &west_home, &ids, "west"),
@@ -552,7 +573,11 @@ async fn strait_installs_with_helm_and_the_cli_and_injects_pods() {
     for p in web.iter().chain(&client) {
         assert_eq!(
             containers(p),
-            ["strait-proxy-init", "strait-proxy", containers(p)[2].as_str()],
+            [
+                "strait-proxy-init",
+                "strait-proxy",
+                containers(p)[2].as_str()
+            ],
             "{}",
             p["metadata"]["name"]
         );
@@ -591,7 +616,11 @@ async fn strait_installs_with_helm_and_the_cli_and_injects_pods() {
     let metrics = eventually(Duration::from_secs(30), || async {
         let m = http_get(admin, "/metrics").await.ok()?;
         m.lines()
-            .any(|l| l.contains("direction=\"inbound\"") && l.contains(&want) && l.contains("tls=\"true\""))
+            .any(|l| {
+                l.contains("direction=\"inbound\"")
+                    && l.contains(&want)
+                    && l.contains("tls=\"true\"")
+            })
             .then_some(m)
     })
     .await;
@@ -663,12 +692,23 @@ spec:
         "the refusal names the annotation: {bad}"
     );
 
-    west.kubectl(&["-n", "kube-system", "delete", "pods", "-l", "k8s-app=kube-dns", "--wait=true"])
-        .await
-        .unwrap();
+    west.kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "pods",
+        "-l",
+        "k8s-app=kube-dns",
+        "--wait=true",
+    ])
+    .await
+    .unwrap();
     rollout(&west, "kube-system", "coredns").await;
     let dns = pods(&west, "kube-system", "k8s-app=kube-dns").await;
-    assert!(!dns.is_empty() && !dns.iter().any(has_proxy), "kube-system is never injected");
+    assert!(
+        !dns.is_empty() && !dns.iter().any(has_proxy),
+        "kube-system is never injected"
+    );
 
     // `strait inject --manual` writes the pod the webhook makes.
     let manual = strait(
@@ -700,7 +740,12 @@ spec:
 
     // The identity port carries TLS, never the token in the clear; a proxy that expects
     // another identity for the identity service sends no token at all.
-    let cp = &pods(&west, "strait", "app.kubernetes.io/name=strait-control-plane").await[0];
+    let cp = &pods(
+        &west,
+        "strait",
+        "app.kubernetes.io/name=strait-control-plane",
+    )
+    .await[0];
     let identity_addr: SocketAddr = format!("{}:{}", pod_ip(cp), strait_core::ports::IDENTITY_GRPC)
         .parse()
         .unwrap();
@@ -711,9 +756,15 @@ spec:
     west.kubectl(&["create", "namespace", "tap"]).await.unwrap();
     west.ensure_service_account("tap", "web").await.unwrap();
     let anchors = ids.file("ca.crt");
-    west.apply(&tapped_pod("tapped", "tap", &anchors, tap.addr, &id("strait-identity", "strait")))
-        .await
-        .unwrap();
+    west.apply(&tapped_pod(
+        "tapped",
+        "tap",
+        &anchors,
+        tap.addr,
+        &id("strait-identity", "strait"),
+    ))
+    .await
+    .unwrap();
     west.apply(&tapped_pod(
         "wrong",
         "tap",
@@ -723,16 +774,38 @@ spec:
     ))
     .await
     .unwrap();
-    west.kubectl(&["-n", "tap", "wait", "--for=condition=Ready", "pod/tapped", "--timeout=120s"])
-        .await
-        .unwrap_or_else(|e| panic!("the tapped pod was never certified: {e}"));
-    let tapped = json(&west, &["-n", "tap", "get", "pod", "tapped"]).await;
-    let token = projected_token(&west, &tapped).expect("the pod's projected token");
+    west.kubectl(&[
+        "-n",
+        "tap",
+        "wait",
+        "--for=condition=Ready",
+        "pod/tapped",
+        "--timeout=120s",
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("the tapped pod was never certified: {e}"));
+    let token = projected_token("tapped").expect("the pod's projected token");
+    assert!(
+        token.starts_with(JWT_PREFIX),
+        "a service-account token is a JWT"
+    );
     let wire = tap.sent();
-    assert!(wire.len() > 100, "the proxy's identity request went through the tap");
-    assert_eq!(wire[0], 0x16, "the identity connection starts with a TLS handshake");
-    assert!(!contains(&wire, &token), "the token crossed the wire in the clear");
-    assert!(!contains(&wire, JWT_PREFIX), "a JWT crossed the wire in the clear");
+    assert!(
+        wire.len() > 100,
+        "the proxy's identity request went through the tap"
+    );
+    assert_eq!(
+        wire[0], 0x16,
+        "the identity connection starts with a TLS handshake"
+    );
+    assert!(
+        !contains(&wire, &token),
+        "the token crossed the wire in the clear"
+    );
+    assert!(
+        !contains(&wire, JWT_PREFIX),
+        "a JWT crossed the wire in the clear"
+    );
     let refused = eventually(Duration::from_secs(60), || async {
         let logs = west
             .kubectl(&["-n", "tap", "logs", "wrong", "-c", "strait-proxy"])
@@ -741,7 +814,10 @@ spec:
         logs.contains("certify failed").then_some(logs)
     })
     .await;
-    assert!(refused.is_some(), "the wrong-identity proxy never said its certify failed");
+    assert!(
+        refused.is_some(),
+        "the wrong-identity proxy never said its certify failed"
+    );
     let wrong = json(&west, &["-n", "tap", "get", "pod", "wrong"]).await;
     assert_ne!(
         wrong["status"]["conditions"]
@@ -754,8 +830,14 @@ spec:
         "a proxy that could not verify identity became ready"
     );
     let wrong_wire = wrong_tap.sent();
-    assert!(!wrong_wire.is_empty(), "the wrong-identity proxy tried to connect");
-    assert!(!contains(&wrong_wire, JWT_PREFIX), "a token went to an unverified server");
+    assert!(
+        !wrong_wire.is_empty(),
+        "the wrong-identity proxy tried to connect"
+    );
+    assert!(
+        !contains(&wrong_wire, JWT_PREFIX),
+        "a token went to an unverified server"
+    );
 
     // East's gateway, through its LoadBalancer address: mTLS with west's identity reaches
     // east's web; a certificate from another anchor, or none, is refused.
@@ -781,7 +863,11 @@ spec:
         east_web.iter().any(|p| body == format!("hello from {p}")),
         "{body} is not from {east_web:?}"
     );
-    assert!(through_gateway(gw, &TestPki::new(), Some(&client_id)).await.is_err());
+    assert!(
+        through_gateway(gw, &TestPki::new(), Some(&client_id))
+            .await
+            .is_err()
+    );
     assert!(through_gateway(gw, &ids.west, None).await.is_err());
 
     // The injector restarted mid-run: pods that need no injection are created while it is
@@ -810,7 +896,10 @@ spec:
     assert!(!plain.iter().any(has_proxy));
     let scaled = pods(&west, "shop", "app=web").await;
     assert_eq!(scaled.len(), 3);
-    assert!(scaled.iter().all(has_proxy), "a pod that asked for the proxy ran without it");
+    assert!(
+        scaled.iter().all(has_proxy),
+        "a pod that asked for the proxy ran without it"
+    );
 
     // What each component holds idle on a real node (RSS, MB), for the note.
     for (c, name) in [(&west, "west"), (&east, "east")] {
@@ -838,10 +927,23 @@ spec:
     .await
     .unwrap();
     rollout(&east, "strait-multicluster", "strait-gateway").await;
-    let gateway = json(&east, &["-n", "strait-multicluster", "get", "deployment", "strait-gateway"]).await;
+    let gateway = json(
+        &east,
+        &[
+            "-n",
+            "strait-multicluster",
+            "get",
+            "deployment",
+            "strait-gateway",
+        ],
+    )
+    .await;
     let env = &gateway["spec"]["template"]["spec"]["containers"][0]["env"];
     assert!(
-        env.as_array().unwrap().iter().any(|e| e["name"] == "STRAIT_LOG" && e["value"] == "debug"),
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "STRAIT_LOG" && e["value"] == "debug"),
         "{env}"
     );
     eventually(Duration::from_secs(60), || async {
@@ -856,9 +958,14 @@ spec:
             .unwrap_or_else(|e| panic!("helm uninstall {release}: {e}"));
     }
     for ns in ["strait", "strait-multicluster"] {
-        east.kubectl(&["wait", "--for=delete", &format!("namespace/{ns}"), "--timeout=120s"])
-            .await
-            .unwrap_or_else(|e| panic!("namespace {ns} stayed: {e}"));
+        east.kubectl(&[
+            "wait",
+            "--for=delete",
+            &format!("namespace/{ns}"),
+            "--timeout=120s",
+        ])
+        .await
+        .unwrap_or_else(|e| panic!("namespace {ns} stayed: {e}"));
     }
     let left = east
         .kubectl(&[
@@ -875,9 +982,13 @@ spec:
         .kubectl(&["get", "customresourcedefinitions", "-o", "name"])
         .await
         .unwrap();
-    assert!(crds.contains("links.multicluster.strait.dev"), "helm keeps the CRDs: {crds}");
     assert!(
-        left.lines().all(|l| l.starts_with("customresourcedefinition")),
+        crds.contains("links.multicluster.strait.dev"),
+        "helm keeps the CRDs: {crds}"
+    );
+    assert!(
+        left.lines()
+            .all(|l| l.starts_with("customresourcedefinition")),
         "helm uninstall left: {left}"
     );
 
@@ -910,6 +1021,7 @@ spec:
     let web = pods(&east, "shop", "app=web").await;
     assert!(
         !web.is_empty() && web.iter().all(has_proxy),
-        "the CLI-installed injector injected east's web"
+        "the CLI-installed injector injected east's web: {:?}",
+        web.iter().map(containers).collect::<Vec<_>>()
     );
 }

@@ -57,7 +57,11 @@ fn rbac_rules_are_exactly_the_listed_ones() {
     .unwrap()
     .objects;
     assert_eq!(
-        rules_of(&without_injector, "ClusterRole", "strait-control-plane-strait"),
+        rules_of(
+            &without_injector,
+            "ClusterRole",
+            "strait-control-plane-strait"
+        ),
         &json!([
             rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
             rule("", &["services", "pods"], &read),
@@ -157,7 +161,10 @@ fn the_injector_is_installed_to_fail_open_behind_a_policy() {
         "disabled"
     );
     let policy = of("ValidatingAdmissionPolicy");
-    assert_eq!(policy["spec"]["matchConstraints"]["namespaceSelector"], hook["namespaceSelector"]);
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["namespaceSelector"],
+        hook["namespaceSelector"]
+    );
     assert_eq!(
         of("ValidatingAdmissionPolicyBinding")["spec"]["validationActions"],
         json!(["Deny"])
@@ -171,13 +178,19 @@ fn the_injector_is_installed_to_fail_open_behind_a_policy() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(args.contains(&"--injector"), "{args:?}");
-    assert!(args.contains(&"--proxy-image=strait.local/proxy:dev"), "{args:?}");
+    assert!(
+        args.contains(&"--proxy-image=strait.local/proxy:dev"),
+        "{args:?}"
+    );
     let e = render_control_plane(&Settings {
         sets: vec!["proxyInjector.timeoutSeconds=31".into()],
         ..Settings::default()
     })
     .unwrap_err();
-    assert!(e.to_string().contains("proxyInjector.timeoutSeconds"), "{e}");
+    assert!(
+        e.to_string().contains("proxyInjector.timeoutSeconds"),
+        "{e}"
+    );
 }
 
 #[test]
