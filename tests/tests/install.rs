@@ -504,26 +504,6 @@ async fn through_gateway(
     Ok(body)
 }
 
-async fn lb_addr(c: &Cluster, ns: &str, svc: &str) -> String {
-    eventually(Duration::from_secs(60), || async {
-        let ip = c
-            .kubectl(&[
-                "-n",
-                ns,
-                "get",
-                "svc",
-                svc,
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[0].ip}",
-            ])
-            .await
-            .ok()?;
-        (!ip.is_empty()).then_some(ip)
-    })
-    .await
-    .unwrap_or_else(|| panic!("{}: {ns}/{svc} got no LoadBalancer address", c.name()))
-}
-
 fn pod_ip(pod: &Value) -> String {
     pod["status"]["podIP"]
         .as_str()
@@ -843,7 +823,7 @@ spec:
     // east's web; a certificate from another anchor, or none, is refused.
     let gw: SocketAddr = format!(
         "{}:{}",
-        lb_addr(&east, "strait-multicluster", "strait-gateway").await,
+        nodes_support::load_balancer_ip(&east, "strait-multicluster", "strait-gateway").await,
         strait_core::ports::GATEWAY
     )
     .parse()

@@ -7,7 +7,8 @@
 mod nodes_support;
 
 use nodes_support::{
-    Traces, eventually, get_eventually, get_from_client, pod_names, ready, workloads,
+    Traces, eventually, get_eventually, get_from_client, load_balancer_ip, pod_names, ready,
+    workloads,
 };
 use std::time::Duration;
 use strait_localcluster::node::images;
@@ -104,23 +105,7 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
         );
 
         // A pod in west reaches east's LoadBalancer address, and east's pods answer.
-        let lb_ip = eventually(Duration::from_secs(30), || async {
-            let ip = east
-                .kubectl(&[
-                    "-n",
-                    "shop",
-                    "get",
-                    "svc",
-                    "web-lb",
-                    "-o",
-                    "jsonpath={.status.loadBalancer.ingress[0].ip}",
-                ])
-                .await
-                .ok()?;
-            (!ip.is_empty()).then_some(ip)
-        })
-        .await
-        .expect("east's LoadBalancer Service gets an address");
+        let lb_ip = load_balancer_ip(&east, "shop", "web-lb").await;
         assert!(lb_ip.starts_with("198.18."), "{lb_ip}");
         let east_web = pod_names(&east, "app=web").await;
         let body = get_eventually(&west, &format!("{lb_ip}:80")).await.unwrap();

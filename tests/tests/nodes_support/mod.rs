@@ -90,6 +90,27 @@ spec:
     y
 }
 
+/// The address the cloud controller gave LoadBalancer Service `ns/svc`, waited for (60 s).
+pub async fn load_balancer_ip(c: &Cluster, ns: &str, svc: &str) -> String {
+    eventually(Duration::from_secs(60), || async {
+        let ip = c
+            .kubectl(&[
+                "-n",
+                ns,
+                "get",
+                "svc",
+                svc,
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ])
+            .await
+            .ok()?;
+        (!ip.is_empty()).then_some(ip)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{}: {ns}/{svc} got no LoadBalancer address", c.name()))
+}
+
 pub async fn pod_names(c: &Cluster, selector: &str) -> BTreeSet<String> {
     c.kubectl(&[
         "-n",
