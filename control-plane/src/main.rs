@@ -23,7 +23,7 @@ use strait_control_plane::own_cert;
 )]
 struct Args {
     /// Where the destination gRPC service listens.
-    #[arg(long, env = "STRAIT_DESTINATION_ADDR", default_value = "0.0.0.0:8086")]
+    #[arg(long, env = "STRAIT_DESTINATION_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], strait_core::ports::DESTINATION_GRPC)))]
     destination_addr: SocketAddr,
     /// Serve both gRPC services without TLS. Allowed only when both listen on loopback
     /// (tests); otherwise identity serves TLS and destination mTLS with their own identities,

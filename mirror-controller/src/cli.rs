@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Address of /metrics and /ready.
-    #[arg(long, env = "STRAIT_MIRROR_ADMIN_ADDR", default_value = "0.0.0.0:9999")]
+    #[arg(long, env = "STRAIT_MIRROR_ADMIN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], strait_core::ports::MIRROR_ADMIN)))]
     admin_addr: SocketAddr,
     /// This replica's identity in the leader Lease (default: hostname-pid).
     #[arg(long, env = "STRAIT_MIRROR_HOLDER")]

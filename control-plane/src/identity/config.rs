@@ -12,10 +12,10 @@ use strait_tls::{DEFAULT_LEAF_LIFETIME, TlsError, TrustAnchors};
 #[derive(Clone, Debug, clap::Args)]
 pub struct IdentityArgs {
     /// Where the identity gRPC service listens.
-    #[arg(long, env = "STRAIT_IDENTITY_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "STRAIT_IDENTITY_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], strait_core::ports::IDENTITY_GRPC)))]
     pub identity_addr: SocketAddr,
     /// Where `/metrics` (Prometheus text) is served.
-    #[arg(long, env = "STRAIT_ADMIN_ADDR", default_value = "0.0.0.0:9990")]
+    #[arg(long, env = "STRAIT_ADMIN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], strait_core::ports::CONTROL_PLANE_ADMIN)))]
     pub admin_addr: SocketAddr,
     /// The trust domain of identities.
     #[arg(long, env = "STRAIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]

@@ -14,5 +14,7 @@ pub const IDENTITY_GRPC: u16 = 8080;
 pub const DESTINATION_GRPC: u16 = 8086;
 /// The mirror controller's `/metrics` and `/ready`.
 pub const MIRROR_ADMIN: u16 = 9999;
+/// The control plane's `/metrics`.
+pub const CONTROL_PLANE_ADMIN: u16 = 9990;
 /// The proxy injector (admission webhook, HTTPS).
 pub const INJECTOR: u16 = 8443;

@@ -29,7 +29,7 @@ pub const SERVICES: [(&str, &str, u16); 3] = [
 /// The proxy injector's Service (the name its certificate carries: flag `--injector-service`).
 pub const INJECTOR_SERVICE: &str = "strait-injector";
 /// The control plane's `/metrics` (flag `--admin-addr`).
-pub const ADMIN_PORT: u16 = 9990;
+pub const ADMIN_PORT: u16 = strait_core::ports::CONTROL_PLANE_ADMIN;
 /// The image's user (images/control-plane/Dockerfile).
 const UID: u32 = 65532;
 
