@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first unexpected error
 
 mod nodes_support;
+mod wire_support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -23,7 +24,6 @@ use nodes_support::eventually;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use strait_core::identity::Identity;
 use strait_core::transport_header::{ALPN, SessionProtocol, TransportHeader};
@@ -31,7 +31,8 @@ use strait_localcluster::node::images;
 use strait_localcluster::{Cluster, ClusterConfig};
 use strait_tls::testing::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+use wire_support::{assert_token_absent, contains, relay};
 
 const STRAIT: &str = env!("CARGO_BIN_EXE_e2e-strait");
 const ROLLOUT: Duration = Duration::from_secs(180);
@@ -304,69 +305,6 @@ fn strait(args: &[&str], input: &str) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
-}
-
-/// A TCP relay in the root namespace, on the address pods reach the host at, to `upstream`;
-/// it keeps every byte clients send.
-struct Tap {
-    addr: SocketAddr,
-    sent: Arc<Mutex<Vec<u8>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Tap {
-    async fn start(c: &Cluster, upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind((c.host_addr(), 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let keep = sent.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let keep = keep.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let up = async {
-                        let mut buf = [0u8; 4096];
-                        loop {
-                            let n = match cr.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            keep.lock().unwrap().extend_from_slice(&buf[..n]);
-                            if sw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = sw.shutdown().await;
-                    };
-                    let down = async {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                        let _ = cw.shutdown().await;
-                    };
-                    tokio::join!(up, down);
-                });
-            }
-        });
-        Self { addr, sent, task }
-    }
-
-    fn sent(&self) -> Vec<u8> {
-        self.sent.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The token the kubelet projected into pod `name`'s proxy, read through the proxy
@@ -729,10 +667,8 @@ spec:
     let identity_addr: SocketAddr = format!("{}:{}", pod_ip(cp), strait_core::ports::IDENTITY_GRPC)
         .parse()
         .unwrap();
-    let (tap, wrong_tap) = (
-        Tap::start(&west, identity_addr).await,
-        Tap::start(&west, identity_addr).await,
-    );
+    let (tap, wire) = relay(west.host_addr(), identity_addr).await;
+    let (wrong_tap, wrong_wire) = relay(west.host_addr(), identity_addr).await;
     west.kubectl(&["create", "namespace", "tap"]).await.unwrap();
     west.ensure_service_account("tap", "web").await.unwrap();
     let anchors = ids.file("ca.crt");
@@ -740,7 +676,7 @@ spec:
         "tapped",
         "tap",
         &anchors,
-        tap.addr,
+        tap,
         &id("strait-identity", "strait"),
     ))
     .await
@@ -749,7 +685,7 @@ spec:
         "wrong",
         "tap",
         &anchors,
-        wrong_tap.addr,
+        wrong_tap,
         &id("strait-destination", "strait"),
     ))
     .await
@@ -769,7 +705,7 @@ spec:
         token.starts_with(JWT_PREFIX),
         "a service-account token is a JWT"
     );
-    let wire = tap.sent();
+    let wire = wire.lock().unwrap().clone();
     assert!(
         wire.len() > 100,
         "the proxy's identity request went through the tap"
@@ -778,10 +714,7 @@ spec:
         wire[0], 0x16,
         "the identity connection starts with a TLS handshake"
     );
-    assert!(
-        !contains(&wire, &token),
-        "the token crossed the wire in the clear"
-    );
+    assert_token_absent(&wire, &token);
     assert!(
         !contains(&wire, JWT_PREFIX),
         "a JWT crossed the wire in the clear"
@@ -809,7 +742,7 @@ spec:
         Some("True".into()),
         "a proxy that could not verify identity became ready"
     );
-    let wrong_wire = wrong_tap.sent();
+    let wrong_wire = wrong_wire.lock().unwrap().clone();
     assert!(
         !wrong_wire.is_empty(),
         "the wrong-identity proxy tried to connect"
