@@ -242,7 +242,7 @@ fn multicluster_chart_and_cli_render_the_same_objects() {
             sets(&[
                 "remoteAccess.pods=true",
                 "namespace=mc,controlPlane.namespace=strait-prod,identity.trustDomain=example.org",
-                "mirror.replicas=2,mirror.leaseDuration=30s",
+                "mirror.replicas=2,mirror.leaseDuration=30s,mirror.credentialsRenewAtPercent=50",
             ]),
             false,
         ),
@@ -330,6 +330,10 @@ fn the_schema_refuses_bad_values() {
             "at '/gateway/port': maximum: got 70,000, want 65,535",
         ),
         ("mirror.replicas=0", "/mirror/replicas"),
+        (
+            "mirror.credentialsRenewAtPercent=100",
+            "/mirror/credentialsRenewAtPercent",
+        ),
         ("remoteAccess.pods=maybe", "/remoteAccess/pods"),
     ] {
         let e = helm_template(

@@ -46,6 +46,15 @@ pub struct Args {
     /// How often a remote cluster without the ServiceExport API is asked again.
     #[arg(long, env = "STRAIT_MIRROR_EXPORTS_RECHECK", default_value = "1m", value_parser = humantime::parse_duration)]
     exports_recheck: std::time::Duration,
+    /// Renew a Link's ServiceAccount token (a TokenRequest on the remote cluster) this
+    /// percent of the way through its lifetime.
+    #[arg(
+        long,
+        env = "STRAIT_MIRROR_CREDENTIALS_RENEW_AT_PERCENT",
+        default_value_t = crate::renew::DEFAULT_RENEW_AT_PERCENT,
+        value_parser = clap::value_parser!(u8).range(1..=99)
+    )]
+    credentials_renew_at_percent: u8,
 }
 
 /// Why the binary stopped with an error.
@@ -121,6 +130,7 @@ async fn serve(args: Args) -> Result<(), StartError> {
     config.keep_mirrors_on_delete = args.keep_mirrors_on_delete;
     config.nameserver = args.nameserver;
     config.exports_recheck = args.exports_recheck;
+    config.credentials_renew_at_percent = args.credentials_renew_at_percent;
     let metrics = Arc::new(crate::Metrics::new());
     crate::run_until(client, config, metrics, shutdown_signal())
         .await
@@ -144,5 +154,29 @@ async fn shutdown_signal() {
     tokio::select! {
         () = term => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut argv = vec!["strait-mirror", "--trust-anchors=ca.crt"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)
+    }
+
+    #[test]
+    fn renew_at_percent_is_between_1_and_99() {
+        assert_eq!(parse(&[]).unwrap().credentials_renew_at_percent, 80);
+        let a = parse(&["--credentials-renew-at-percent=50"]).unwrap();
+        assert_eq!(a.credentials_renew_at_percent, 50);
+        for bad in ["0", "100", "-1", "eighty"] {
+            let flag = format!("--credentials-renew-at-percent={bad}");
+            assert!(parse(&[&flag]).is_err(), "{bad}");
+        }
     }
 }

@@ -123,6 +123,11 @@ impl State {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name),
         );
+        // A deleted Link's token expiry would otherwise stay, and alert, forever.
+        self.ctx
+            .metrics
+            .credentials_expiry
+            .remove(&crate::Metrics::link(&name));
         let keep = self.ctx.keep_mirrors_on_delete
             || link
                 .metadata

@@ -4,6 +4,7 @@
 //! ```text
 //!  Secret (by name) ──► kubeconfig hash changed? ──► client ──► session (session.rs) ──► RemoteView
 //!                        missing / unusable ──► status.linkError (the running session stays)
+//!                                                        └─► token renewal (renew.rs), stopped with the session
 //! ```
 
 use crate::Context;
@@ -12,6 +13,7 @@ use crate::session::RemoteView;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::config::Kubeconfig;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::hash::{Hash, Hasher};
@@ -50,9 +52,10 @@ pub(crate) async fn run(
     let cfg =
         watcher::Config::default().fields(&format!("metadata.name={}", plan.credentials_secret));
     let mut events = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
-    // The session runs in its own task; the guard aborts it when this task is aborted too
-    // (a dropped JoinHandle alone would leave it running against the remote API).
-    let mut current: Option<(u64, AbortOnDrop)> = None;
+    // The session (and its token renewal) runs in its own task; the guard aborts it when
+    // this task is aborted too (a dropped JoinHandle alone would leave it running against
+    // the remote API).
+    let mut current: Option<(u64, AbortOnDrop, Option<AbortOnDrop>)> = None;
     let set_error = |e: Option<String>| {
         status.send_if_modified(|s| {
             let changed = s.link_error != e;
@@ -81,20 +84,23 @@ pub(crate) async fn run(
             .as_ref()
             .and_then(|d| d.get("kubeconfig"))
             .map(|b| b.0.clone());
-        let hash = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            kubeconfig.hash(&mut h);
-            h.finish()
-        };
-        if current.as_ref().is_some_and(|(h, _)| *h == hash) {
+        let hash = kubeconfig_hash(&kubeconfig);
+        if current.as_ref().is_some_and(|(h, _, _)| *h == hash) {
             continue;
         }
         match remote_client(kubeconfig).await {
-            Ok(client) => {
+            Ok((client, kc)) => {
                 set_error(None);
                 if current.take().is_some() {
                     tracing::info!(%link, "credentials changed; reconnecting");
                 }
+                let renewal = crate::renew::Renewal {
+                    link: link.clone(),
+                    secret: plan.credentials_secret.clone(),
+                    kubeconfig: kc,
+                    hash,
+                };
+                let renewal = crate::renew::start(&ctx, renewal, client.clone()).map(AbortOnDrop);
                 let (view, session) = crate::session::session(
                     ctx.clone(),
                     link.clone(),
@@ -104,7 +110,7 @@ pub(crate) async fn run(
                     trigger.clone(),
                 );
                 remote.send_replace(Some(view));
-                current = Some((hash, AbortOnDrop(tokio::spawn(session))));
+                current = Some((hash, AbortOnDrop(tokio::spawn(session)), renewal));
                 trigger.notify_one();
             }
             Err(e) => {
@@ -128,14 +134,28 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn remote_client(kubeconfig: Option<Vec<u8>>) -> Result<kube::Client, CredentialsError> {
+/// The hash of a Secret's `kubeconfig` that tells whether the credentials changed.
+pub(crate) fn kubeconfig_hash(kubeconfig: &Option<Vec<u8>>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kubeconfig.hash(&mut h);
+    h.finish()
+}
+
+/// The client, and the parsed kubeconfig it was made from (for its token's renewal).
+async fn remote_client(
+    kubeconfig: Option<Vec<u8>>,
+) -> Result<(kube::Client, Kubeconfig), CredentialsError> {
     let bytes = kubeconfig.ok_or(CredentialsError::NoKubeconfig)?;
     let text = String::from_utf8_lossy(&bytes);
-    let kc = kube::config::Kubeconfig::from_yaml(&text).map_err(CredentialsError::Kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(CredentialsError::Kubeconfig)?;
-    kube::Client::try_from(cfg).map_err(CredentialsError::RemoteClient)
+    let kc = Kubeconfig::from_yaml(&text).map_err(CredentialsError::Kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(
+        kc.clone(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(CredentialsError::Kubeconfig)?;
+    let client = kube::Client::try_from(cfg).map_err(CredentialsError::RemoteClient)?;
+    Ok((client, kc))
 }
 
 #[cfg(test)]

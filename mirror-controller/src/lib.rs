@@ -11,6 +11,7 @@
 //!                 │ held
 //!  Links ──► controller (finalizer) ──► one worker per Link (worker.rs)
 //!                                         ├─ credentials Secret (credentials.rs) ─► remote session (session.rs: read-only watches)
+//!                                         │    └─ token renewal (renew.rs): TokenRequest on the remote ─► patch the Secret
 //!                                         ├─ gateway (gateway.rs): resolve (hickory, TTL) + probe (TLS 1.3, identity)
 //!                                         └─ sync (sync.rs): diff (diff.rs, pure) ─► create / JSON patch (write.rs, bounded), GC
 //!  local watches (compact stores of our mirrors, their slices, Namespaces) ─┘ shared by every worker
@@ -30,9 +31,13 @@
 //! | a `ServiceExport` (MCS API, KEP-1645) has its name | the gateway, the same | the same |
 //! | `remoteDiscoverySelector` matches (wins over both) | its ready pods, at their ports | each pod's, per slice |
 //!
-//! The remote is only read; nothing is written there. The credentials need `list` and
+//! The remote is only read; nothing is written there but the TokenRequests that renew the
+//! Link's own ServiceAccount token ([`renew`]). The credentials need `list` and
 //! `watch` on Services and EndpointSlices; on `serviceexports.multicluster.x-k8s.io` to
-//! honour exports; and on Pods only for a Link with a `remoteDiscoverySelector`. A remote without the `ServiceExport`
+//! honour exports; on Pods only for a Link with a `remoteDiscoverySelector`; and `create` on
+//! their own `serviceaccounts/token` to be renewed before they expire (else they simply
+//! expire, and the Link status says so). Renewal writes the new kubeconfig back into the
+//! credentials Secret, so the local Role needs `patch` on Secrets. A remote without the `ServiceExport`
 //! API (404), or whose credentials may not read it (403), simply has no exports; it is asked
 //! again every [`Config::exports_recheck`]. Every remote Service is watched only while at
 //! least one `ServiceExport` exists, and only the exported ones are kept ([`session`]).
@@ -84,6 +89,7 @@ pub mod mirror;
 pub mod plan;
 pub mod probe;
 pub mod remote;
+pub mod renew;
 pub mod resolve;
 pub mod session;
 pub mod store;
@@ -130,6 +136,9 @@ pub struct Config {
     /// How often a remote cluster that does not serve `ServiceExport`s (or refuses them to
     /// the Link's credentials) is asked again.
     pub exports_recheck: Duration,
+    /// When to renew a credentials token: this percent of the way from its `iat` to its
+    /// `exp` (1..=99).
+    pub credentials_renew_at_percent: u8,
 }
 
 impl Config {
@@ -146,6 +155,7 @@ impl Config {
             keep_mirrors_on_delete: false,
             nameserver: None,
             exports_recheck: session::EXPORTS_RECHECK,
+            credentials_renew_at_percent: renew::DEFAULT_RENEW_AT_PERCENT,
         }
     }
 }
@@ -189,6 +199,7 @@ pub struct Context {
     pub status_interval: Duration,
     pub keep_mirrors_on_delete: bool,
     pub exports_recheck: Duration,
+    pub credentials_renew_at_percent: u8,
 }
 
 /// Runs the controller until leadership is lost (an error) or the task is dropped; dropping
@@ -280,6 +291,7 @@ async fn lead(
         status_interval: config.status_interval,
         keep_mirrors_on_delete: config.keep_mirrors_on_delete,
         exports_recheck: config.exports_recheck,
+        credentials_renew_at_percent: config.credentials_renew_at_percent,
     });
     metrics.ready.store(true, Ordering::Relaxed);
     controller::run(ctx).await;

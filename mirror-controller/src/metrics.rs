@@ -39,6 +39,9 @@ pub struct Metrics {
     pub mirrors: Family<LinkLabels, Gauge>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub watch_restarts: Family<LinkLabels, Counter>,
+    /// When the Link's credentials token expires (its `exp`, Unix seconds), while the
+    /// session's kubeconfig holds a JWT.
+    pub credentials_expiry: Family<LinkLabels, Gauge>,
     /// Requests this controller sent to the local API server, by verb (watches excluded).
     pub api_requests: Family<VerbLabels, Counter>,
     /// 1 while this replica holds the leader Lease, 0 while it stands by.
@@ -87,6 +90,12 @@ impl Metrics {
             "Remote watch errors that restarted a watch",
             watch_restarts.clone(),
         );
+        let credentials_expiry = Family::<LinkLabels, Gauge>::default();
+        registry.register(
+            "credentials_expiry_timestamp_seconds",
+            "When the Link's credentials token expires (Unix seconds)",
+            credentials_expiry.clone(),
+        );
         let api_requests = Family::<VerbLabels, Counter>::default();
         registry.register(
             "api_requests",
@@ -105,6 +114,7 @@ impl Metrics {
             mirrors,
             reconcile_errors,
             watch_restarts,
+            credentials_expiry,
             api_requests,
             leader,
             ready: AtomicBool::new(false),

@@ -3,8 +3,8 @@
 
 use super::objects::{self, TRUST_ROOTS_DIR, Workload, env, mount, port, probe, rule};
 use super::values::{
-    Check, Image, Resources, StringMap, check_dns_label, check_duration, check_names, check_port,
-    check_replicas,
+    Check, Image, Resources, StringMap, check_dns_label, check_duration, check_names,
+    check_percent, check_port, check_replicas,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -14,6 +14,15 @@ use strait_core::{identity::GATEWAY_SERVICE_ACCOUNT as GATEWAY, labels};
 pub const MIRROR: &str = "strait-mirror";
 /// The ServiceAccount linked clusters read this one as (`strait link` requests its token).
 pub const REMOTE_ACCESS: &str = "strait-service-mirror-remote-access";
+/// The Role (and its RoleBinding), in the multicluster namespace, that lets the remote-access
+/// ServiceAccount request its own next token: linked mirror controllers renew their
+/// credentials before they expire. Another account's is `<name>-token`
+/// ([`remote_access_account`]).
+pub const REMOTE_ACCESS_TOKEN_ROLE: &str = "strait-service-mirror-remote-access-token";
+/// The Role (and the remote-access account's RoleBinding), in the control-plane namespace,
+/// that lets linked clusters read this one's trust anchors (`strait check --multicluster`).
+/// Another account's RoleBinding to it is `<name>-anchors`.
+pub const REMOTE_ACCESS_ANCHORS_ROLE: &str = "strait-service-mirror-remote-access-anchors";
 const TOKEN_DIR: &str = "/var/run/secrets/tokens";
 const TOKEN_FILE: &str = "strait-identity-token";
 /// The audience of the gateway's identity token (as Linkerd's proxies request).
@@ -90,6 +99,7 @@ pub enum ServiceType {
 pub struct Mirror {
     pub replicas: u32,
     pub lease_duration: String,
+    pub credentials_renew_at_percent: u8,
     pub log_level: String,
     pub resources: Resources,
 }
@@ -121,6 +131,10 @@ impl Check for Values {
         g.resources.check("gateway.resources")?;
         check_replicas("mirror.replicas", self.mirror.replicas, 10)?;
         check_duration("mirror.leaseDuration", &self.mirror.lease_duration)?;
+        check_percent(
+            "mirror.credentialsRenewAtPercent",
+            self.mirror.credentials_renew_at_percent,
+        )?;
         self.mirror.resources.check("mirror.resources")?;
         for (k, s) in [
             ("gateway.logLevel", &g.log_level),
@@ -172,25 +186,89 @@ pub fn objects(v: &Values) -> Vec<Value> {
     }
     out.extend(mirror(v));
     if v.remote_access.enabled {
-        let name = format!("{REMOTE_ACCESS}-{ns}");
-        out.push(objects::service_account(REMOTE_ACCESS, ns, false));
+        let cp = v.control_plane.namespace.as_str();
         out.push(objects::role(
             "ClusterRole",
-            &name,
+            &remote_access_cluster_role(ns),
             None,
             REMOTE_ACCESS,
             remote_access_rules(v.remote_access.pods),
         ));
-        out.push(objects::binding(
-            "ClusterRoleBinding",
-            &name,
-            None,
+        out.push(objects::role(
+            "Role",
+            REMOTE_ACCESS_ANCHORS_ROLE,
+            Some(cp),
             REMOTE_ACCESS,
-            REMOTE_ACCESS,
-            ns,
+            vec![anchors_rule()],
         ));
+        out.extend(remote_access_account(REMOTE_ACCESS, ns, cp));
     }
     out
+}
+
+/// The ClusterRole every remote-access account is bound to (what linked clusters may read).
+pub fn remote_access_cluster_role(mc_namespace: &str) -> String {
+    format!("{REMOTE_ACCESS}-{mc_namespace}")
+}
+
+/// One ServiceAccount that a linked cluster reads this one as, and its grants: the
+/// ClusterRoleBinding to [`remote_access_cluster_role`], a Role and RoleBinding `<name>-token`
+/// to request its own token (renewal), and a RoleBinding `<name>-anchors` to
+/// [`REMOTE_ACCESS_ANCHORS_ROLE`] in the control-plane namespace. The chart's own account is
+/// `remote_access_account(REMOTE_ACCESS, ..)`; `strait multicluster allow` prints others. The
+/// ClusterRole and the anchors Role are the chart's, shared by every account.
+pub fn remote_access_account(
+    name: &str,
+    mc_namespace: &str,
+    control_plane_namespace: &str,
+) -> Vec<Value> {
+    let ns = mc_namespace;
+    let token = format!("{name}-token");
+    let anchors = format!("{name}-anchors");
+    vec![
+        objects::service_account(name, ns, false),
+        objects::binding_to(
+            "ClusterRoleBinding",
+            &format!("{name}-{ns}"),
+            &remote_access_cluster_role(ns),
+            None,
+            name,
+            name,
+            ns,
+        ),
+        objects::role(
+            "Role",
+            &token,
+            Some(ns),
+            name,
+            vec![objects::named_rule(
+                "",
+                &["serviceaccounts/token"],
+                &["create"],
+                &[name],
+            )],
+        ),
+        objects::binding("RoleBinding", &token, Some(ns), name, name, ns),
+        objects::binding_to(
+            "RoleBinding",
+            &anchors,
+            REMOTE_ACCESS_ANCHORS_ROLE,
+            Some(control_plane_namespace),
+            name,
+            name,
+            ns,
+        ),
+    ]
+}
+
+/// Read the control plane's published trust anchors, and nothing else there.
+fn anchors_rule() -> Value {
+    objects::named_rule(
+        "",
+        &["configmaps"],
+        &["get"],
+        &[objects::TRUST_ROOTS_CONFIGMAP],
+    )
 }
 
 /// What linked clusters may read here; Pods only for remote discovery.
@@ -208,7 +286,7 @@ pub fn remote_access_rules(pods: bool) -> Vec<Value> {
 }
 
 /// The mirror controller in its namespace: Links (finalizer, status), their credentials
-/// Secrets, the leader Lease.
+/// Secrets (read, and patched with renewed tokens), the leader Lease.
 pub fn mirror_role_rules() -> Vec<Value> {
     vec![
         rule(
@@ -221,7 +299,8 @@ pub fn mirror_role_rules() -> Vec<Value> {
             &["links/status"],
             &["get", "patch"],
         ),
-        rule("", &["secrets"], &["get", "list", "watch"]),
+        // patch: renewal writes the renewed kubeconfig back (mirror-controller/src/renew.rs).
+        rule("", &["secrets"], &["get", "list", "watch", "patch"]),
         rule(
             "coordination.k8s.io",
             &["leases"],
@@ -356,6 +435,10 @@ fn mirror(v: &Values) -> Vec<Value> {
         ],
         "env": [
             env("RUST_LOG", m.log_level.clone()),
+            env(
+                "STRAIT_MIRROR_CREDENTIALS_RENEW_AT_PERCENT",
+                m.credentials_renew_at_percent.to_string(),
+            ),
             {"name": "STRAIT_MIRROR_HOLDER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
         "ports": [port("admin", strait_core::ports::MIRROR_ADMIN)],

@@ -113,6 +113,13 @@ pub fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": [group], "resources": resources, "verbs": verbs})
 }
 
+/// A policy rule for the named objects only.
+pub fn named_rule(group: &str, resources: &[&str], verbs: &[&str], names: &[&str]) -> Value {
+    let mut r = rule(group, resources, verbs);
+    r["resourceNames"] = json!(names);
+    r
+}
+
 /// Metadata of a Role (namespaced) or a ClusterRole and their bindings.
 fn rbac_meta(name: &str, namespace: Option<&str>, component: &str) -> Value {
     match namespace {
@@ -121,10 +128,23 @@ fn rbac_meta(name: &str, namespace: Option<&str>, component: &str) -> Value {
     }
 }
 
-/// A (Cluster)RoleBinding of `role` to one ServiceAccount.
+/// A (Cluster)RoleBinding of the (Cluster)Role of the same name to one ServiceAccount.
 pub fn binding(
     kind: &str,
     name: &str,
+    namespace: Option<&str>,
+    component: &str,
+    sa: &str,
+    sa_ns: &str,
+) -> Value {
+    binding_to(kind, name, name, namespace, component, sa, sa_ns)
+}
+
+/// A (Cluster)RoleBinding named `name` of the (Cluster)Role `role` to one ServiceAccount.
+pub fn binding_to(
+    kind: &str,
+    name: &str,
+    role: &str,
     namespace: Option<&str>,
     component: &str,
     sa: &str,
@@ -139,7 +159,7 @@ pub fn binding(
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": kind,
         "metadata": rbac_meta(name, namespace, component),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}],
     })
 }

@@ -90,7 +90,7 @@ fn rbac_rules_are_exactly_the_listed_ones() {
                 &["links/status"],
                 &["get", "patch"]
             ),
-            rule("", &["secrets"], &read),
+            rule("", &["secrets"], &["get", "list", "watch", "patch"]),
             rule(
                 "coordination.k8s.io",
                 &["leases"],
@@ -122,12 +122,46 @@ fn rbac_rules_are_exactly_the_listed_ones() {
         rules_of(&mc_pods, "ClusterRole", name),
         &Value::Array(with_pods)
     );
+    // Its own next token, and the control plane's anchors: one named object each.
+    let token = rules_of(&mc, "Role", multicluster::REMOTE_ACCESS_TOKEN_ROLE);
+    assert_eq!(
+        token,
+        &json!([{
+            "apiGroups": [""],
+            "resources": ["serviceaccounts/token"],
+            "verbs": ["create"],
+            "resourceNames": [multicluster::REMOTE_ACCESS],
+        }])
+    );
+    let anchors = mc
+        .iter()
+        .find(|o| {
+            o["kind"] == "Role" && o["metadata"]["name"] == multicluster::REMOTE_ACCESS_ANCHORS_ROLE
+        })
+        .unwrap();
+    assert_eq!(anchors["metadata"]["namespace"], "strait");
+    assert_eq!(
+        anchors["rules"],
+        json!([{
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get"],
+            "resourceNames": ["strait-identity-trust-roots"],
+        }])
+    );
     let roles: Vec<_> = mc
         .iter()
         .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
         .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(roles.len(), 3, "{roles:?}");
+    assert_eq!(roles.len(), 5, "{roles:?}");
+    let no_remote = multicluster_with(&["remoteAccess.enabled=false"]);
+    assert!(!no_remote.iter().any(|o| {
+        o["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("remote-access")
+    }));
     // No token Secret for the remote-access account: `strait link` requests tokens.
     assert!(!mc.iter().any(|o| o["kind"] == "Secret"));
 }
@@ -289,6 +323,14 @@ fn bad_values_are_refused_with_the_key() {
         ("gateway.port=70000", "70000"),
         ("gateway.probe.port=0", "gateway.probe.port"),
         ("mirror.leaseDuration=soon", "mirror.leaseDuration"),
+        (
+            "mirror.credentialsRenewAtPercent=0",
+            "mirror.credentialsRenewAtPercent",
+        ),
+        (
+            "mirror.credentialsRenewAtPercent=100",
+            "mirror.credentialsRenewAtPercent",
+        ),
     ] {
         let e = render_multicluster(&Settings {
             sets: vec![set.into()],
@@ -298,6 +340,93 @@ fn bad_values_are_refused_with_the_key() {
         .unwrap_err();
         assert!(e.to_string().contains(key), "{set}: {e}");
     }
+}
+
+/// Another account (`strait multicluster allow`) gets the chart's account's grants, each
+/// restricted to itself, bound to the chart's shared ClusterRole and anchors Role.
+#[test]
+fn remote_access_accounts_are_made_alike() {
+    let mc = multicluster_with(&["controlPlane.namespace=strait-prod"]);
+    let own = multicluster::remote_access_account(
+        multicluster::REMOTE_ACCESS,
+        "strait-multicluster",
+        "strait-prod",
+    );
+    for o in &own {
+        assert!(mc.contains(o), "the chart's account lacks {o}");
+    }
+    let other = multicluster::remote_access_account("west-reader", "mc", "strait");
+    let kinds: Vec<_> = other
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["namespace"].as_str().unwrap_or("-"),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount/mc/west-reader",
+            "ClusterRoleBinding/-/west-reader-mc",
+            "Role/mc/west-reader-token",
+            "RoleBinding/mc/west-reader-token",
+            "RoleBinding/strait/west-reader-anchors",
+        ]
+    );
+    let subject = json!([{"kind": "ServiceAccount", "name": "west-reader", "namespace": "mc"}]);
+    let role_refs: Vec<_> = other[1..]
+        .iter()
+        .filter(|o| o["kind"].as_str().unwrap().ends_with("Binding"))
+        .map(|o| {
+            assert_eq!(o["subjects"], subject);
+            o["roleRef"]["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        role_refs,
+        [
+            "strait-service-mirror-remote-access-mc",
+            "west-reader-token",
+            multicluster::REMOTE_ACCESS_ANCHORS_ROLE,
+        ]
+    );
+    assert_eq!(
+        other[2]["rules"][0]["resourceNames"],
+        json!(["west-reader"])
+    );
+    assert_eq!(other[0]["automountServiceAccountToken"], false);
+    for o in &other {
+        assert_eq!(
+            o["metadata"]["labels"],
+            json!({"app.kubernetes.io/name": "west-reader", "app.kubernetes.io/part-of": "strait"})
+        );
+    }
+}
+
+#[test]
+fn the_mirror_is_told_when_to_renew() {
+    let env_of = |mc: &[Value]| {
+        let d = mc
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "strait-mirror")
+            .unwrap();
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "STRAIT_MIRROR_CREDENTIALS_RENEW_AT_PERCENT")
+            .unwrap()["value"]
+            .clone()
+    };
+    assert_eq!(env_of(&multicluster_with(&[])), "80");
+    assert_eq!(
+        env_of(&multicluster_with(&["mirror.credentialsRenewAtPercent=50"])),
+        "50"
+    );
 }
 
 #[test]

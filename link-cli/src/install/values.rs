@@ -350,6 +350,15 @@ pub(crate) fn check_replicas(key: &str, n: u32, max: u32) -> Result<(), (String,
     }
 }
 
+/// A percentage strictly between 0 and 100.
+pub(crate) fn check_percent(key: &str, n: u8) -> Result<(), (String, String)> {
+    if (1..=99).contains(&n) {
+        Ok(())
+    } else {
+        fail(key, format!("{n} is outside 1-99"))
+    }
+}
+
 pub(crate) fn check_port(key: &str, n: u16) -> Result<(), (String, String)> {
     if n == 0 {
         fail(key, "0 is not a port (1-65535)")
