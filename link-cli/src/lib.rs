@@ -9,6 +9,7 @@
 mod demo;
 pub mod inject;
 pub mod install;
+pub mod multicluster;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -36,8 +37,15 @@ enum Command {
     /// Install or uninstall the multicluster extension (gateway, service mirror, Link CRD).
     Multicluster {
         #[command(subcommand)]
-        command: install::cli::McCommand,
+        command: multicluster::McCommand,
     },
+    /// Check the installation: the control plane, and with --multicluster the extension,
+    /// every Link (through its own credentials) and every mirror.
+    Check(multicluster::check::CheckArgs),
+    /// Export Services to linked clusters: sets `mirror.strait.dev/exported`.
+    Export(multicluster::export::ExportArgs),
+    /// Stop exporting Services: clears `mirror.strait.dev/exported` (their mirrors go).
+    Unexport(multicluster::export::ExportArgs),
     /// Add Strait's proxy to the pods of manifests: sets `strait.dev/inject: enabled` on each
     /// pod template (the webhook does the rest), or with --manual writes the proxy out.
     Inject(inject::InjectArgs),
@@ -120,7 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inject(args) => Ok(inject::inject(args)?),
         Command::Uninject(args) => Ok(inject::uninject(args)?),
         Command::Uninstall(args) => Ok(install::cli::uninstall(args)?),
-        Command::Multicluster { command } => Ok(install::cli::multicluster(command).await?),
+        Command::Multicluster { command } => multicluster::run(command).await,
+        Command::Check(args) => multicluster::check::check(args).await,
+        Command::Export(args) => multicluster::export::export(args).await,
+        Command::Unexport(args) => multicluster::export::unexport(args).await,
         Command::LabTool { .. } => Ok(()),
         Command::Identity {
             out,

@@ -31,6 +31,8 @@ use kube::config::{AuthInfo, Kubeconfig};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strait_k8s_api::ServiceAccountToken;
+use strait_k8s_api::token::TokenError;
 
 /// The default of `--credentials-renew-at-percent`.
 pub const DEFAULT_RENEW_AT_PERCENT: u8 = 80;
@@ -48,14 +50,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 pub enum NotRenewable {
     #[error("the current user has no token (client certificates, a token file or a plugin)")]
     NoToken,
-    #[error("the token is not a JWT")]
-    NotJwt,
-    #[error("the token's claims have no `{0}`")]
-    MissingClaim(&'static str),
-    #[error("the token's subject {0:?} is not system:serviceaccount:NAMESPACE:NAME")]
-    NotServiceAccount(String),
-    #[error("the token expires before it was issued")]
-    BadLifetime,
+    #[error(transparent)]
+    Claims(#[from] TokenError),
 }
 
 /// Why one renewal failed; each variant names the step.
@@ -82,75 +78,18 @@ impl RenewError {
     }
 }
 
-/// What a renewable token says about itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Claims {
-    /// Unix seconds.
-    pub issued_at: u64,
-    pub expires_at: u64,
-    pub namespace: String,
-    pub service_account: String,
-}
-
-impl Claims {
-    /// The lifetime to ask for: the old token's, at least [`MIN_LIFETIME_SECS`].
-    pub fn lifetime_secs(&self) -> u64 {
-        (self.expires_at - self.issued_at).max(MIN_LIFETIME_SECS)
-    }
-}
-
-/// The payload of a JWT, as far as scheduling needs it.
-#[derive(Debug, Default, serde::Deserialize)]
-struct Payload {
-    iat: Option<u64>,
-    exp: Option<u64>,
-    sub: Option<String>,
-}
-
-/// The payload segment of a JWT, decoded (base64url without padding) and parsed.
-fn payload(token: &str) -> Result<Payload, NotRenewable> {
-    let mut parts = token.split('.');
-    let (Some(_header), Some(body), Some(_signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(NotRenewable::NotJwt);
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(body.trim_end_matches('='))
-        .map_err(|_| NotRenewable::NotJwt)?;
-    serde_json::from_slice(&bytes).map_err(|_| NotRenewable::NotJwt)
-}
-
-/// The claims of a ServiceAccount token; no signature is checked.
-pub fn claims(token: &str) -> Result<Claims, NotRenewable> {
-    from_payload(payload(token)?)
-}
-
-fn from_payload(p: Payload) -> Result<Claims, NotRenewable> {
-    let issued_at = p.iat.ok_or(NotRenewable::MissingClaim("iat"))?;
-    let expires_at = p.exp.ok_or(NotRenewable::MissingClaim("exp"))?;
-    let sub = p.sub.ok_or(NotRenewable::MissingClaim("sub"))?;
-    if expires_at <= issued_at {
-        return Err(NotRenewable::BadLifetime);
-    }
-    let parts: Vec<&str> = sub.split(':').collect();
-    let [system, sa, ns, name] = parts[..] else {
-        return Err(NotRenewable::NotServiceAccount(sub));
-    };
-    if system != "system" || sa != "serviceaccount" || ns.is_empty() || name.is_empty() {
-        return Err(NotRenewable::NotServiceAccount(sub));
-    }
-    Ok(Claims {
-        issued_at,
-        expires_at,
-        namespace: ns.into(),
-        service_account: name.into(),
-    })
+/// The lifetime to ask for: the old token's, at least [`MIN_LIFETIME_SECS`].
+pub fn lifetime_secs(t: &ServiceAccountToken) -> u64 {
+    t.lifetime().as_secs().max(MIN_LIFETIME_SECS)
 }
 
 /// When to renew, in Unix seconds: `percent` of the way from `iat` to `exp`.
-pub fn renew_at(c: &Claims, percent: u8) -> u64 {
-    c.issued_at + (c.expires_at - c.issued_at) * u64::from(percent) / 100
+pub fn renew_at(t: &ServiceAccountToken, percent: u8) -> u64 {
+    unix(t.renew_at(percent))
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// How long to wait after the `failures`-th failure in a row (1, 2, ...).
@@ -235,21 +174,21 @@ pub(crate) fn start(
 ) -> Option<tokio::task::JoinHandle<()>> {
     let parsed = current_token(&r.kubeconfig)
         .ok_or(NotRenewable::NoToken)
-        .and_then(payload);
+        .and_then(|t| Ok(ServiceAccountToken::peek(t)?));
     let gauge = crate::Metrics::link(&r.link);
-    match parsed.as_ref().ok().and_then(|p| p.exp) {
-        Some(exp) => {
+    match &parsed {
+        Ok(token) => {
             ctx.metrics
                 .credentials_expiry
                 .get_or_create(&gauge)
-                .set(i64::try_from(exp).unwrap_or(i64::MAX));
+                .set(i64::try_from(unix(token.expires_at)).unwrap_or(i64::MAX));
         }
-        None => {
+        Err(_) => {
             ctx.metrics.credentials_expiry.remove(&gauge);
         }
     }
-    match parsed.and_then(from_payload) {
-        Ok(claims) => Some(tokio::spawn(run(ctx.clone(), r, claims, remote))),
+    match parsed {
+        Ok(token) => Some(tokio::spawn(run(ctx.clone(), r, token, remote))),
         Err(e) => {
             tracing::debug!(link = %r.link, reason = %e, "credentials are not renewed here");
             None
@@ -258,9 +197,7 @@ pub(crate) fn start(
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    unix(SystemTime::now())
 }
 
 fn rfc3339(unix: u64) -> String {
@@ -275,17 +212,17 @@ enum Done {
     Superseded,
 }
 
-async fn run(ctx: Arc<Context>, r: Renewal, claims: Claims, remote: kube::Client) {
+async fn run(ctx: Arc<Context>, r: Renewal, claims: ServiceAccountToken, remote: kube::Client) {
     let link = r.link.as_str();
     let mut due = renew_at(&claims, ctx.credentials_renew_at_percent);
     tracing::debug!(%link, renew_at = %rfc3339(due), "credentials renewal scheduled");
     let mut failures = 0;
     loop {
         let now = unix_now();
-        match step(now, due, claims.expires_at) {
+        match step(now, due, unix(claims.expires_at)) {
             Step::Wait(d) => tokio::time::sleep(d).await,
             Step::Expired => {
-                tracing::warn!(%link, expired = %rfc3339(claims.expires_at), "the credentials token expired before it could be renewed; link the cluster again");
+                tracing::warn!(%link, expired = %rfc3339(unix(claims.expires_at)), "the credentials token expired before it could be renewed; link the cluster again");
                 return;
             }
             Step::Renew => match renew(&ctx, &r, &claims, &remote).await {
@@ -314,7 +251,7 @@ async fn run(ctx: Arc<Context>, r: Renewal, claims: Claims, remote: kube::Client
 async fn renew(
     ctx: &Context,
     r: &Renewal,
-    claims: &Claims,
+    claims: &ServiceAccountToken,
     remote: &kube::Client,
 ) -> Result<Done, RenewError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -332,18 +269,18 @@ async fn renew(
         return Ok(Done::Superseded);
     }
 
-    let sa = format!("{}/{}", claims.namespace, claims.service_account);
+    let sa = format!("{}/{}", claims.namespace, claims.name);
     let request = TokenRequest {
         spec: TokenRequestSpec {
             // The API server's own audiences, as `strait multicluster link` asks.
             audiences: vec![],
-            expiration_seconds: Some(i64::try_from(claims.lifetime_secs()).unwrap_or(i64::MAX)),
+            expiration_seconds: Some(i64::try_from(lifetime_secs(claims)).unwrap_or(i64::MAX)),
             bound_object_ref: None,
         },
         ..Default::default()
     };
     let answer = Api::<ServiceAccount>::namespaced(remote.clone(), &claims.namespace)
-        .create_token_request(&claims.service_account, &PostParams::default(), &request)
+        .create_token_request(&claims.name, &PostParams::default(), &request)
         .await
         .map_err(|e| RenewError::TokenRequest(sa, e))?;
     let status = answer
@@ -389,84 +326,46 @@ mod tests {
     const SUB: &str =
         "system:serviceaccount:strait-multicluster:strait-service-mirror-remote-access";
 
-    #[test]
-    fn service_account_tokens_are_renewable() {
+    fn token(iat: u64, exp: u64) -> ServiceAccountToken {
         let t = jwt(serde_json::json!({
-            "aud": ["https://kubernetes.default.svc"], "iat": 1000, "exp": 4600, "nbf": 1000,
+            "aud": ["https://kubernetes.default.svc"], "iat": iat, "exp": exp, "nbf": iat,
             "sub": SUB, "kubernetes.io": {"namespace": "strait-multicluster"},
         }));
-        let c = claims(&t).unwrap();
-        assert_eq!(
-            c,
-            Claims {
-                issued_at: 1000,
-                expires_at: 4600,
-                namespace: "strait-multicluster".into(),
-                service_account: "strait-service-mirror-remote-access".into(),
-            }
-        );
-        assert_eq!(c.lifetime_secs(), 3600);
-        let short = jwt(serde_json::json!({"iat": 0, "exp": 60, "sub": SUB}));
-        let c = claims(&short).unwrap();
-        assert_eq!(c.lifetime_secs(), MIN_LIFETIME_SECS, "at least ten minutes");
+        ServiceAccountToken::peek(&t).unwrap()
     }
 
     #[test]
-    fn other_tokens_are_not_renewed() {
-        assert_eq!(claims("s3cret"), Err(NotRenewable::NotJwt));
-        assert_eq!(claims("a.b.c.d"), Err(NotRenewable::NotJwt));
-        assert_eq!(claims("a.!!!.c"), Err(NotRenewable::NotJwt));
-        let not_json = format!(
-            "a.{}.c",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("[1,2")
+    fn the_same_lifetime_is_asked_for_and_at_least_ten_minutes() {
+        let t = token(1000, 4600);
+        assert_eq!(
+            (t.namespace.as_str(), t.name.as_str()),
+            ("strait-multicluster", "strait-service-mirror-remote-access")
         );
-        assert_eq!(claims(&not_json), Err(NotRenewable::NotJwt));
-        let no_exp = jwt(serde_json::json!({"iat": 1000, "sub": SUB}));
-        assert_eq!(claims(&no_exp), Err(NotRenewable::MissingClaim("exp")));
-        let no_iat = jwt(serde_json::json!({"exp": 1000, "sub": SUB}));
-        assert_eq!(claims(&no_iat), Err(NotRenewable::MissingClaim("iat")));
-        let backwards = jwt(serde_json::json!({"iat": 1000, "exp": 1000, "sub": SUB}));
-        assert_eq!(claims(&backwards), Err(NotRenewable::BadLifetime));
-        for sub in [
-            "alice",
-            "system:node:worker-1",
-            "system:serviceaccount:ns",
-            "system:serviceaccount::name",
-            "system:serviceaccount:ns:name:extra",
-        ] {
-            let t = jwt(serde_json::json!({"iat": 0, "exp": 600, "sub": sub}));
-            assert_eq!(
-                claims(&t),
-                Err(NotRenewable::NotServiceAccount(sub.into())),
-                "{sub}"
-            );
-        }
-        // The reasons are logged; none carries the token.
-        let e = claims("s3cret.s3cret").unwrap_err();
+        assert_eq!(lifetime_secs(&t), 3600);
+        assert_eq!(lifetime_secs(&token(0, 60)), MIN_LIFETIME_SECS);
+        // Tokens that are not a service account's are not renewed, and the reason never
+        // carries the token.
+        let e = NotRenewable::from(ServiceAccountToken::peek("s3cret.s3cret").unwrap_err());
         assert!(!e.to_string().contains("s3cret"));
     }
 
     #[test]
     fn renewal_is_scheduled_at_the_percent_of_the_lifetime() {
-        let c = Claims {
-            issued_at: 1_000,
-            expires_at: 1_000 + 86_400,
-            namespace: "ns".into(),
-            service_account: "sa".into(),
-        };
+        let c = token(1_000, 1_000 + 86_400);
+        let exp = unix(c.expires_at);
         assert_eq!(renew_at(&c, 80), 1_000 + 69_120);
         assert_eq!(renew_at(&c, 1), 1_000 + 864);
         assert_eq!(renew_at(&c, 99), 1_000 + 85_536);
         let due = renew_at(&c, 80);
         assert_eq!(
-            step(due - 10, due, c.expires_at),
+            step(due - 10, due, exp),
             Step::Wait(Duration::from_secs(10))
         );
-        assert_eq!(step(0, due, c.expires_at), Step::Wait(MAX_SLEEP));
-        assert_eq!(step(due, due, c.expires_at), Step::Renew);
-        assert_eq!(step(due + 5, due, c.expires_at), Step::Renew);
-        assert_eq!(step(c.expires_at, due, c.expires_at), Step::Expired);
-        assert_eq!(step(c.expires_at + 1, 0, c.expires_at), Step::Expired);
+        assert_eq!(step(0, due, exp), Step::Wait(MAX_SLEEP));
+        assert_eq!(step(due, due, exp), Step::Renew);
+        assert_eq!(step(due + 5, due, exp), Step::Renew);
+        assert_eq!(step(exp, due, exp), Step::Expired);
+        assert_eq!(step(exp + 1, 0, exp), Step::Expired);
 
         let waits: Vec<u64> = (1..=7).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(waits, [30, 60, 120, 240, 300, 300, 300]);

@@ -53,6 +53,11 @@ use tokio::time::Instant;
 pub const EXPORTS_RECHECK: Duration = Duration::from_secs(60);
 /// New exports arriving within this window share one re-list.
 const RELIST_COALESCE: Duration = Duration::from_millis(500);
+/// How often the remote API is asked whether it still accepts the credentials. A watch
+/// that was authenticated before its credentials were revoked runs on until it times out
+/// (minutes); this request is authenticated afresh, so a revoked account shows in the
+/// Link's status within one period.
+const CREDENTIALS_PING: Duration = Duration::from_secs(20);
 /// The shortest time between two lists of every remote Service.
 pub const RELIST_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest label selector of remote-discovery slices by Service name; past it, every
@@ -309,6 +314,9 @@ impl Session {
         let mut rd_slices: Option<Watch<EndpointSlice>> = None;
         self.synced.rd_services = rd.is_none();
         self.synced.pods = rd.is_none();
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + CREDENTIALS_PING, CREDENTIALS_PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Each branch applies its event and says whether it was a watch error.
             let result: Result<(), watcher::Error> = tokio::select! {
@@ -350,6 +358,13 @@ impl Session {
                     self.pods_w.apply(&ev);
                     self.listed(&ev, "pods", |s| &mut s.pods);
                 }),
+                _ = ping.tick() => {
+                    if let Err(e) = self.client.apiserver_version().await {
+                        tracing::warn!(link = %self.link, error = %e, "the remote API does not accept a request");
+                        self.set_reachable(Some(format!("the remote API refuses a request: {e}")));
+                    }
+                    continue;
+                }
                 () = sleep_until(self.rd_relist_at) => {
                     self.rd_relist_at = None;
                     if rd_slices.is_some() {

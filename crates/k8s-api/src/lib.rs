@@ -13,6 +13,8 @@ pub use kube;
 pub mod link;
 pub mod relist;
 pub mod service_export;
+pub mod token;
 
 pub use link::{Link, LinkSpec, LinkStatus, ProbeSpec};
 pub use service_export::ServiceExport;
+pub use token::ServiceAccountToken;

@@ -69,23 +69,9 @@ pub struct UninstallArgs {
 pub struct McUninstallArgs {
     #[command(flatten)]
     uninstall: UninstallArgs,
-    /// The kubeconfig of the cluster to check for Links (default: $KUBECONFIG or ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context.
-    #[arg(long)]
-    context: Option<String>,
-}
-
-/// `strait multicluster …`
-#[derive(clap::Subcommand, Debug)]
-pub enum McCommand {
-    /// Print the gateway, the service mirror controller, the remote-access ServiceAccount and
-    /// the Link CRD (the objects of charts/strait-multicluster), for `kubectl apply -f -`.
-    Install(McInstallArgs),
-    /// Print what `strait multicluster install` made, for `kubectl delete -f -`; refuses
-    /// while Links exist. The Link CRD is kept.
-    Uninstall(McUninstallArgs),
+    /// The cluster to check for Links.
+    #[command(flatten)]
+    kube: crate::multicluster::KubeArgs,
 }
 
 fn print(objects: &[serde_json::Value], output: Output) -> Result<(), InstallError> {
@@ -114,58 +100,42 @@ pub fn uninstall(args: UninstallArgs) -> Result<(), InstallError> {
     print(&super::uninstall_control_plane(&args.sets)?, args.output)
 }
 
-pub async fn multicluster(cmd: McCommand) -> Result<(), InstallError> {
-    match cmd {
-        McCommand::Install(args) => {
-            let settings = Settings {
-                sets: args.common.sets,
-                set_strings: args.common.set_strings,
-                ha: args.common.ha,
-                trust_anchors_file: args.identity_trust_anchors_file,
-                ..Settings::default()
-            };
-            print(
-                &super::render_multicluster(&settings)?.objects,
-                args.common.output,
-            )
-        }
-        McCommand::Uninstall(args) => {
-            // Render first: a bad --set is reported without touching the cluster.
-            let objects = super::uninstall_multicluster(&args.uninstall.sets)?;
-            let links = list_links(args.kubeconfig, args.context).await?;
-            multicluster::refuse_while_links(&links)?;
-            eprintln!(
-                "strait multicluster uninstall: the Link CRD is kept; delete it with \
-                 `kubectl delete crd links.multicluster.strait.dev` once no cluster needs it"
-            );
-            print(&objects, args.uninstall.output)
-        }
-    }
+pub fn multicluster_install(args: McInstallArgs) -> Result<(), InstallError> {
+    let settings = Settings {
+        sets: args.common.sets,
+        set_strings: args.common.set_strings,
+        ha: args.common.ha,
+        trust_anchors_file: args.identity_trust_anchors_file,
+        ..Settings::default()
+    };
+    print(
+        &super::render_multicluster(&settings)?.objects,
+        args.common.output,
+    )
+}
+
+pub async fn multicluster_uninstall(args: McUninstallArgs) -> Result<(), InstallError> {
+    // Render first: a bad --set is reported without touching the cluster.
+    let objects = super::uninstall_multicluster(&args.uninstall.sets)?;
+    let links = list_links(&args.kube).await?;
+    multicluster::refuse_while_links(&links)?;
+    eprintln!(
+        "strait multicluster uninstall: the Link CRD is kept; delete it with \
+         `kubectl delete crd links.multicluster.strait.dev` once no cluster needs it"
+    );
+    print(&objects, args.uninstall.output)
 }
 
 /// Every Link in the cluster, as (namespace, name); none when the CRD is not installed.
 async fn list_links(
-    kubeconfig: Option<PathBuf>,
-    context: Option<String>,
+    cluster: &crate::multicluster::KubeArgs,
 ) -> Result<Vec<(String, String)>, InstallError> {
     use kube::api::{Api, ListParams};
     let err = |e: &dyn std::fmt::Display| InstallError::Cluster(e.to_string());
-    let options = kube::config::KubeConfigOptions {
-        context,
-        ..Default::default()
-    };
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| err(&e))?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(|e| err(&e))?
-        }
-        None => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| err(&e))?,
-    };
-    let client = kube::Client::try_from(config).map_err(|e| err(&e))?;
+    let client = cluster
+        .client()
+        .await
+        .map_err(|e| InstallError::Cluster(format!("{e:#}")))?;
     let api: Api<strait_k8s_api::Link> = Api::all(client);
     match api.list_metadata(&ListParams::default()).await {
         Ok(list) => Ok(list

@@ -14,7 +14,7 @@
 pub mod cli;
 pub mod control_plane;
 pub mod multicluster;
-mod objects;
+pub(crate) mod objects;
 pub mod values;
 
 use serde_json::Value;
