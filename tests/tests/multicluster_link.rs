@@ -105,9 +105,14 @@ async fn stored_credentials(west: &Cluster, secret: &str) -> Option<(String, Ser
         .decode(out.trim())
         .ok()?;
     let kc = String::from_utf8(kc).ok()?;
-    let token = kc.lines().find_map(|l| l.trim().strip_prefix("token:"))?;
-    let token = token.trim().trim_matches('"').trim_matches('\'');
-    Some((kc.clone(), ServiceAccountToken::peek(token).ok()?))
+    let parsed: Value = serde_saphyr::from_str(&kc).ok()?;
+    let token = parsed["users"][0]["user"]["token"].as_str()?.to_owned();
+    assert_eq!(
+        parsed["users"].as_array().map(Vec::len),
+        Some(1),
+        "{parsed}"
+    );
+    Some((kc, ServiceAccountToken::peek(&token).ok()?))
 }
 
 /// The mirror Services west has of `cluster`, by name.
@@ -234,6 +239,10 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
     let gateway_ip = load_balancer_ip(&east, MC, "strait-gateway").await;
     assert_eq!(spec["gatewayAddress"], gateway_ip.as_str(), "{spec}");
     assert_eq!(spec["gatewayPort"], 4143);
+    assert!(
+        spec.get("remoteDiscoverySelector").is_none(),
+        "east's account may not read Pods, so remote discovery is off: {spec}"
+    );
     assert_eq!(spec["gatewayIdentity"], id("strait-gateway", MC).as_str());
     use base64::Engine as _;
     let kubeconfig = base64::engine::general_purpose::STANDARD
@@ -288,29 +297,32 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
         .as_str()
         .unwrap()
         .to_owned();
+    let last = std::sync::Mutex::new(String::new());
     let body = eventually(CONVERGE, || async {
-        west.kubectl(&[
-            "-n",
-            "shop",
-            "exec",
-            &client,
-            "-c",
-            "client",
-            "--",
-            "/usr/local/bin/strait-sample",
-            "get",
-            "web-east.shop.svc.cluster.local:80",
-        ])
-        .await
-        .ok()
+        let out = west
+            .kubectl(&[
+                "-n",
+                "shop",
+                "exec",
+                &client,
+                "-c",
+                "client",
+                "--",
+                "/usr/local/bin/strait-sample",
+                "get",
+                "web-east.shop.svc.cluster.local:80",
+            ])
+            .await;
+        out.map_err(|e| *last.lock().unwrap() = e.to_string()).ok()
     })
-    .await
-    .unwrap_or_else(|| {
+    .await;
+    let Some(body) = body else {
         panic!(
-            "west's client never reached web-east: {:?}",
-            mirrors_of_dbg(&west)
-        )
-    });
+            "west's client never reached web-east: {}\n{}",
+            last.lock().unwrap(),
+            diagnose(&west, &east).await
+        );
+    };
     assert!(
         east_web.iter().any(|p| body.contains(p.as_str())),
         "east's web pod answers ({east_web:?}): {body}"
@@ -329,15 +341,23 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
     );
 
     check_passes(&west, "after linking").await;
-    let gateways: Value = serde_json::from_str(
-        &strait_at(&west, &["multicluster", "gateways", "-o", "json"])
+    // The Link's status shows the first probes and the mirror within a few periods.
+    let gateways = eventually(CONVERGE, || async {
+        let out = strait_at(&west, &["multicluster", "gateways", "-o", "json"])
             .await
-            .unwrap(),
-    )
-    .unwrap();
+            .ok()?;
+        let rows: Value = serde_json::from_str(&out).unwrap();
+        (rows[0]["alive"] == true && rows[0]["numSvc"] == 1).then_some(rows)
+    })
+    .await;
+    let Some(gateways) = gateways else {
+        panic!(
+            "gateways never showed east alive with 1 service:\n{}",
+            diagnose(&west, &east).await
+        );
+    };
     assert_eq!(gateways[0]["cluster"], "east", "{gateways}");
-    assert_eq!(gateways[0]["alive"], true, "{gateways}");
-    assert_eq!(gateways[0]["numSvc"], 1, "{gateways}");
+    assert!(gateways[0]["latencyMs"].is_u64(), "{gateways}");
     let table = strait_at(&west, &["multicluster", "gateways"])
         .await
         .unwrap();
@@ -558,7 +578,46 @@ spec:
     );
 }
 
-/// What west mirrors, for a failure message.
-fn mirrors_of_dbg(west: &Cluster) -> String {
-    west.log_tails(30)
+/// What the Link, the mirrors and the controllers say, for a failure message.
+async fn diagnose(west: &Cluster, east: &Cluster) -> String {
+    let mut out = String::new();
+    for (c, args) in [
+        (west, &["-n", MC, "get", "links", "-o", "yaml"][..]),
+        (
+            west,
+            &["-n", "shop", "get", "svc,endpointslices", "-o", "wide"][..],
+        ),
+        (
+            west,
+            &["-n", MC, "logs", "deploy/strait-mirror", "--tail=40"][..],
+        ),
+        (
+            west,
+            &[
+                "-n",
+                "shop",
+                "logs",
+                "deploy/client",
+                "-c",
+                "strait-proxy",
+                "--tail=40",
+            ][..],
+        ),
+        (
+            east,
+            &["-n", MC, "logs", "deploy/strait-gateway", "--tail=40"][..],
+        ),
+        (
+            east,
+            &["-n", "shop", "get", "pods,svc,endpointslices", "-o", "wide"][..],
+        ),
+    ] {
+        let got = c.kubectl(args).await.unwrap_or_else(|e| e.to_string());
+        out.push_str(&format!(
+            "--- {}: kubectl {}\n{got}\n",
+            c.name(),
+            args.join(" ")
+        ));
+    }
+    out
 }

@@ -9,7 +9,9 @@
 
 use super::{KubeArgs, is_not_found, selector};
 use crate::install::Output;
-use crate::install::multicluster::{REMOTE_ACCESS, remote_access_account};
+use crate::install::multicluster::{
+    REMOTE_ACCESS, remote_access_account, remote_access_cluster_role,
+};
 use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -62,9 +64,11 @@ pub struct LinkArgs {
     /// Remote Services mirrored through the gateway (kubectl's `-l` syntax).
     #[arg(long, default_value = "mirror.strait.dev/exported=true")]
     pub selector: String,
-    /// Remote Services mirrored pod to pod, for clusters on one flat network.
-    #[arg(long, default_value = "mirror.strait.dev/exported=remote-discovery")]
-    pub remote_discovery_selector: String,
+    /// Remote Services mirrored pod to pod, for clusters on one flat network (default
+    /// `mirror.strait.dev/exported=remote-discovery` when the target's remote-access account
+    /// may read Pods, that is with remoteAccess.pods=true; none otherwise).
+    #[arg(long)]
+    pub remote_discovery_selector: Option<String>,
     /// Remote Services that join a federated Service (empty: none; this release reports
     /// federated selection as unsupported in the Link's status).
     #[arg(long, default_value = "")]
@@ -181,17 +185,16 @@ pub async fn link(args: LinkArgs) -> anyhow::Result<()> {
         args.token_lifetime >= MIN_TOKEN_LIFETIME,
         "--token-lifetime must be at least 10m (the TokenRequest API's minimum)"
     );
+    let rd_default = format!("{}={}", labels::EXPORTED, labels::EXPORTED_REMOTE_DISCOVERY);
+    let rd_selector = args.remote_discovery_selector.clone().unwrap_or(rd_default);
     let selectors = [
         ("--selector", &args.selector),
-        (
-            "--remote-discovery-selector",
-            &args.remote_discovery_selector,
-        ),
+        ("--remote-discovery-selector", &rd_selector),
         ("--federated-selector", &args.federated_selector),
     ]
     .map(|(flag, s)| selector::parse(s).with_context(|| format!("{flag} {s:?}")));
     let [selector, remote_discovery, federated] = selectors;
-    let (selector, remote_discovery, federated) = (selector?, remote_discovery?, federated?);
+    let (selector, mut remote_discovery, federated) = (selector?, remote_discovery?, federated?);
     let empty = |s: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
         (s != Default::default()).then_some(s)
     };
@@ -268,6 +271,24 @@ pub async fn link(args: LinkArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e).context(format!("reading the gateway Service {ns}/{GATEWAY}")),
     };
 
+    // Remote discovery watches the target's Pods, which its account may read only with
+    // remoteAccess.pods=true: a Link asking for more than it may read would never sync.
+    if remote_discovery != Default::default()
+        && !may_read_pods(&client, ns, &args.service_account_name).await?
+    {
+        ensure!(
+            args.remote_discovery_selector.is_none(),
+            "--remote-discovery-selector: the target's account {ns}/{} may not read Pods, which \
+             remote discovery watches: install the target's multicluster chart with \
+             remoteAccess.pods=true, or drop the flag",
+            args.service_account_name
+        );
+        eprintln!(
+            "strait multicluster link: remote discovery is off (the target's remote-access \
+             account may not read Pods; install its multicluster chart with remoteAccess.pods=true to turn it on)"
+        );
+        remote_discovery = Default::default();
+    }
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: Vec::new(),
@@ -327,6 +348,42 @@ pub async fn link(args: LinkArgs) -> anyhow::Result<()> {
     );
     print!("{}", crate::install::format(&objects, args.output)?);
     Ok(())
+}
+
+/// Whether ServiceAccount `ns/name` may list and watch Pods in every namespace, asked of the
+/// target's API server with SubjectAccessReviews (the linking user may create them).
+async fn may_read_pods(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result<bool> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    for verb in ["list", "watch"] {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(format!("system:serviceaccount:{ns}:{name}")),
+                groups: Some(vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{ns}"),
+                    "system:authenticated".into(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    resource: Some("pods".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .context("asking the target whether the account may read Pods (the linking user needs `create subjectaccessreviews`)")?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A kubeconfig that holds only the target cluster and the token.
@@ -501,6 +558,9 @@ pub async fn unlink(args: UnlinkArgs) -> anyhow::Result<()> {
 /// `strait multicluster allow`
 #[derive(clap::Args, Debug)]
 pub struct AllowArgs {
+    /// The target cluster, checked for the multicluster extension the account is bound into.
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// The new account, one per consuming cluster, so each can be revoked on its own
     /// (`kubectl -n NAMESPACE delete serviceaccount NAME` ends every token it was given).
     #[arg(long)]
@@ -518,7 +578,7 @@ pub struct AllowArgs {
 
 /// `strait multicluster allow`: prints an account with the remote-access rights, for
 /// `kubectl apply -f -` in the TARGET cluster; `link --service-account-name` then uses it.
-pub fn allow(args: AllowArgs) -> anyhow::Result<()> {
+pub async fn allow(args: AllowArgs) -> anyhow::Result<()> {
     for (flag, v) in [
         ("--service-account-name", &args.service_account_name),
         ("--namespace", &args.namespace),
@@ -528,6 +588,21 @@ pub fn allow(args: AllowArgs) -> anyhow::Result<()> {
             strait_core::identity::is_dns_label(v),
             "{flag} {v:?} is not a DNS label (lower-case letters, digits and '-', at most 63)"
         );
+    }
+    // The account is bound to the extension's ClusterRole: without it the account could
+    // read nothing, and the Link using it would fail later and less clearly.
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let role = remote_access_cluster_role(&args.namespace);
+    let client = args.kube.client().await?;
+    match Api::<ClusterRole>::all(client).get(&role).await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => bail!(
+            "this cluster has no ClusterRole {role}: install the multicluster extension here \
+             first (`helm install strait-multicluster charts/strait-multicluster ...`), with \
+             --namespace {}",
+            args.namespace
+        ),
+        Err(e) => return Err(e).context(format!("reading ClusterRole {role}")),
     }
     let objects = remote_access_account(
         &args.service_account_name,

@@ -55,7 +55,7 @@ pub async fn run(cmd: McCommand) -> anyhow::Result<()> {
         McCommand::Uninstall(args) => Ok(crate::install::cli::multicluster_uninstall(args).await?),
         McCommand::Link(args) => link::link(*args).await,
         McCommand::Unlink(args) => link::unlink(args).await,
-        McCommand::Allow(args) => link::allow(args),
+        McCommand::Allow(args) => link::allow(args).await,
         McCommand::Gateways(args) => gateways::gateways(args).await,
     }
 }

@@ -14,6 +14,7 @@
 
 mod control_plane;
 mod links;
+mod rights;
 
 use super::{KubeArgs, TableOutput};
 use anyhow::Context as _;
