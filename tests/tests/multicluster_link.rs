@@ -317,9 +317,9 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
     })
     .await;
     let Some(body) = body else {
+        let last = last.lock().unwrap().clone();
         panic!(
-            "west's client never reached web-east: {}\n{}",
-            last.lock().unwrap(),
+            "west's client never reached web-east: {last}\n{}",
             diagnose(&west, &east).await
         );
     };
