@@ -1,12 +1,13 @@
 //! # strait-cli
 //!
 //! `strait`, the operator's CLI: `strait install` and `strait multicluster install` print the
-//! objects of the charts in `charts/` ([`install`]); `strait identity` writes a trust anchor and an issuer;
-//! `strait demo` assembles the design's picture on this machine with `strait-lab` (two
-//! linked local clusters, traffic crossing the gateway). `main.rs` calls [`main`]; the
-//! end-to-end suite builds the same entry point as `e2e-strait`.
+//! objects of the charts in `charts/` ([`install`]); `strait inject` adds the proxy to
+//! manifests ([`inject`]); `strait identity` writes a trust anchor and an issuer;
+//! `strait multicluster link | unlink | allow | gateways`, `strait check` and
+//! `strait export | unexport` run a multicluster mesh ([`multicluster`]). `main.rs` calls
+//! [`main`]; the end-to-end suite builds the same entry point as `e2e-strait`. The demo is not
+//! part of the released CLI: it is `strait-demo` in `tests/` (scripts/demo).
 
-mod demo;
 pub mod inject;
 pub mod install;
 pub mod multicluster;
@@ -51,16 +52,6 @@ enum Command {
     Inject(inject::InjectArgs),
     /// Remove what `strait inject` (either form) added.
     Uninject(inject::UninjectArgs),
-    /// Start two local clusters (west and east) on this machine and show how to reach them.
-    ///
-    /// Needs root (network namespaces); builds etcd and kube-apiserver on first use.
-    Demo(demo::DemoArgs),
-    /// The programs the demo runs inside its pods (see `strait_lab::tool`).
-    #[command(hide = true)]
-    LabTool {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
     /// Write a trust anchor and an issuer for clusters that do not use cert-manager.
     ///
     /// Writes DIR/ca.crt (the trust anchor, to share with every linked cluster),
@@ -101,10 +92,6 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Command::LabTool { args } = cli.command {
-        let code = rt.block_on(strait_lab::tool::run(args));
-        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
-    }
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -123,7 +110,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     match cli.command {
-        Command::Demo(args) => demo::run(args).await,
         Command::Install(args) => Ok(install::cli::install(args)?),
         Command::Inject(args) => Ok(inject::inject(args)?),
         Command::Uninject(args) => Ok(inject::uninject(args)?),
@@ -132,7 +118,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => multicluster::check::check(args).await,
         Command::Export(args) => multicluster::export::export(args).await,
         Command::Unexport(args) => multicluster::export::unexport(args).await,
-        Command::LabTool { .. } => Ok(()),
         Command::Identity {
             out,
             trust_domain,

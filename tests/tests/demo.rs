@@ -1,8 +1,8 @@
-//! The README's first command works: `strait demo --exit-after 1s` (the CLI's own entry point,
-//! built here as `e2e-strait`) brings up west and east, links them, sends traffic from west
-//! through east's gateway, reports it, and cleans up.
+//! The README's first command works: `strait-demo` brings up west and east on real nodes,
+//! installs Strait with the CLI, links them with `strait multicluster link`, sends traffic
+//! from west's client through east's gateway by DNS name, prints the summary, and cleans up.
 //!
-//! Run: `cargo test -p strait-e2e --test demo -- --nocapture` (as root).
+//! Run: `cargo test -p strait-e2e --test demo -- --nocapture` (as root, images built).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -10,26 +10,29 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_shows_traffic_crossing_the_gateway() {
     strait_localcluster::require_root().unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_e2e-strait"));
-    cmd.args(["demo", "--exit-after", "1s"])
-        .env("STRAIT_DEMO_PROXY_BIN", env!("CARGO_BIN_EXE_e2e-proxy"))
-        .env("STRAIT_DEMO_GATEWAY_BIN", env!("CARGO_BIN_EXE_e2e-gateway"))
-        .env("STRAIT_LOG", "warn")
+    let log = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_strait-demo"));
+    cmd.args(["--requests", "40", "--log"])
+        .arg(log.path().join("demo.log"))
+        .env("STRAIT_DEMO_STRAIT_BIN", env!("CARGO_BIN_EXE_e2e-strait"))
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+    let out = tokio::time::timeout(Duration::from_secs(600), cmd.output())
         .await
-        .expect("the demo finished within 5 minutes")
+        .expect("the demo finished within 10 minutes")
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     for needle in [
-        "mirror shop/web-east appeared",
-        "\"hello from web-1\":5",
-        "web-1: hello over raw TCP",
-        "gateway_connections_total{client_id=\"client.shop.serviceaccount.identity.strait.cluster.local\"",
-        "traffic crossed the gateway",
+        "web-east  ←  web.shop.svc.cluster.local",
+        "echo-east  ←  echo.shop.svc.cluster.local",
+        "HTTP through the gateway: 40/40 ok (100.0%)",
+        "answered by {\"web-",
+        "TCP through the gateway: hello over raw TCP",
+        "identities east's gateway saw: client.shop.serviceaccount.identity.strait.cluster.local",
+        "first cross-cluster response",
+        "east     True   2",
         "clusters stopped and cleaned up",
     ] {
         assert!(
@@ -37,4 +40,14 @@ async fn demo_shows_traffic_crossing_the_gateway() {
             "no {needle:?} in:\n{stdout}\n{stderr}"
         );
     }
+    for stage in 1..=7 {
+        assert!(
+            stderr.contains(&format!("[{stage}/7]")),
+            "stage {stage} reported: {stderr}"
+        );
+    }
+    assert!(
+        std::fs::metadata(log.path().join("demo.log")).is_ok(),
+        "the log went to the file it names"
+    );
 }

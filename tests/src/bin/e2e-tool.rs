@@ -6,6 +6,10 @@
 //! - `e2e-tool serve-echo-http <port>`: HTTP/1.1 and HTTP/2 (prior knowledge) on one port;
 //!   answers `pod=<POD_NAME> version=<v> host=<Host or :authority> forwarded=<Forwarded>`.
 //! - `e2e-tool serve-tcp-echo <port>`: echoes every byte back.
+//! - `e2e-tool load <name:port> <count>`: `count` HTTP/1.1 GETs one after another (at most
+//!   5 s each, so it always ends); prints one JSON line: sent, ok, p50_ms, p99_ms and how
+//!   many answers each pod gave.
+//! - `e2e-tool tcp <name:port> <message>`: sends the line, prints the line that comes back.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -30,7 +34,15 @@ fn main() {
             Some(addr) => get(addr, args.get(2).map(String::as_str).unwrap_or("/")),
             None => Err("get needs <ip:port>".to_owned()),
         },
-        _ => Err("usage: e2e-tool serve-http <port> | get <ip:port> [path]".to_owned()),
+        Some("load") => match (args.get(1), args.get(2).and_then(|n| n.parse().ok())) {
+            (Some(addr), Some(count)) => load(addr, count),
+            _ => Err("load needs <name:port> <count>".to_owned()),
+        },
+        Some("tcp") => match (args.get(1), args.get(2)) {
+            (Some(addr), Some(msg)) => tcp(addr, msg),
+            _ => Err("tcp needs <name:port> <message>".to_owned()),
+        },
+        _ => Err("usage: e2e-tool serve-http <port> | serve-echo-http <port> | serve-tcp-echo <port> | get <addr> [path] | load <addr> <count> | tcp <addr> <message>".to_owned()),
     };
     if let Err(e) = result {
         eprintln!("e2e-tool: {e}");
@@ -71,13 +83,15 @@ fn serve(port: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn get(addr: &str, path: &str) -> Result<(), String> {
-    // `<ip>:<port>` or `<name>:<port>`; a name is resolved through the pod's resolv.conf.
-    let resolved: SocketAddr = addr
-        .to_socket_addrs()
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
         .map_err(|e| format!("bad or unresolvable address {addr:?}: {e}"))?
         .next()
-        .ok_or_else(|| format!("{addr:?} resolves to no address"))?;
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
+
+/// One GET on a fresh connection; the body of a 200.
+fn fetch(addr: &str, resolved: SocketAddr, path: &str) -> Result<String, String> {
     let mut conn = TcpStream::connect_timeout(&resolved, Duration::from_secs(5))
         .map_err(|e| format!("connect {addr} ({resolved}): {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))
@@ -94,7 +108,62 @@ fn get(addr: &str, path: &str) -> Result<(), String> {
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("unexpected response: {head}"));
     }
-    print!("{body}");
+    Ok(body.to_owned())
+}
+
+fn load(addr: &str, count: u32) -> Result<(), String> {
+    let resolved = resolve(addr)?;
+    let mut latencies = Vec::new();
+    let mut pods: std::collections::BTreeMap<String, u32> = Default::default();
+    let mut errors: std::collections::BTreeMap<String, u32> = Default::default();
+    for _ in 0..count.min(100_000) {
+        let started = std::time::Instant::now();
+        match fetch(addr, resolved, "/") {
+            Ok(body) => {
+                latencies.push(started.elapsed());
+                let pod = body
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("pod="))
+                    .unwrap_or(body.trim())
+                    .to_owned();
+                *pods.entry(pod).or_default() += 1;
+            }
+            Err(e) => *errors.entry(e).or_default() += 1,
+        }
+    }
+    latencies.sort();
+    let pct = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        latencies.get(i).map(|d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "sent": count, "ok": latencies.len(), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "pods": pods, "errors": errors,
+        })
+    );
+    Ok(())
+}
+
+fn tcp(addr: &str, msg: &str) -> Result<(), String> {
+    let resolved = resolve(addr)?;
+    let mut conn = TcpStream::connect_timeout(&resolved, Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr} ({resolved}): {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    writeln!(conn, "{msg}").map_err(|e| format!("write: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(conn)
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    print!("{line}");
+    Ok(())
+}
+
+fn get(addr: &str, path: &str) -> Result<(), String> {
+    // `<ip>:<port>` or `<name>:<port>`; a name is resolved through the pod's resolv.conf.
+    print!("{}", fetch(addr, resolve(addr)?, path)?);
     Ok(())
 }
 

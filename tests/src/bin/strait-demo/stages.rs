@@ -1,0 +1,456 @@
+//! The demo's stages, each a user's step with the user's tools: the `strait` CLI, kubectl
+//! (through the cluster's admin kubeconfig) and the images. Each stage prints one line on
+//! stderr when it starts and its time when it ends; the summary goes to stdout.
+
+use anyhow::{Context as _, bail, ensure};
+use serde_json::Value;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use strait_localcluster::node::images;
+use strait_localcluster::{Cluster, ClusterConfig};
+
+const NS: &str = "shop";
+const MC: &str = "strait-multicluster";
+const ROLLOUT: Duration = Duration::from_secs(240);
+/// The sample program's path in its image (images/sample/Dockerfile).
+const SAMPLE: &str = "/usr/local/bin/strait-sample";
+
+pub struct Demo {
+    strait: PathBuf,
+    work: PathBuf,
+    requests: u32,
+    started: Instant,
+}
+
+/// The stages run so far, with their times.
+#[derive(Default)]
+struct Stages(Vec<(String, Duration)>);
+
+/// What the client measured, and what the gateway saw.
+struct Traffic {
+    load: Value,
+    tcp: String,
+    first_response: Duration,
+    identities: Vec<String>,
+}
+
+impl Demo {
+    pub fn new(strait: PathBuf, work: PathBuf, requests: u32) -> Self {
+        Self {
+            strait,
+            work,
+            requests,
+            started: Instant::now(),
+        }
+    }
+
+    /// `strait ARGS`; its stdout.
+    async fn strait(&self, args: &[&str], cluster: Option<&Cluster>) -> anyhow::Result<String> {
+        let mut cmd = tokio::process::Command::new(&self.strait);
+        cmd.args(args).kill_on_drop(true);
+        if let Some(c) = cluster {
+            cmd.arg("--kubeconfig").arg(c.kubeconfig_path());
+        }
+        let out = cmd
+            .output()
+            .await
+            .with_context(|| format!("running {}", self.strait.display()))?;
+        if !out.status.success() {
+            bail!(
+                "strait {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub async fn run(self, keep: bool) -> anyhow::Result<()> {
+        let mut stages = Stages::default();
+        let (west, east) = stages
+            .run("starting west and east (one real node each)", async {
+                let (west, east) = tokio::try_join!(
+                    Cluster::start(ClusterConfig::new("west").with_nodes(1)),
+                    Cluster::start(ClusterConfig::new("east").with_nodes(1)),
+                )?;
+                Ok((west, east))
+            })
+            .await?;
+        let pki = self.work.join("pki");
+        let pki_s = pki.display().to_string();
+        stages
+            .run("one trust anchor for both (strait identity)", async {
+                self.strait(&["identity", "--out", &pki_s], None).await
+            })
+            .await?;
+        stages
+            .run(
+                "installing Strait in both (strait install | kubectl apply)",
+                async {
+                    tokio::try_join!(self.install(&west, &pki), self.install(&east, &pki))?;
+                    Ok(())
+                },
+            )
+            .await?;
+        stages
+            .run(
+                "samples in east, injected and exported (strait export)",
+                async {
+                    east.apply(&samples(true)).await?;
+                    west.apply(&samples(false)).await?;
+                    for (c, d) in [(&east, "web"), (&east, "echo"), (&west, "client")] {
+                        c.wait_rollout(NS, d, ROLLOUT).await?;
+                    }
+                    self.strait(&["export", "web", "echo", "-n", NS], Some(&east))
+                        .await
+                },
+            )
+            .await?;
+        stages
+            .run("linking west to east (strait multicluster link)", async {
+                let link = self
+                    .strait(
+                        &["multicluster", "link", "--cluster-name", "east"],
+                        Some(&east),
+                    )
+                    .await?;
+                west.apply(&link).await?;
+                wait_for(
+                    Duration::from_secs(120),
+                    "the mirrors web-east and echo-east",
+                    || async {
+                        let out = west
+                            .kubectl(&["-n", NS, "get", "services", "-o", "name"])
+                            .await
+                            .ok()?;
+                        (out.contains("service/web-east") && out.contains("service/echo-east"))
+                            .then_some(())
+                    },
+                )
+                .await
+            })
+            .await?;
+        let traffic = stages
+            .run(
+                "west's client calls the mirrors by DNS name",
+                self.traffic(&west, &east),
+            )
+            .await?;
+        let gateways = stages
+            .run("asking west about its gateways", async {
+                self.strait(&["multicluster", "gateways"], Some(&west))
+                    .await
+            })
+            .await?;
+        print!(
+            "{}",
+            self.summary(&west, &traffic, &gateways, &stages).await
+        );
+        if keep {
+            println!("\nThe clusters keep running until Ctrl-C:");
+            for c in [&west, &east] {
+                let kc = c.kubeconfig_path().display().to_string();
+                println!("  {}: export KUBECONFIG={kc}", c.name());
+            }
+            let (wk, ek) = (
+                west.kubeconfig_path().display(),
+                east.kubeconfig_path().display(),
+            );
+            println!("  kubectl --kubeconfig {wk} -n shop get services,endpointslices");
+            println!(
+                "  {} check --multicluster --kubeconfig {wk}",
+                self.strait.display()
+            );
+            println!(
+                "  {} multicluster gateways --kubeconfig {wk}",
+                self.strait.display()
+            );
+            println!("  kubectl --kubeconfig {ek} -n shop get pods");
+            std::future::pending::<()>().await;
+        }
+        drop((west, east));
+        println!("clusters stopped and cleaned up");
+        Ok(())
+    }
+
+    /// `strait install` and `strait multicluster install` with the shared anchor, applied,
+    /// then every Deployment rolled out.
+    async fn install(&self, c: &Cluster, pki: &Path) -> anyhow::Result<()> {
+        let f = |n: &str| pki.join(n).display().to_string();
+        let (ca, crt, key) = (f("ca.crt"), f("issuer.crt"), f("issuer.key"));
+        let cp = self
+            .strait(
+                &[
+                    "install",
+                    "--identity-trust-anchors-file",
+                    &ca,
+                    "--identity-issuer-certificate-file",
+                    &crt,
+                    "--identity-issuer-key-file",
+                    &key,
+                ],
+                None,
+            )
+            .await?;
+        c.apply(&cp).await?;
+        let mc = self
+            .strait(
+                &[
+                    "multicluster",
+                    "install",
+                    "--identity-trust-anchors-file",
+                    &ca,
+                ],
+                None,
+            )
+            .await?;
+        c.apply(&mc).await?;
+        for (ns, d) in [
+            ("strait", "strait-control-plane"),
+            (MC, "strait-gateway"),
+            (MC, "strait-mirror"),
+        ] {
+            c.wait_rollout(ns, d, ROLLOUT).await?;
+        }
+        Ok(())
+    }
+
+    /// The first response, a bounded load over HTTP, one TCP echo, and the identities that
+    /// east's gateway counted connections from.
+    async fn traffic(&self, west: &Cluster, east: &Cluster) -> anyhow::Result<Traffic> {
+        let client = pod_name(west, "app=client").await?;
+        let exec = |args: Vec<String>| {
+            let client = client.clone();
+            async move {
+                let mut a = vec!["-n", NS, "exec", &client, "-c", "client", "--", SAMPLE];
+                a.extend(args.iter().map(String::as_str));
+                west.kubectl(&a).await
+            }
+        };
+        let web = format!("web-east.{NS}.svc.cluster.local:80");
+        wait_for(
+            Duration::from_secs(120),
+            "a first answer from web-east",
+            || async { exec(vec!["get".into(), web.clone()]).await.ok() },
+        )
+        .await?;
+        let first_response = self.started.elapsed();
+        let load = exec(vec!["load".into(), web.clone(), self.requests.to_string()]).await?;
+        let load: Value = serde_json::from_str(load.trim()).context("reading the load summary")?;
+        let tcp = exec(vec![
+            "tcp".into(),
+            format!("echo-east.{NS}.svc.cluster.local:9000"),
+            "hello over raw TCP".into(),
+        ])
+        .await?;
+        let gw = pod_name_in(east, MC, "app.kubernetes.io/name=strait-gateway").await?;
+        let path = format!(
+            "/api/v1/namespaces/{MC}/pods/https:{gw}:{}/proxy/metrics",
+            strait_core::ports::ADMIN
+        );
+        let metrics = east.kubectl(&["get", "--raw", &path]).await?;
+        let mut identities: Vec<String> = metrics
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split("client_id=\"").nth(1)?.split('"').next())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect();
+        identities.sort();
+        identities.dedup();
+        Ok(Traffic {
+            load,
+            tcp: tcp.trim().to_owned(),
+            first_response,
+            identities,
+        })
+    }
+
+    async fn summary(
+        &self,
+        west: &Cluster,
+        t: &Traffic,
+        gateways: &str,
+        stages: &Stages,
+    ) -> String {
+        let bold = |s: &str| {
+            if std::io::stdout().is_terminal() {
+                format!("\x1b[1m{s}\x1b[0m")
+            } else {
+                s.to_owned()
+            }
+        };
+        let mirrors = west
+            .kubectl(&["-n", NS, "get", "services", "-l", "mirror.strait.dev/mirrored-service=true", "-o", "custom-columns=MIRROR:.metadata.name,REMOTE:.metadata.annotations.mirror\\.strait\\.dev/remote-svc-fq-name", "--no-headers"])
+            .await
+            .unwrap_or_default();
+        let l = &t.load;
+        let ms = |v: &Value| v.as_f64().map_or("-".into(), |v| format!("{v:.1} ms"));
+        let sent = l["sent"].as_u64().unwrap_or(0);
+        let ok = l["ok"].as_u64().unwrap_or(0);
+        let mut out = String::new();
+        out.push_str(&format!(
+            "\n{}\n",
+            bold("Strait demo: west → east through east's gateway")
+        ));
+        out.push_str("mirrors in west (shop):\n");
+        for line in mirrors.lines() {
+            out.push_str(&format!(
+                "  {}\n",
+                line.split_whitespace().collect::<Vec<_>>().join("  ←  ")
+            ));
+        }
+        out.push_str(&format!(
+            "HTTP through the gateway: {ok}/{sent} ok ({:.1}%), p50 {}, p99 {}; answered by {}\n",
+            if sent == 0 {
+                0.0
+            } else {
+                100.0 * ok as f64 / sent as f64
+            },
+            ms(&l["p50_ms"]),
+            ms(&l["p99_ms"]),
+            l["pods"]
+        ));
+        if let Some(errors) = l["errors"].as_object().filter(|e| !e.is_empty()) {
+            out.push_str(&format!("  errors: {}\n", Value::Object(errors.clone())));
+        }
+        out.push_str(&format!("TCP through the gateway: {}\n", t.tcp));
+        out.push_str(&format!(
+            "identities east's gateway saw: {}\n",
+            t.identities.join(", ")
+        ));
+        out.push_str(&format!(
+            "first cross-cluster response {:.1}s after start\n",
+            t.first_response.as_secs_f64()
+        ));
+        out.push_str("strait multicluster gateways (west):\n");
+        for line in gateways.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+        out.push_str("stages:\n");
+        for (name, took) in &stages.0 {
+            out.push_str(&format!("  {:>6.1}s  {name}\n", took.as_secs_f64()));
+        }
+        out
+    }
+}
+
+impl Stages {
+    /// Runs `f` as the stage `name`: a line when it starts, its time when it ends.
+    async fn run<T>(
+        &mut self,
+        name: &str,
+        f: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let n = self.0.len() + 1;
+        eprintln!("[{n}/7] {name} …");
+        let t = Instant::now();
+        let out = f.await.with_context(|| format!("stage {n} ({name})"))?;
+        let took = t.elapsed();
+        eprintln!("[{n}/7] {name}: done in {:.1}s", took.as_secs_f64());
+        self.0.push((name.to_owned(), took));
+        Ok(out)
+    }
+}
+
+/// Polls `f` until it answers, for at most `limit`; the error names what never came.
+async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{what} did not come within {}s",
+            limit.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn pod_name(c: &Cluster, selector: &str) -> anyhow::Result<String> {
+    pod_name_in(c, NS, selector).await
+}
+
+async fn pod_name_in(c: &Cluster, ns: &str, selector: &str) -> anyhow::Result<String> {
+    let out = c
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            selector,
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .await?;
+    ensure!(
+        !out.trim().is_empty(),
+        "{}: no running pod matches {selector} in {ns}",
+        c.name()
+    );
+    Ok(out.trim().to_owned())
+}
+
+/// The shop namespace, injected: in east an HTTP/1+2 echo (`web`) and a TCP echo (`echo`);
+/// in west the client. Every container runs as non-root on a read-only root filesystem.
+fn samples(east: bool) -> String {
+    let sample = images::reference("sample");
+    let security = "securityContext: {runAsNonRoot: true, runAsUser: 1000, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}";
+    let deployment = |name: &str, args: &str, port: Option<u16>| {
+        let ports = port.map_or(String::new(), |p| {
+            format!("\n        ports: [{{name: main, containerPort: {p}}}]")
+        });
+        format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations: {{strait.dev/opaque-ports: "9000"}}
+    spec:
+      serviceAccountName: {name}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: {name}
+        image: {sample}
+        imagePullPolicy: IfNotPresent
+        args: [{args}]
+        env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]{ports}
+        {security}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}, namespace: {NS}}}
+"#
+        )
+    };
+    let mut out = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n  annotations: {{strait.dev/inject: enabled}}\n"
+    );
+    if east {
+        out.push_str(&deployment("web", "serve-echo-http, \"8080\"", Some(8080)));
+        out.push_str(&deployment("echo", "serve-tcp-echo, \"9000\"", Some(9000)));
+        for (name, port, target) in [("web", 80, 8080), ("echo", 9000, 9000)] {
+            out.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: main, port: {port}, targetPort: {target}}}]\n"
+            ));
+        }
+    } else {
+        out.push_str(&deployment("client", "serve-http, \"8081\"", None));
+    }
+    out
+}
