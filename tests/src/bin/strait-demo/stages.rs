@@ -138,10 +138,26 @@ impl Demo {
             )
             .await?;
         let gateways = stages
-            .run("asking west about its gateways", async {
-                self.strait(&["multicluster", "gateways"], Some(&west))
-                    .await
-            })
+            .run(
+                "west's probes of east's gateway (strait multicluster gateways)",
+                async {
+                    wait_for(
+                        Duration::from_secs(60),
+                        "a probe result for east's gateway",
+                        || async {
+                            let out = self
+                                .strait(&["multicluster", "gateways", "-o", "json"], Some(&west))
+                                .await
+                                .ok()?;
+                            let rows: Value = serde_json::from_str(&out).ok()?;
+                            rows[0]["alive"].is_boolean().then_some(())
+                        },
+                    )
+                    .await?;
+                    self.strait(&["multicluster", "gateways"], Some(&west))
+                        .await
+                },
+            )
             .await?;
         print!(
             "{}",
