@@ -30,7 +30,6 @@ use std::time::Duration;
 use strait_core::identity::Identity;
 use strait_core::transport_header::{ALPN, SessionProtocol, TransportHeader};
 use strait_localcluster::node::images;
-use strait_localcluster::{Cluster, ClusterConfig};
 use strait_tls::testing::TestPki;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -176,43 +175,34 @@ async fn through_gateway(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strait_installs_with_helm_and_the_cli_and_injects_pods() {
-    let ids = Identities::new();
-    let home = tempfile::tempdir().unwrap();
-    let (west, east) = tokio::try_join!(
-        Cluster::start(ClusterConfig::new("west").with_nodes(1)),
-        Cluster::start(ClusterConfig::new("east").with_nodes(1)),
-    )
-    .expect("two clusters with real nodes start");
-    let (west_home, east_home) = (home.path().join("west"), home.path().join("east"));
+    let pair = Pair::start().await;
+    let (ids, west, east) = (&pair.ids, &pair.west, &pair.east);
+    let (west_home, east_home) = (&pair.west_home, &pair.east_home);
 
     // helm lint, then helm install of both charts in both clusters, one anchor.
     for chart in ["strait-control-plane", "strait-multicluster"] {
         let dir = charts().join(chart);
         let anchors = format!("identityTrustAnchorsPEM={}", ids.file("ca.crt"));
         helm(
-            &west,
-            &west_home,
+            west,
+            west_home,
             &["lint", dir.to_str().unwrap(), "--set-file", &anchors],
         )
         .await
         .unwrap_or_else(|e| panic!("helm lint {chart}: {e}"));
     }
-    tokio::join!(
-        helm_install(&west, &west_home, &ids, "west", &[]),
-        helm_install(&east, &east_home, &ids, "east", &[]),
-    );
-    tokio::join!(control_plane_ready(&west), control_plane_ready(&east));
+    pair.install(&[]).await;
 
     // A namespace annotated for injection: its pods come up with the proxy.
     west.apply(&shop("shop", true)).await.unwrap();
     east.apply(&shop("shop", false)).await.unwrap();
     tokio::join!(
-        rollout(&west, "shop", "web"),
-        rollout(&west, "shop", "client"),
-        rollout(&east, "shop", "web"),
+        rollout(west, "shop", "web"),
+        rollout(west, "shop", "client"),
+        rollout(east, "shop", "web"),
     );
-    let web = pods(&west, "shop", "app=web").await;
-    let client = pods(&west, "shop", "app=client").await;
+    let web = pods(west, "shop", "app=web").await;
+    let client = pods(west, "shop", "app=client").await;
     for p in web.iter().chain(&client) {
         assert_eq!(
             containers(p),
@@ -300,7 +290,7 @@ spec:
     ))
     .await
     .unwrap();
-    let optout = json(&west, &["-n", "shop", "get", "pod", "optout"]).await;
+    let optout = json(west, &["-n", "shop", "get", "pod", "optout"]).await;
     assert_eq!(containers(&optout), ["app"]);
     west.kubectl(&[
         "-n",
@@ -312,7 +302,7 @@ spec:
     ])
     .await
     .unwrap_or_else(|e| panic!("the injected Job never completed: {e}"));
-    let job_pods = pods(&west, "shop", "job-name=once").await;
+    let job_pods = pods(west, "shop", "job-name=once").await;
     assert!(job_pods.iter().all(has_proxy), "the Job's pod was injected");
 
     let bad = west
@@ -346,8 +336,8 @@ spec:
     ])
     .await
     .unwrap();
-    rollout(&west, "kube-system", "coredns").await;
-    let dns = pods(&west, "kube-system", "k8s-app=kube-dns").await;
+    rollout(west, "kube-system", "coredns").await;
+    let dns = pods(west, "kube-system", "k8s-app=kube-dns").await;
     assert!(
         !dns.is_empty() && !dns.iter().any(has_proxy),
         "kube-system is never injected"
@@ -366,8 +356,8 @@ spec:
     )
     .unwrap();
     west.apply(&manual).await.unwrap();
-    rollout(&west, "shop", "web-manual").await;
-    let by_hand = pods(&west, "shop", "app=web-manual").await;
+    rollout(west, "shop", "web-manual").await;
+    let by_hand = pods(west, "shop", "app=web-manual").await;
     assert_eq!(
         injected_spec(&by_hand[0]),
         injected_spec(&web[0]),
@@ -384,7 +374,7 @@ spec:
     // The identity port carries TLS, never the token in the clear; a proxy that expects
     // another identity for the identity service sends no token at all.
     let cp = &pods(
-        &west,
+        west,
         "strait",
         "app.kubernetes.io/name=strait-control-plane",
     )
@@ -456,7 +446,7 @@ spec:
         refused.is_some(),
         "the wrong-identity proxy never said its certify failed"
     );
-    let wrong = json(&west, &["-n", "tap", "get", "pod", "wrong"]).await;
+    let wrong = json(west, &["-n", "tap", "get", "pod", "wrong"]).await;
     assert_ne!(
         wrong["status"]["conditions"]
             .as_array()
@@ -481,12 +471,12 @@ spec:
     // east's web; a certificate from another anchor, or none, is refused.
     let gw: SocketAddr = format!(
         "{}:{}",
-        nodes_support::load_balancer_ip(&east, "strait-multicluster", "strait-gateway").await,
+        nodes_support::load_balancer_ip(east, "strait-multicluster", "strait-gateway").await,
         strait_core::ports::GATEWAY
     )
     .parse()
     .unwrap();
-    let east_web: Vec<String> = pods(&east, "shop", "app=web")
+    let east_web: Vec<String> = pods(east, "shop", "app=web")
         .await
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
@@ -526,13 +516,13 @@ spec:
         .await
         .unwrap();
     tokio::join!(
-        rollout(&west, "plain", "web"),
-        rollout(&west, "plain", "client"),
-        rollout(&west, "shop", "web"),
+        rollout(west, "plain", "web"),
+        rollout(west, "plain", "client"),
+        rollout(west, "shop", "web"),
     );
-    let plain = pods(&west, "plain", "app=web").await;
+    let plain = pods(west, "plain", "app=web").await;
     assert!(!plain.iter().any(has_proxy));
-    let scaled = pods(&west, "shop", "app=web").await;
+    let scaled = pods(west, "shop", "app=web").await;
     assert_eq!(scaled.len(), 3);
     assert!(
         scaled.iter().all(has_proxy),
@@ -551,8 +541,8 @@ spec:
     // helm upgrade with a changed value rolls the gateway; helm uninstall leaves the CRDs.
     let mc = charts().join("strait-multicluster");
     helm(
-        &east,
-        &east_home,
+        east,
+        east_home,
         &[
             "upgrade",
             "strait-multicluster",
@@ -564,9 +554,9 @@ spec:
     )
     .await
     .unwrap();
-    rollout(&east, "strait-multicluster", "strait-gateway").await;
+    rollout(east, "strait-multicluster", "strait-gateway").await;
     let gateway = json(
-        &east,
+        east,
         &[
             "-n",
             "strait-multicluster",
@@ -591,7 +581,7 @@ spec:
     .expect("the upgraded gateway serves");
 
     for release in ["strait-multicluster", "strait-control-plane"] {
-        helm(&east, &east_home, &["uninstall", release, "--wait"])
+        helm(east, east_home, &["uninstall", release, "--wait"])
             .await
             .unwrap_or_else(|e| panic!("helm uninstall {release}: {e}"));
     }
@@ -646,7 +636,7 @@ spec:
     )
     .unwrap();
     east.apply(&install).await.unwrap();
-    rollout(&east, "strait", "strait-control-plane").await;
+    rollout(east, "strait", "strait-control-plane").await;
     east.kubectl(&["annotate", "namespace", "shop", "strait.dev/inject=enabled"])
         .await
         .unwrap();
@@ -655,8 +645,8 @@ spec:
     east.kubectl(&["-n", "shop", "rollout", "restart", "deployment/web"])
         .await
         .unwrap();
-    rollout(&east, "shop", "web").await;
-    let web = pods(&east, "shop", "app=web").await;
+    rollout(east, "shop", "web").await;
+    let web = pods(east, "shop", "app=web").await;
     assert!(
         !web.is_empty() && web.iter().all(has_proxy),
         "the CLI-installed injector injected east's web: {:?}",

@@ -25,7 +25,7 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 use strait_k8s_api::ServiceAccountToken;
-use strait_localcluster::{Cluster, ClusterConfig};
+use strait_localcluster::Cluster;
 use strait_tls::testing::TestPki;
 
 const MC: &str = "strait-multicluster";
@@ -147,6 +147,23 @@ async fn as_link(
     }
 }
 
+/// Replaces the trust anchors the control plane of `c` publishes.
+async fn set_anchors(c: &Cluster, pem: &str) {
+    let patch = serde_json::json!({"data": {"ca-bundle.crt": pem}}).to_string();
+    c.kubectl(&[
+        "-n",
+        "strait",
+        "patch",
+        "configmap",
+        "strait-identity-trust-roots",
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .await
+    .unwrap();
+}
+
 async fn scale(c: &Cluster, ns: &str, deploy: &str, n: u32) {
     c.kubectl(&[
         "-n",
@@ -162,48 +179,33 @@ async fn scale(c: &Cluster, ns: &str, deploy: &str, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_credentials() {
-    let ids = Identities::new();
-    let home = tempfile::tempdir().unwrap();
-    let (west, east) = tokio::try_join!(
-        Cluster::start(ClusterConfig::new("west").with_nodes(1)),
-        Cluster::start(ClusterConfig::new("east").with_nodes(1)),
-    )
-    .expect("two clusters with real nodes start");
     // West renews the link's token at a tenth of its life, so the test sees a renewal.
-    let (west_home, east_home) = (home.path().join("west"), home.path().join("east"));
-    tokio::join!(
-        helm_install(
-            &west,
-            &west_home,
-            &ids,
-            "west",
-            &["mirror.credentialsRenewAtPercent=10"]
-        ),
-        helm_install(&east, &east_home, &ids, "east", &[]),
-    );
-    tokio::join!(control_plane_ready(&west), control_plane_ready(&east));
+    let pair = Pair::start().await;
+    pair.install(&["mirror.credentialsRenewAtPercent=10"]).await;
+    let (west, east) = (&pair.west, &pair.east);
+    let home = tempfile::tempdir().unwrap();
     west.apply(&shop("shop", true)).await.unwrap();
     east.apply(&shop("shop", true)).await.unwrap();
     tokio::join!(
-        rollout(&west, "shop", "client"),
-        rollout(&east, "shop", "web"),
+        rollout(west, "shop", "client"),
+        rollout(east, "shop", "web"),
     );
 
     // Export in east; link against east; apply in west.
-    let out = strait_at(&east, &["export", "web", "-n", "shop"])
+    let out = strait_at(east, &["export", "web", "-n", "shop"])
         .await
         .unwrap();
     assert!(out.contains("service/web exported"), "{out}");
-    let err = strait_at(&east, &["export", "nosuch", "-n", "shop"])
+    let err = strait_at(east, &["export", "nosuch", "-n", "shop"])
         .await
         .unwrap_err();
     assert!(err.contains("no Service shop/nosuch"), "{err}");
-    let err = strait_at(&east, &["multicluster", "link", "--cluster-name", "East_1"])
+    let err = strait_at(east, &["multicluster", "link", "--cluster-name", "East_1"])
         .await
         .unwrap_err();
     assert!(err.contains("not a DNS label"), "{err}");
     let err = strait_at(
-        &east,
+        east,
         &[
             "multicluster",
             "link",
@@ -220,7 +222,7 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
         "{err}"
     );
     let link = strait_at(
-        &east,
+        east,
         &[
             "multicluster",
             "link",
@@ -236,7 +238,7 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
     .unwrap();
     let objects: Value = serde_json::from_str(&link).unwrap();
     let spec = &objects["items"][1]["spec"];
-    let gateway_ip = load_balancer_ip(&east, MC, "strait-gateway").await;
+    let gateway_ip = load_balancer_ip(east, MC, "strait-gateway").await;
     assert_eq!(spec["gatewayAddress"], gateway_ip.as_str(), "{spec}");
     assert_eq!(spec["gatewayPort"], 4143);
     assert!(
@@ -258,10 +260,10 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
     );
 
     // The link's credentials read what mirroring needs and nothing else.
-    as_link(&east, &kc_path, &["get", "services", "-A"])
+    as_link(east, &kc_path, &["get", "services", "-A"])
         .await
         .expect("the link lists Services");
-    let secrets = as_link(&east, &kc_path, &["-n", MC, "get", "secrets"])
+    let secrets = as_link(east, &kc_path, &["-n", MC, "get", "secrets"])
         .await
         .unwrap_err();
     assert!(
@@ -269,7 +271,7 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
         "{secrets}"
     );
     let write = as_link(
-        &east,
+        east,
         &kc_path,
         &[
             "-n",
@@ -288,12 +290,12 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
     west.apply(&link).await.unwrap();
 
     // West's client reaches east's web by the mirror's DNS name, through east's gateway.
-    let east_web: Vec<String> = pods(&east, "shop", "app=web")
+    let east_web: Vec<String> = pods(east, "shop", "app=web")
         .await
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
-    let client = pods(&west, "shop", "app=client").await[0]["metadata"]["name"]
+    let client = pods(west, "shop", "app=client").await[0]["metadata"]["name"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -320,14 +322,14 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
         let last = last.lock().unwrap().clone();
         panic!(
             "west's client never reached web-east: {last}\n{}",
-            diagnose(&west, &east).await
+            diagnose(west, east).await
         );
     };
     assert!(
         east_web.iter().any(|p| body.contains(p.as_str())),
         "east's web pod answers ({east_web:?}): {body}"
     );
-    let east_pod = &pods(&east, "shop", "app=web").await[0];
+    let east_pod = &pods(east, "shop", "app=web").await[0];
     let admin: SocketAddr = format!("{}:{}", pod_ip(east_pod), strait_core::ports::ADMIN)
         .parse()
         .unwrap();
@@ -340,10 +342,10 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
         "east's web proxy saw the request come from east's gateway over mTLS:\n{metrics}"
     );
 
-    check_passes(&west, "after linking").await;
+    check_passes(west, "after linking").await;
     // The Link's status shows the first probes and the mirror within a few periods.
     let gateways = eventually(CONVERGE, || async {
-        let out = strait_at(&west, &["multicluster", "gateways", "-o", "json"])
+        let out = strait_at(west, &["multicluster", "gateways", "-o", "json"])
             .await
             .ok()?;
         let rows: Value = serde_json::from_str(&out).unwrap();
@@ -353,12 +355,12 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
     let Some(gateways) = gateways else {
         panic!(
             "gateways never showed east alive with 1 service:\n{}",
-            diagnose(&west, &east).await
+            diagnose(west, east).await
         );
     };
     assert_eq!(gateways[0]["cluster"], "east", "{gateways}");
     assert!(gateways[0]["latencyMs"].is_u64(), "{gateways}");
-    let table = strait_at(&west, &["multicluster", "gateways"])
+    let table = strait_at(west, &["multicluster", "gateways"])
         .await
         .unwrap();
     assert!(
@@ -367,7 +369,7 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
     );
 
     // The token is renewed before it expires (at 10% of its 10 minutes here).
-    let (_, first) = stored_credentials(&west, "cluster-credentials-east")
+    let (_, first) = stored_credentials(west, "cluster-credentials-east")
         .await
         .unwrap();
     assert_eq!(
@@ -375,7 +377,7 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
         (MC, "strait-service-mirror-remote-access")
     );
     let renewed = eventually(Duration::from_secs(150), || async {
-        let (_, t) = stored_credentials(&west, "cluster-credentials-east").await?;
+        let (_, t) = stored_credentials(west, "cluster-credentials-east").await?;
         (t.issued_at > first.issued_at).then_some(t)
     })
     .await
@@ -402,7 +404,7 @@ spec:
     .await
     .unwrap();
     check_fails(
-        &west,
+        west,
         "no mirror is orphaned",
         "shop/ghost-gone (no Link to cluster \"gone\")",
     )
@@ -411,18 +413,18 @@ spec:
         .await
         .unwrap();
 
-    scale(&east, "shop", "web", 0).await;
-    check_fails(&west, "every mirror has ready endpoints", "shop/web-east").await;
-    scale(&east, "shop", "web", 1).await;
-    check_passes(&west, "once east's web is back").await;
+    scale(east, "shop", "web", 0).await;
+    check_fails(west, "every mirror has ready endpoints", "shop/web-east").await;
+    scale(east, "shop", "web", 1).await;
+    check_passes(west, "once east's web is back").await;
 
-    scale(&east, MC, "strait-gateway", 0).await;
-    check_fails(&west, "east's gateway is alive", &gateway_ip).await;
-    scale(&east, MC, "strait-gateway", 1).await;
-    check_passes(&west, "once east's gateway is back").await;
+    scale(east, MC, "strait-gateway", 0).await;
+    check_fails(west, "east's gateway is alive", &gateway_ip).await;
+    scale(east, MC, "strait-gateway", 1).await;
+    check_passes(west, "once east's gateway is back").await;
 
     let roots = json(
-        &east,
+        east,
         &[
             "-n",
             "strait",
@@ -433,61 +435,36 @@ spec:
     )
     .await;
     let original = roots["data"]["ca-bundle.crt"].as_str().unwrap().to_owned();
-    let other =
-        serde_json::json!({"data": {"ca-bundle.crt": TestPki::new().anchors.to_pem()}}).to_string();
-    east.kubectl(&[
-        "-n",
-        "strait",
-        "patch",
-        "configmap",
-        "strait-identity-trust-roots",
-        "--type=merge",
-        "-p",
-        &other,
-    ])
-    .await
-    .unwrap();
-    check_fails(&west, "the trust anchors match this cluster's", "differ").await;
-    let back = serde_json::json!({"data": {"ca-bundle.crt": original}}).to_string();
-    east.kubectl(&[
-        "-n",
-        "strait",
-        "patch",
-        "configmap",
-        "strait-identity-trust-roots",
-        "--type=merge",
-        "-p",
-        &back,
-    ])
-    .await
-    .unwrap();
+    set_anchors(east, &TestPki::new().anchors.to_pem()).await;
+    check_fails(west, "the trust anchors match this cluster's", "differ").await;
+    set_anchors(east, &original).await;
 
     west.kubectl(&["-n", MC, "delete", "secret", "cluster-credentials-east"])
         .await
         .unwrap();
     check_fails(
-        &west,
+        west,
         "the credentials Secret is present",
         "cluster-credentials-east",
     )
     .await;
     // The hint's repair: link again.
-    let relink = strait_at(&east, &["multicluster", "link", "--cluster-name", "east"])
+    let relink = strait_at(east, &["multicluster", "link", "--cluster-name", "east"])
         .await
         .unwrap();
     west.apply(&relink).await.unwrap();
-    check_passes(&west, "after linking again").await;
+    check_passes(west, "after linking again").await;
 
     // A second consumer with its own account; deleting the account revokes it.
     let allow = strait_at(
-        &east,
+        east,
         &["multicluster", "allow", "--service-account-name", "west-2"],
     )
     .await
     .unwrap();
     east.apply(&allow).await.unwrap();
     let link2 = strait_at(
-        &east,
+        east,
         &[
             "multicluster",
             "link",
@@ -501,7 +478,7 @@ spec:
     .unwrap();
     west.apply(&link2).await.unwrap();
     eventually(CONVERGE, || async {
-        mirrors_of(&west, "east2")
+        mirrors_of(west, "east2")
             .await
             .contains(&"web-east2".to_string())
             .then_some(())
@@ -512,7 +489,7 @@ spec:
         .await
         .unwrap();
     let status = eventually(CONVERGE, || async {
-        let link = json(&west, &["-n", MC, "get", "link", "east2"]).await;
+        let link = json(west, &["-n", MC, "get", "link", "east2"]).await;
         (link["status"]["remoteApi"]["reachable"] == false).then_some(link["status"].clone())
     })
     .await
@@ -523,36 +500,33 @@ spec:
         "{status}"
     );
     assert!(
-        mirrors_of(&west, "east2")
+        mirrors_of(west, "east2")
             .await
             .contains(&"web-east2".to_string()),
         "a Link that cannot read its cluster deletes nothing"
     );
 
     // Unexport removes the mirror; unlink removes every mirror of the Link.
-    strait_at(&east, &["unexport", "web", "-n", "shop"])
+    strait_at(east, &["unexport", "web", "-n", "shop"])
         .await
         .unwrap();
     eventually(CONVERGE, || async {
-        mirrors_of(&west, "east").await.is_empty().then_some(())
+        mirrors_of(west, "east").await.is_empty().then_some(())
     })
     .await
     .expect("unexport removes web-east");
-    strait_at(&east, &["export", "web", "-n", "shop"])
+    strait_at(east, &["export", "web", "-n", "shop"])
         .await
         .unwrap();
     eventually(CONVERGE, || async {
-        (!mirrors_of(&west, "east").await.is_empty()).then_some(())
+        (!mirrors_of(west, "east").await.is_empty()).then_some(())
     })
     .await
     .expect("export brings web-east back");
     for cluster in ["east", "east2"] {
-        let unlink = strait_at(
-            &west,
-            &["multicluster", "unlink", "--cluster-name", cluster],
-        )
-        .await
-        .unwrap();
+        let unlink = strait_at(west, &["multicluster", "unlink", "--cluster-name", cluster])
+            .await
+            .unwrap();
         let file = home.path().join(format!("unlink-{cluster}.yaml"));
         std::fs::write(&file, &unlink).unwrap();
         west.kubectl(&[
@@ -565,11 +539,11 @@ spec:
         .await
         .unwrap_or_else(|e| panic!("deleting the Link to {cluster}: {e}"));
         assert!(
-            mirrors_of(&west, cluster).await.is_empty(),
+            mirrors_of(west, cluster).await.is_empty(),
             "unlink removed every mirror of {cluster}"
         );
     }
-    let err = strait_at(&west, &["multicluster", "unlink", "--cluster-name", "east"])
+    let err = strait_at(west, &["multicluster", "unlink", "--cluster-name", "east"])
         .await
         .unwrap_err();
     assert!(

@@ -318,3 +318,45 @@ pub async fn strait_at(c: &Cluster, args: &[&str]) -> Result<String, String> {
         Err(format!("{}{stdout}", String::from_utf8_lossy(&out.stderr)))
     }
 }
+
+/// West and east, one real node each, with the identities both charts get and helm's homes.
+pub struct Pair {
+    pub ids: Identities,
+    pub west: Cluster,
+    pub east: Cluster,
+    pub west_home: PathBuf,
+    pub east_home: PathBuf,
+    _home: tempfile::TempDir,
+}
+
+impl Pair {
+    pub async fn start() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let (west, east) = tokio::try_join!(
+            Cluster::start(strait_localcluster::ClusterConfig::new("west").with_nodes(1)),
+            Cluster::start(strait_localcluster::ClusterConfig::new("east").with_nodes(1)),
+        )
+        .expect("two clusters with real nodes start");
+        Self {
+            ids: Identities::new(),
+            west,
+            east,
+            west_home: home.path().join("west"),
+            east_home: home.path().join("east"),
+            _home: home,
+        }
+    }
+
+    /// Both charts in both clusters (west's multicluster chart with `west_mc_sets`), every
+    /// Deployment rolled out.
+    pub async fn install(&self, west_mc_sets: &[&str]) {
+        tokio::join!(
+            helm_install(&self.west, &self.west_home, &self.ids, "west", west_mc_sets),
+            helm_install(&self.east, &self.east_home, &self.ids, "east", &[]),
+        );
+        tokio::join!(
+            control_plane_ready(&self.west),
+            control_plane_ready(&self.east)
+        );
+    }
+}
