@@ -28,11 +28,11 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{AuthInfo, Kubeconfig};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strait_k8s_api::ServiceAccountToken;
-use strait_k8s_api::token::TokenError;
+use strait_k8s_api::token::{TokenError, current_token, current_user_name};
 
 /// The default of `--credentials-renew-at-percent`.
 pub const DEFAULT_RENEW_AT_PERCENT: u8 = 80;
@@ -117,24 +117,6 @@ pub fn step(now: u64, due: u64, exp: u64) -> Step {
     } else {
         Step::Renew
     }
-}
-
-/// The name of the current context's user.
-fn current_user_name(kc: &Kubeconfig) -> Option<&str> {
-    let ctx = kc.current_context.as_deref()?;
-    let named = kc.contexts.iter().find(|c| c.name == ctx)?;
-    named.context.as_ref()?.user.as_deref()
-}
-
-/// The current context's user's token, if it has one.
-pub fn current_token(kc: &Kubeconfig) -> Option<&str> {
-    let user = current_user_name(kc)?;
-    let auth = kc.auth_infos.iter().find(|a| a.name == user)?;
-    auth.auth_info
-        .as_ref()?
-        .token
-        .as_ref()
-        .map(|t| t.expose_secret())
 }
 
 /// `kc` as YAML with the current user's token replaced; everything else stays as it was.
@@ -312,6 +294,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use secrecy::ExposeSecret as _;
 
     fn jwt(claims: serde_json::Value) -> String {
         let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);

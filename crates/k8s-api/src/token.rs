@@ -3,6 +3,8 @@
 //! schedule renewals and warnings; the API server is what verifies the token.
 
 use base64::Engine as _;
+use kube::config::Kubeconfig;
+use secrecy::ExposeSecret as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The claims of a service-account token that Strait acts on.
@@ -87,6 +89,24 @@ impl ServiceAccountToken {
     pub fn remaining(&self, now: SystemTime) -> Duration {
         self.expires_at.duration_since(now).unwrap_or_default()
     }
+}
+
+/// The name of a kubeconfig's current context's user.
+pub fn current_user_name(kc: &Kubeconfig) -> Option<&str> {
+    let ctx = kc.current_context.as_deref()?;
+    let named = kc.contexts.iter().find(|c| c.name == ctx)?;
+    named.context.as_ref()?.user.as_deref()
+}
+
+/// The current context's user's bearer token, if it has one (not a token file or a plugin).
+pub fn current_token(kc: &Kubeconfig) -> Option<&str> {
+    let user = current_user_name(kc)?;
+    let auth = kc.auth_infos.iter().find(|a| a.name == user)?;
+    auth.auth_info
+        .as_ref()?
+        .token
+        .as_ref()
+        .map(|t| t.expose_secret())
 }
 
 #[cfg(test)]

@@ -398,7 +398,8 @@ fn der_len(out: &mut Vec<u8>, len: usize) {
     }
 }
 
-pub(crate) fn der_to_pem(der: &[u8]) -> String {
+/// One DER certificate as a PEM block (64-column base64).
+pub fn der_to_pem(der: &[u8]) -> String {
     use std::fmt::Write;
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);

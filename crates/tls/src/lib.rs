@@ -48,7 +48,7 @@ mod webhook;
 pub use anonymous::anonymous_client_config;
 pub use ca::{
     CLOCK_SKEW, DEFAULT_ANCHOR_LIFETIME, DEFAULT_ISSUER_LIFETIME, Issuer, SECRET_ANCHOR_KEYS,
-    SECRET_CERT_KEYS, SECRET_KEY_KEYS, TrustAnchors, write_pem,
+    SECRET_CERT_KEYS, SECRET_KEY_KEYS, TrustAnchors, der_to_pem, write_pem,
 };
 pub use config::{
     ALPN_TRANSPORT_HEADER, ClientAuth, accept, client_config, connect, peer_identity,

@@ -222,10 +222,12 @@ pub async fn link(args: LinkArgs) -> anyhow::Result<()> {
         "the target's kubeconfig skips TLS verification; a Link made from it would send its \
          token to any server: give the cluster's CA (certificate-authority-data) instead"
     );
-    let ca_pem = config
-        .root_cert
-        .as_ref()
-        .map(|certs| certs.iter().map(|der| der_to_pem(der)).collect::<String>());
+    let ca_pem = config.root_cert.as_ref().map(|certs| {
+        certs
+            .iter()
+            .map(|der| strait_tls::der_to_pem(der))
+            .collect::<String>()
+    });
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
     let ns = &args.namespace;
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
@@ -407,17 +409,6 @@ fn remote_kubeconfig(
         "current-context": name,
     });
     serde_saphyr::to_string(&kc).context("writing the kubeconfig")
-}
-
-fn der_to_pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(chunk));
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }
 
 fn credentials_object(cluster: &str, ns: &str, kubeconfig: &str) -> Value {

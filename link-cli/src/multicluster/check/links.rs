@@ -309,20 +309,8 @@ async fn remote_client(kubeconfig: &str) -> Result<kube::Client, String> {
 
 /// The claims of the kubeconfig's current user's token, when it is a service-account JWT.
 fn token_of(kubeconfig: &str) -> Option<ServiceAccountToken> {
-    let kc: serde_json::Value = serde_saphyr::from_str(kubeconfig).ok()?;
-    let context = kc["current-context"].as_str()?;
-    let named = |list: &str, name: &str| {
-        kc[list]
-            .as_array()?
-            .iter()
-            .find(|e| e["name"] == name)
-            .cloned()
-    };
-    let user = named("contexts", context)?["context"]["user"]
-        .as_str()?
-        .to_owned();
-    let token = named("users", &user)?["user"]["token"].as_str()?.to_owned();
-    ServiceAccountToken::peek(&token).ok()
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).ok()?;
+    ServiceAccountToken::peek(strait_k8s_api::token::current_token(&kc)?).ok()
 }
 
 /// Every mirror has a ready endpoint; none belongs to a Link that is gone or mirrors a

@@ -116,7 +116,7 @@ fn set_overrides_fields_and_refuses_unknown_ones() {
 
 #[test]
 fn the_kubeconfig_holds_only_the_target_and_the_token() {
-    let pem = der_to_pem(b"not really a certificate, but bytes");
+    let pem = strait_tls::der_to_pem(b"not really a certificate, but bytes");
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
     let kc = remote_kubeconfig("east", "https://198.18.64.1:6443", Some(&pem), "tok").unwrap();
     let parsed = kube::config::Kubeconfig::from_yaml(&kc).unwrap();
