@@ -81,18 +81,28 @@ pub fn grpc_frame(message: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// The message of one frame made by [`grpc_frame`] (single-byte length prefix only).
+/// The message of one frame made by [`grpc_frame`].
 pub fn grpc_unframe(mut b: Bytes) -> Option<String> {
-    if b.len() < 7 || b[0] != 0 {
+    if b.len() < 5 || b[0] != 0 {
         return None;
     }
     b.advance(5);
-    if b[0] != 0x0a || b[1] >= 0x80 {
+    if b.first() != Some(&0x0a) {
         return None;
     }
-    let len = usize::from(b[1]);
-    let msg = b.get(2..2 + len)?;
-    String::from_utf8(msg.to_vec()).ok()
+    b.advance(1);
+    // The string's length, a protobuf varint.
+    let mut len = 0usize;
+    for shift in (0..35).step_by(7) {
+        let byte = *b.first()?;
+        b.advance(1);
+        len |= usize::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            let msg = b.get(..len)?;
+            return String::from_utf8(msg.to_vec()).ok();
+        }
+    }
+    None
 }
 
 async fn serve(port: &str) -> Result<(), BoxError> {
@@ -269,6 +279,13 @@ mod tests {
         assert_eq!(grpc_unframe(f).as_deref(), Some("hello from web-1"));
         assert_eq!(
             grpc_unframe(Bytes::from_static(b"\x01\0\0\0\x02\x0a\0")),
+            None
+        );
+        let long = "pod=greeter-6d8f9c7b5-x2k4q version=HTTP/2.0 host=greeter-east.shop.svc.cluster.local:8080 forwarded=for=198.18.0.1";
+        assert!(long.len() > 127, "a two-byte length");
+        assert_eq!(grpc_unframe(grpc_frame(long)).as_deref(), Some(long));
+        assert_eq!(
+            grpc_unframe(Bytes::from_static(b"\0\0\0\0\x03\x0a\x05ab")),
             None
         );
     }

@@ -3,3 +3,5 @@
 //! The two-cluster end-to-end suite. Each file under `tests/` starts real local clusters
 //! with `strait-localcluster` (etcd and kube-apiserver processes, pods in network
 //! namespaces) and proves one capability across them. Run it with the README's test command.
+
+pub mod samples;

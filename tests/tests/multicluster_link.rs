@@ -17,9 +17,11 @@
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first unexpected error
 
 mod install_support;
+mod linked_support;
 mod nodes_support;
 
 use install_support::*;
+use linked_support::*;
 use nodes_support::{eventually, load_balancer_ip};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -27,64 +29,6 @@ use std::time::Duration;
 use strait_k8s_api::ServiceAccountToken;
 use strait_localcluster::Cluster;
 use strait_tls::testing::TestPki;
-
-const MC: &str = "strait-multicluster";
-/// Long enough for east's gateway to be probed down (3 failures, 3 s apart) or the
-/// mirror controller to catch up after a repair.
-const CONVERGE: Duration = Duration::from_secs(120);
-
-/// `strait check --multicluster -o json` in west: whether it passed, and the failures
-/// as (check, detail).
-async fn check(west: &Cluster) -> (bool, Vec<(String, String)>, String) {
-    let (ok, out) = match strait_at(west, &["check", "--multicluster", "-o", "json"]).await {
-        Ok(out) => (true, out),
-        Err(out) => (false, out),
-    };
-    let json = &out[out.find('{').unwrap_or(0)..];
-    let report: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let failures = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["result"] == "failure")
-        .map(|c| {
-            (
-                c["check"].as_str().unwrap().to_owned(),
-                c["detail"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    (ok, failures, out)
-}
-
-/// Waits until `check` fails on `want` with a detail containing `detail`.
-async fn check_fails(west: &Cluster, want: &str, detail: &str) {
-    let last = std::sync::Mutex::new(String::new());
-    let seen = eventually(CONVERGE, || async {
-        let (ok, failures, out) = check(west).await;
-        *last.lock().unwrap() = out;
-        (!ok && failures
-            .iter()
-            .any(|(c, d)| c == want && d.contains(detail)))
-        .then_some(())
-    })
-    .await;
-    let last = last.into_inner().unwrap();
-    assert!(
-        seen.is_some(),
-        "check never failed on {want:?} ({detail:?}):\n{last}"
-    );
-}
-
-/// Waits until `check` passes.
-async fn check_passes(west: &Cluster, after: &str) {
-    let out = strait_at(west, &["check", "--multicluster", "--wait", "150s"]).await;
-    assert!(
-        out.is_ok(),
-        "check does not pass {after}:\n{}",
-        out.unwrap_err()
-    );
-}
 
 /// The kubeconfig and token in the link's credentials Secret, as west stores it.
 async fn stored_credentials(west: &Cluster, secret: &str) -> Option<(String, ServiceAccountToken)> {
@@ -113,17 +57,6 @@ async fn stored_credentials(west: &Cluster, secret: &str) -> Option<(String, Ser
         "{parsed}"
     );
     Some((kc, ServiceAccountToken::peek(&token).ok()?))
-}
-
-/// The mirror Services west has of `cluster`, by name.
-async fn mirrors_of(west: &Cluster, cluster: &str) -> Vec<String> {
-    let selector = format!("mirror.strait.dev/cluster-name={cluster}");
-    json(west, &["get", "services", "-A", "-l", &selector]).await["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["metadata"]["name"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// `kubectl` with the link's own kubeconfig against east: whether the API server allows it.
@@ -159,19 +92,6 @@ async fn set_anchors(c: &Cluster, pem: &str) {
         "--type=merge",
         "-p",
         &patch,
-    ])
-    .await
-    .unwrap();
-}
-
-async fn scale(c: &Cluster, ns: &str, deploy: &str, n: u32) {
-    c.kubectl(&[
-        "-n",
-        ns,
-        "scale",
-        "deployment",
-        deploy,
-        &format!("--replicas={n}"),
     ])
     .await
     .unwrap();
@@ -295,36 +215,13 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
-    let client = pods(west, "shop", "app=client").await[0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let last = std::sync::Mutex::new(String::new());
-    let body = eventually(CONVERGE, || async {
-        let out = west
-            .kubectl(&[
-                "-n",
-                "shop",
-                "exec",
-                &client,
-                "-c",
-                "client",
-                "--",
-                "/usr/local/bin/strait-sample",
-                "get",
-                "web-east.shop.svc.cluster.local:80",
-            ])
-            .await;
-        out.map_err(|e| *last.lock().unwrap() = e.to_string()).ok()
-    })
+    let body = sample_eventually(
+        (west, east),
+        "shop",
+        "client",
+        &["get", "web-east.shop.svc.cluster.local:80"],
+    )
     .await;
-    let Some(body) = body else {
-        let last = last.lock().unwrap().clone();
-        panic!(
-            "west's client never reached web-east: {last}\n{}",
-            diagnose(west, east).await
-        );
-    };
     assert!(
         east_web.iter().any(|p| body.contains(p.as_str())),
         "east's web pod answers ({east_web:?}): {body}"
@@ -550,48 +447,4 @@ spec:
         err.contains("no Link in strait-multicluster targets cluster \"east\""),
         "{err}"
     );
-}
-
-/// What the Link, the mirrors and the controllers say, for a failure message.
-async fn diagnose(west: &Cluster, east: &Cluster) -> String {
-    let mut out = String::new();
-    for (c, args) in [
-        (west, &["-n", MC, "get", "links", "-o", "yaml"][..]),
-        (
-            west,
-            &["-n", "shop", "get", "svc,endpointslices", "-o", "wide"][..],
-        ),
-        (
-            west,
-            &["-n", MC, "logs", "deploy/strait-mirror", "--tail=40"][..],
-        ),
-        (
-            west,
-            &[
-                "-n",
-                "shop",
-                "logs",
-                "deploy/client",
-                "-c",
-                "strait-proxy",
-                "--tail=40",
-            ][..],
-        ),
-        (
-            east,
-            &["-n", MC, "logs", "deploy/strait-gateway", "--tail=40"][..],
-        ),
-        (
-            east,
-            &["-n", "shop", "get", "pods,svc,endpointslices", "-o", "wide"][..],
-        ),
-    ] {
-        let got = c.kubectl(args).await.unwrap_or_else(|e| e.to_string());
-        out.push_str(&format!(
-            "--- {}: kubectl {}\n{got}\n",
-            c.name(),
-            args.join(" ")
-        ));
-    }
-    out
 }

@@ -3,13 +3,16 @@
 //! - `e2e-tool serve-http <port>`: an HTTP/1.1 server answering every request with
 //!   `hello from <POD_NAME>`.
 //! - `e2e-tool get <ip|name:port> [path]`: one HTTP/1.1 GET; prints the body, exits 1 on failure.
-//! - `e2e-tool serve-echo-http <port>`: HTTP/1.1 and HTTP/2 (prior knowledge) on one port;
-//!   answers `pod=<POD_NAME> version=<v> host=<Host or :authority> forwarded=<Forwarded>`.
+//! - `e2e-tool serve-echo-http <port>`: HTTP/1.1, HTTP/2 (prior knowledge) and gRPC on one
+//!   port; answers `pod=<POD_NAME> version=<v> host=<Host or :authority> forwarded=<Forwarded>`
+//!   (to a gRPC call, as one message with `grpc-status: 0`).
 //! - `e2e-tool serve-tcp-echo <port>`: echoes every byte back.
 //! - `e2e-tool load <name:port> <count>`: `count` HTTP/1.1 GETs one after another (at most
 //!   5 s each, so it always ends); prints one JSON line: sent, ok, p50_ms, p99_ms and how
 //!   many answers each pod gave.
 //! - `e2e-tool tcp <name:port> <message>`: sends the line, prints the line that comes back.
+//! - `e2e-tool grpc <name:port> <count>`: `count` unary gRPC calls on one HTTP/2 connection
+//!   (the lab tool's client); prints `{"ok":…,"failed":…,"by_body":{…},"errors":{…}}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -42,7 +45,11 @@ fn main() {
             (Some(addr), Some(msg)) => tcp(addr, msg),
             _ => Err("tcp needs <name:port> <message>".to_owned()),
         },
-        _ => Err("usage: e2e-tool serve-http <port> | serve-echo-http <port> | serve-tcp-echo <port> | get <addr> [path] | load <addr> <count> | tcp <addr> <message>".to_owned()),
+        Some("grpc") => match (args.get(1), args.get(2).and_then(|n| n.parse::<u32>().ok())) {
+            (Some(addr), Some(count)) => grpc(addr, count),
+            _ => Err("grpc needs <name:port> <count>".to_owned()),
+        },
+        _ => Err("usage: e2e-tool serve-http <port> | serve-echo-http <port> | serve-tcp-echo <port> | get <addr> [path] | load <addr> <count> | tcp <addr> <message> | grpc <addr> <count>".to_owned()),
     };
     if let Err(e) = result {
         eprintln!("e2e-tool: {e}");
@@ -167,6 +174,21 @@ fn get(addr: &str, path: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn grpc(addr: &str, count: u32) -> Result<(), String> {
+    // The lab tool resolves with the system resolver too; a name is resolved here first so a
+    // DNS failure reads as one.
+    resolve(addr)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let args = ["http", addr, &count.min(10_000).to_string(), "grpc"];
+    match rt.block_on(strait_lab::tool::run(args.map(str::to_owned).to_vec())) {
+        0 => Ok(()),
+        _ => Err(format!("gRPC calls to {addr} failed")),
+    }
+}
+
 fn serve_async(port: &str, http: bool) -> Result<(), String> {
     let port: u16 = port
         .parse()
@@ -197,6 +219,7 @@ fn serve_async(port: &str, http: bool) -> Result<(), String> {
                 }
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
+                        use http_body_util::BodyExt as _;
                         let h = |n: &str| {
                             req.headers()
                                 .get(n)
@@ -214,10 +237,26 @@ fn serve_async(port: &str, http: bool) -> Result<(), String> {
                             req.version(),
                             h("forwarded")
                         );
+                        let grpc = h("content-type").starts_with("application/grpc");
                         async move {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(body)),
-                            ))
+                            let _ = req.into_body().collect().await;
+                            if !grpc {
+                                let body = http_body_util::Full::new(bytes::Bytes::from(body));
+                                return Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    body.boxed(),
+                                ));
+                            }
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            let body =
+                                http_body_util::Full::new(strait_lab::tool::grpc_frame(&body))
+                                    .with_trailers(async move { Some(Ok(trailers)) });
+                            let mut rsp = hyper::Response::new(body.boxed());
+                            rsp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static("application/grpc"),
+                            );
+                            Ok(rsp)
                         }
                     },
                 );

@@ -350,9 +350,14 @@ impl Pair {
     /// Both charts in both clusters (west's multicluster chart with `west_mc_sets`), every
     /// Deployment rolled out.
     pub async fn install(&self, west_mc_sets: &[&str]) {
+        self.install_with(west_mc_sets, &[]).await;
+    }
+
+    /// Both charts in both clusters, each multicluster chart with its own `--set`s.
+    pub async fn install_with(&self, west_mc_sets: &[&str], east_mc_sets: &[&str]) {
         tokio::join!(
             helm_install(&self.west, &self.west_home, &self.ids, "west", west_mc_sets),
-            helm_install(&self.east, &self.east_home, &self.ids, "east", &[]),
+            helm_install(&self.east, &self.east_home, &self.ids, "east", east_mc_sets),
         );
         tokio::join!(
             control_plane_ready(&self.west),

@@ -7,14 +7,12 @@ use serde_json::Value;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use strait_localcluster::node::images;
+use strait_e2e::samples::{self, SAMPLE};
 use strait_localcluster::{Cluster, ClusterConfig};
 
 const NS: &str = "shop";
 const MC: &str = "strait-multicluster";
 const ROLLOUT: Duration = Duration::from_secs(240);
-/// The sample program's path in its image (images/sample/Dockerfile).
-const SAMPLE: &str = "/usr/local/bin/strait-sample";
 
 pub struct Demo {
     strait: PathBuf,
@@ -30,6 +28,7 @@ struct Stages(Vec<(String, Duration)>);
 /// What the client measured, and what the gateway saw.
 struct Traffic {
     load: Value,
+    grpc: Value,
     tcp: String,
     first_response: Duration,
     identities: Vec<String>,
@@ -99,10 +98,15 @@ impl Demo {
                 async {
                     east.apply(&samples(true)).await?;
                     west.apply(&samples(false)).await?;
-                    for (c, d) in [(&east, "web"), (&east, "echo"), (&west, "client")] {
+                    for (c, d) in [
+                        (&east, "web"),
+                        (&east, "greeter"),
+                        (&east, "echo"),
+                        (&west, "client"),
+                    ] {
                         c.wait_rollout(NS, d, ROLLOUT).await?;
                     }
-                    self.strait(&["export", "web", "echo", "-n", NS], Some(&east))
+                    self.strait(&["export", "web", "greeter", "echo", "-n", NS], Some(&east))
                         .await
                 },
             )
@@ -118,13 +122,15 @@ impl Demo {
                 west.apply(&link).await?;
                 wait_for(
                     Duration::from_secs(120),
-                    "the mirrors web-east and echo-east",
+                    "the mirrors web-east, greeter-east and echo-east",
                     || async {
                         let out = west
                             .kubectl(&["-n", NS, "get", "services", "-o", "name"])
                             .await
                             .ok()?;
-                        (out.contains("service/web-east") && out.contains("service/echo-east"))
+                        ["web-east", "greeter-east", "echo-east"]
+                            .iter()
+                            .all(|m| out.contains(&format!("service/{m}")))
                             .then_some(())
                     },
                 )
@@ -232,7 +238,7 @@ impl Demo {
         Ok(())
     }
 
-    /// The first response, a bounded load over HTTP, one TCP echo, and the identities that
+    /// The first response, a bounded load over HTTP, a few gRPC calls, one TCP echo, and the identities that
     /// east's gateway counted connections from.
     async fn traffic(&self, west: &Cluster, east: &Cluster) -> anyhow::Result<Traffic> {
         let client = pod_name(west, "app=client").await?;
@@ -254,6 +260,13 @@ impl Demo {
         let first_response = self.started.elapsed();
         let load = exec(vec!["load".into(), web.clone(), self.requests.to_string()]).await?;
         let load: Value = serde_json::from_str(load.trim()).context("reading the load summary")?;
+        let grpc = exec(vec![
+            "grpc".into(),
+            format!("greeter-east.{NS}.svc.cluster.local:8080"),
+            "20".into(),
+        ])
+        .await?;
+        let grpc: Value = serde_json::from_str(grpc.trim()).context("reading the gRPC summary")?;
         let tcp = exec(vec![
             "tcp".into(),
             format!("echo-east.{NS}.svc.cluster.local:9000"),
@@ -277,6 +290,7 @@ impl Demo {
         identities.dedup();
         Ok(Traffic {
             load,
+            grpc,
             tcp: tcp.trim().to_owned(),
             first_response,
             identities,
@@ -331,6 +345,20 @@ impl Demo {
         if let Some(errors) = l["errors"].as_object().filter(|e| !e.is_empty()) {
             out.push_str(&format!("  errors: {}\n", Value::Object(errors.clone())));
         }
+        let g = &t.grpc;
+        let answered: Vec<String> = g["by_body"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(body, _)| body.split_whitespace().find_map(|w| w.strip_prefix("pod=")))
+            .map(str::to_owned)
+            .collect();
+        out.push_str(&format!(
+            "gRPC through the gateway: {}/{} ok; answered by {}\n",
+            g["ok"],
+            g["ok"].as_u64().unwrap_or(0) + g["failed"].as_u64().unwrap_or(0),
+            answered.join(", ")
+        ));
         out.push_str(&format!("TCP through the gateway: {}\n", t.tcp));
         out.push_str(&format!(
             "identities east's gateway saw: {}\n",
@@ -416,57 +444,14 @@ async fn pod_name_in(c: &Cluster, ns: &str, selector: &str) -> anyhow::Result<St
     Ok(out.trim().to_owned())
 }
 
-/// The shop namespace, injected: in east an HTTP/1+2 echo (`web`) and a TCP echo (`echo`);
-/// in west the client. Every container runs as non-root on a read-only root filesystem.
+/// The shop namespace, injected: in east an HTTP/1+2 echo (`web`), a gRPC service
+/// (`greeter`) and a TCP echo (`echo`); in west the client.
 fn samples(east: bool) -> String {
-    let sample = images::reference("sample");
-    let security = "securityContext: {runAsNonRoot: true, runAsUser: 1000, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}";
-    let deployment = |name: &str, args: &str, port: Option<u16>| {
-        let ports = port.map_or(String::new(), |p| {
-            format!("\n        ports: [{{name: main, containerPort: {p}}}]")
-        });
-        format!(
-            r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-      annotations: {{strait.dev/opaque-ports: "9000"}}
-    spec:
-      serviceAccountName: {name}
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: {name}
-        image: {sample}
-        imagePullPolicy: IfNotPresent
-        args: [{args}]
-        env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]{ports}
-        {security}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {name}, namespace: {NS}}}
-"#
-        )
-    };
-    let mut out = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n  annotations: {{strait.dev/inject: enabled}}\n"
-    );
-    if east {
-        out.push_str(&deployment("web", "serve-echo-http, \"8080\"", Some(8080)));
-        out.push_str(&deployment("echo", "serve-tcp-echo, \"9000\"", Some(9000)));
-        for (name, port, target) in [("web", 80, 8080), ("echo", 9000, 9000)] {
-            out.push_str(&format!(
-                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: main, port: {port}, targetPort: {target}}}]\n"
-            ));
-        }
+    let mut out = samples::namespace(NS, true);
+    out.push_str(&if east {
+        samples::servers(NS)
     } else {
-        out.push_str(&deployment("client", "serve-http, \"8081\"", None));
-    }
+        samples::client(NS)
+    });
     out
 }
