@@ -17,7 +17,7 @@
 //! faults, each with its outcome: east's gateway gone (mirrors not ready, calls refused at
 //! once; back, the same client is served again), east's API server stopped across an export
 //! and an unexport (nothing deleted meanwhile, traffic keeps flowing, converges when back),
-//! west's mirror leader deleted during changes (the standby takes over; no orphan, no
+//! west's mirror leader deleted during changes (another replica takes over; no orphan, no
 //! duplicate), east's kubelet restarted (pods and mirrors recover). Unexport and unlink
 //! remove their mirrors; east's trust anchor replaced refuses cross-cluster traffic and
 //! `check` says why. Nothing of the run is left on the machine afterwards.
@@ -46,6 +46,7 @@ const ECHO: &str = "echo-east.shop.svc.cluster.local:9000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_linked_clusters_carry_traffic_both_ways_and_recover_from_faults() {
+    let mut clock = Clock::default();
     let mut traces = Traces::default();
     let mut pair = Pair::start().await;
     // West runs two mirror replicas (the leader fault) and lets east's Link read its Pods
@@ -56,15 +57,25 @@ async fn two_linked_clusters_carry_traffic_both_ways_and_recover_from_faults() {
     traces.record(&pair.west);
     traces.record(&pair.east);
 
+    clock.lap("clusters, charts and samples");
     link_both_ways(&pair).await;
+    clock.lap("links both ways, checks and gateways");
     traffic_through_the_gateway(&pair).await;
+    clock.lap("HTTP/1, gRPC and TCP through the gateway");
     remote_discovery(&pair).await;
+    clock.lap("remote discovery");
     gateway_gone(&pair).await;
+    clock.lap("fault: east's gateway gone and back");
     api_server_outage(&mut pair).await;
+    clock.lap("fault: east's API server stopped and started");
     leader_deleted(&pair).await;
+    clock.lap("fault: west's mirror leader deleted");
     kubelet_restarted(&mut pair).await;
+    clock.lap("fault: east's kubelet restarted");
     unexport_and_unlink(&pair).await;
+    clock.lap("unexport and unlink");
     anchor_replaced(&pair).await;
+    clock.lap("fault: east's trust anchor replaced");
 
     drop(pair);
     let left = traces.left();
@@ -422,8 +433,8 @@ async fn api_server_outage(pair: &mut Pair) {
     .await;
 }
 
-/// West's mirror leader is deleted while east exports echo again and unexports web-v2: the
-/// standby replica takes the Lease, and the mirrors converge with no orphan and no duplicate.
+/// West's mirror leader is deleted while east exports echo again and unexports web-v2:
+/// another replica takes the Lease, and the mirrors converge with no orphan and no duplicate.
 async fn leader_deleted(pair: &Pair) {
     let (west, east) = (&pair.west, &pair.east);
     let lease = || async {
@@ -433,13 +444,9 @@ async fn leader_deleted(pair: &Pair) {
             .to_owned()
     };
     let leader = lease().await;
-    let replicas: BTreeSet<String> = pods(west, MC, "app.kubernetes.io/name=strait-mirror")
-        .await
-        .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
-        .collect();
+    let replicas = running_pods(west, MC, "app.kubernetes.io/name=strait-mirror").await;
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
     assert!(replicas.contains(&leader), "{leader} of {replicas:?}");
-    let standby = replicas.iter().find(|r| **r != leader).unwrap().clone();
     west.kubectl(&["-n", MC, "delete", "pod", &leader, "--wait=false"])
         .await
         .unwrap();
@@ -449,13 +456,29 @@ async fn leader_deleted(pair: &Pair) {
     strait_at(east, &["unexport", "web-v2", "-n", NS])
         .await
         .unwrap();
+    // The standby or the Deployment's replacement pod, whichever asks first once the deleted
+    // leader has released the Lease.
     let took = eventually(CONVERGE, || async {
-        (lease().await == standby).then_some(())
+        let holder = lease().await;
+        let running = running_pods(west, MC, "app.kubernetes.io/name=strait-mirror").await;
+        (holder != leader && running.contains(&holder)).then_some(holder)
     })
     .await;
     assert!(
         took.is_some(),
-        "the standby {standby} takes the Lease from {leader}"
+        "a running replica takes the Lease from the deleted {leader}:\n{}\n{}",
+        json(west, &["-n", MC, "get", "lease", "strait-mirror"]).await,
+        west.kubectl(&[
+            "-n",
+            MC,
+            "logs",
+            "-l",
+            "app.kubernetes.io/name=strait-mirror",
+            "--tail=20",
+            "--prefix"
+        ])
+        .await
+        .unwrap_or_else(|e| e.to_string())
     );
     let want = set(["web-east", "greeter-east", "echo-east"]);
     let converged = eventually(CONVERGE, || async {
@@ -496,26 +519,43 @@ async fn leader_deleted(pair: &Pair) {
     .await;
 }
 
-/// East's kubelet restarts: its pods keep running (the same pods), and the mirrors and the
-/// traffic through the gateway recover.
+/// East's kubelet restarts: its pods keep running (the same pods), the new kubelet reports
+/// the node and starts a new pod, and traffic through the gateway carries on.
 async fn kubelet_restarted(pair: &mut Pair) {
+    let heartbeat = |nodes: Value| {
+        nodes["items"][0]["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready" && c["status"] == "True")
+            .map(|c| c["lastHeartbeatTime"].clone())
+    };
     let before = pod_names(&pair.east).await;
+    let beat = heartbeat(json(&pair.east, &["get", "nodes"]).await);
+    assert!(beat.is_some(), "east's node is Ready before");
     pair.east.restart_kubelet(0).unwrap();
     let (west, east) = (&pair.west, &pair.east);
-    let node_ready = eventually(CONVERGE, || async {
-        let nodes = json(east, &["get", "nodes"]).await;
-        nodes["items"][0]["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            .then_some(())
+    let reported = eventually(CONVERGE, || async {
+        let now = heartbeat(json(east, &["get", "nodes"]).await)?;
+        (Some(&now) != beat.as_ref()).then_some(())
     })
     .await;
-    assert!(node_ready.is_some(), "east's node is Ready again");
-    rollout(east, MC, "strait-gateway").await;
-    sample_eventually((west, east), NS, "client", &["get", WEB]).await;
+    assert!(
+        reported.is_some(),
+        "the restarted kubelet reports east's node Ready:\n{}",
+        east.log_tails(20)
+    );
+    scale(east, NS, "web", 2).await;
+    rollout(east, NS, "web").await;
+    let load = sample_eventually((west, east), NS, "client", &["load", WEB, "20"]).await;
+    let load: Value = serde_json::from_str(load.trim()).unwrap();
+    assert_eq!(load["ok"], 20, "{load}");
     check_passes(west, "after east's kubelet restarted").await;
-    assert_eq!(pod_names(east).await, before, "the same pods run on");
+    let after = pod_names(east).await;
+    assert!(
+        before.is_subset(&after) && after.len() == before.len() + 1,
+        "the same pods run on, and the new kubelet started one more: {before:?} → {after:?}"
+    );
 }
 
 /// Unexport removes that mirror; unlink removes every mirror of its Link.
@@ -610,15 +650,48 @@ async fn anchor_replaced(pair: &Pair) {
     control_plane_ready(east).await;
     rollout(east, NS, "web").await;
 
+    check_fails(west, "the trust anchors match this cluster's", "differ").await;
     let refused = eventually(CONVERGE, || async {
-        sample(west, NS, "client", &["get", WEB]).await.err()
+        let err = sample(west, NS, "client", &["get", WEB]).await.err()?;
+        (err.contains("502") || err.contains("503")).then_some(err)
     })
     .await;
     assert!(
         refused.is_some(),
-        "west's calls to east fail once east trusts another anchor"
+        "west's calls to east are refused once east trusts another anchor:\n{}",
+        diagnose(west, east).await
     );
-    check_fails(west, "the trust anchors match this cluster's", "differ").await;
+    eprintln!(
+        "suite: with east on another anchor, west's call: {}",
+        refused.unwrap().trim()
+    );
+}
+
+/// Prints each stage's time, for the record (never asserted).
+struct Clock(std::time::Instant);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self(std::time::Instant::now())
+    }
+}
+
+impl Clock {
+    fn lap(&mut self, stage: &str) {
+        eprintln!("suite: {:>6.1}s  {stage}", self.0.elapsed().as_secs_f64());
+        self.0 = std::time::Instant::now();
+    }
+}
+
+/// The names of the running pods matching `selector`.
+async fn running_pods(c: &Cluster, ns: &str, selector: &str) -> BTreeSet<String> {
+    set(pods(c, ns, selector)
+        .await
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()))
 }
 
 /// The pods of east's and west's samples, by name.
