@@ -27,12 +27,14 @@ async fn demo_shows_traffic_crossing_the_gateway() {
     for needle in [
         "web-east  ←  web.shop.svc.cluster.local",
         "echo-east  ←  echo.shop.svc.cluster.local",
+        "greeter-east  ←  greeter.shop.svc.cluster.local",
         "HTTP through the gateway: 40/40 ok (100.0%)",
         "answered by {\"web-",
+        "gRPC through the gateway: 20/20 ok; answered by greeter-",
         "TCP through the gateway: hello over raw TCP",
         "identities east's gateway saw: client.shop.serviceaccount.identity.strait.cluster.local",
         "first cross-cluster response",
-        "east     True   2",
+        "east     True   3",
         "clusters stopped and cleaned up",
     ] {
         assert!(
