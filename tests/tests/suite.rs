@@ -267,8 +267,8 @@ async fn traffic_through_the_gateway(pair: &Pair) {
 }
 
 /// East's caller reaches west's users pod by the mirror's name, pod to pod: the mirror's
-/// endpoints are west's pod addresses, west's pod proxy sees the caller's identity over mTLS,
-/// and west's gateway plays no part.
+/// endpoints are west's pod addresses, each side's proxy verifies the other's identity over
+/// mTLS, and west's gateway plays no part.
 async fn remote_discovery(pair: &Pair) {
     let (west, east) = (&pair.west, &pair.east);
     let users = &pods(west, NS, "app=users").await[0];
@@ -315,6 +315,18 @@ async fn remote_discovery(pair: &Pair) {
             .lines()
             .any(|l| l.contains("direction=\"inbound\"") && l.contains(&caller)),
         "west's users proxy saw east's caller itself over mTLS:\n{metrics}"
+    );
+    let caller_ip = pod_ip(&pods(east, NS, "app=caller").await[0]);
+    let admin: SocketAddr = format!("{caller_ip}:{}", strait_core::ports::ADMIN)
+        .parse()
+        .unwrap();
+    let metrics = http_get(admin, "/metrics").await.unwrap();
+    let users_id = format!("server_id=\"{}\"", id("users", NS));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("direction=\"outbound\"") && l.contains(&users_id)),
+        "east's caller proxy verified west's users pod by its identity:\n{metrics}"
     );
     let after = client_ids(&gateway_metrics(west).await);
     assert_eq!(
