@@ -62,7 +62,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (anchors, creds) = crate::ctx::load_identity(&cfg)?;
+        let (anchors, creds) = crate::app::load_identity(&cfg)?;
         if let Some(c) = &creds {
             tracing::info!(identity = %c.identity(), "loaded certificate");
         }
@@ -73,7 +73,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             // Fixed files: the sender lives as long as the proxy, so readers never see it close.
             std::mem::forget(tx);
         }
-        crate::ctx::run(cfg, anchors, rx, shutdown_signal()).await?;
+        crate::app::run(cfg, anchors, rx, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -3,9 +3,9 @@
 //! sends back: [`status_for`] walks the cause chain to 502 / 503 / 504 and a bounded kind;
 //! [`error_response`] carries only that kind, never the error's text (that goes to the log).
 
+use crate::balance::Unavailable;
 use crate::connect::ConnectError;
 use crate::http_client::{Body, is_caused_by};
-use crate::outbound::balance::Unavailable;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -9,6 +9,7 @@
 //! ```
 
 use crate::addr::EndpointAddr;
+use crate::balance::L5D_ORIG_PROTO;
 use crate::connect::Endpoint;
 use crate::ctx::Ctx;
 use crate::detect::{self, Protocol};
@@ -18,7 +19,6 @@ use crate::http_server::error_response;
 use crate::http_server::status_for;
 use crate::io::{BoxIo, CountingIo, PrefixedIo};
 use crate::metrics::{Direction, Flow, TrafficLabels};
-use crate::outbound::balance::L5D_ORIG_PROTO;
 use crate::outbound::http::success;
 use http::{HeaderValue, Request, Response, Version};
 use http_body_util::BodyExt;

@@ -26,6 +26,8 @@
 
 pub mod addr;
 pub mod admin;
+pub mod app;
+pub mod balance;
 pub mod certify;
 pub mod cli;
 pub mod connect;
@@ -43,5 +45,6 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod outbound;
 
-pub use ctx::{Ctx, RunError, load_identity, run};
+pub use app::{RunError, load_identity, run};
+pub use ctx::Ctx;
 pub use header::HeaderError;

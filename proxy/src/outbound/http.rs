@@ -2,8 +2,8 @@
 //! discoverable, to its original address); errors become 502 / 503 / 504
 //! ([`status_for`]).
 
-use super::balance::{EndpointSvc, ServerInfo, Unavailable};
 use crate::addr::{EndpointAddr, OrigDstAddr};
+use crate::balance::{EndpointSvc, ServerInfo, Unavailable};
 use crate::ctx::Ctx;
 use crate::discover::{EndpointMeta, Resolution};
 use crate::http_client::{Body, BoxError};
@@ -37,7 +37,7 @@ pub async fn serve<I: Io>(io: I, orig: OrigDstAddr, rx: watch::Receiver<Resoluti
         orig,
         target: orig.to_string(),
         rx,
-        fallback: EndpointSvc::new(&ctx, EndpointAddr(orig.0), meta),
+        fallback: EndpointSvc::new(&ctx.connector, EndpointAddr(orig.0), meta),
         ctx: ctx.clone(),
     });
     let guard = ctx.metrics.tcp_open(ctx.metrics.labels(&Flow {
@@ -74,7 +74,7 @@ async fn route(req: Request<Incoming>, c: Arc<Conn>) -> Response<Body> {
             Err(Unavailable(std::time::Duration::ZERO).into()),
         ),
         Resolution::Endpoints(set) => {
-            let b = ctx.balancers.get(&c.target, &c.rx, ctx);
+            let b = ctx.balancers.get(&c.target, &c.rx, &ctx.connector);
             let r = tokio::time::timeout(timeout, b.call(req, ctx.cfg.connect_timeout)).await;
             (Some(set.dst.clone()), r.map_err(Into::into).and_then(|r| r))
         }

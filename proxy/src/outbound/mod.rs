@@ -6,7 +6,6 @@
 //!         ─► detect (skipped for opaque ports) ─► http::serve | tcp::forward
 //! ```
 
-pub mod balance;
 pub mod http;
 pub mod tcp;
 

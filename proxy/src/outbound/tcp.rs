@@ -79,7 +79,7 @@ pub async fn forward<I: Io>(io: I, orig: OrigDstAddr, res: Resolution, ctx: &Ctx
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::outbound::balance::http_endpoint;
+    use crate::balance::http_endpoint;
     use strait_core::transport_header::SessionProtocol;
 
     fn meta(id: bool) -> EndpointMeta {

@@ -10,8 +10,7 @@
 //! to it finish on their own.
 
 use crate::addr::EndpointAddr;
-use crate::connect::Endpoint;
-use crate::ctx::Ctx;
+use crate::connect::{Connector, Endpoint};
 use crate::discover::{EndpointMeta, Resolution};
 use crate::http_client::{BoxError, EndpointClient};
 use futures::channel::mpsc;
@@ -65,8 +64,8 @@ pub struct EndpointSvc {
 }
 
 impl EndpointSvc {
-    pub fn new(ctx: &Ctx, addr: EndpointAddr, meta: EndpointMeta) -> Self {
-        let client = EndpointClient::new(&ctx.connector, &http_endpoint(addr, &meta));
+    pub fn new(connector: &Connector, addr: EndpointAddr, meta: EndpointMeta) -> Self {
+        let client = EndpointClient::new(connector, &http_endpoint(addr, &meta));
         Self {
             meta: Arc::new(meta),
             client,
@@ -126,9 +125,9 @@ impl std::fmt::Debug for Balancer {
 }
 
 impl Balancer {
-    fn spawn(mut rx: watch::Receiver<Resolution>, ctx: &Ctx) -> Self {
+    fn spawn(mut rx: watch::Receiver<Resolution>, connector: &Connector) -> Self {
         let (tx, changes) = mpsc::unbounded();
-        let ctx2 = ctx.clone();
+        let connector = connector.clone();
         tokio::spawn(async move {
             let mut known: BTreeMap<EndpointAddr, EndpointMeta> = BTreeMap::new();
             loop {
@@ -144,7 +143,7 @@ impl Balancer {
                 }
                 for (addr, meta) in &current {
                     if known.get(addr) != Some(meta) {
-                        let svc = EndpointSvc::new(&ctx2, *addr, meta.clone());
+                        let svc = EndpointSvc::new(&connector, *addr, meta.clone());
                         if tx.unbounded_send(Ok(Change::Insert(*addr, svc))).is_err() {
                             return;
                         }
@@ -190,12 +189,19 @@ impl Balancer {
 pub struct Balancers(Arc<Mutex<HashMap<String, Arc<Balancer>>>>);
 
 impl Balancers {
-    pub fn get(&self, target: &str, rx: &watch::Receiver<Resolution>, ctx: &Ctx) -> Arc<Balancer> {
+    /// The balancer of `target`, started on first use with endpoints from `rx`, each reached
+    /// through `connector`.
+    pub fn get(
+        &self,
+        target: &str,
+        rx: &watch::Receiver<Resolution>,
+        connector: &Connector,
+    ) -> Arc<Balancer> {
         let Ok(mut map) = self.0.lock() else {
-            return Arc::new(Balancer::spawn(rx.clone(), ctx));
+            return Arc::new(Balancer::spawn(rx.clone(), connector));
         };
         map.entry(target.to_owned())
-            .or_insert_with(|| Arc::new(Balancer::spawn(rx.clone(), ctx)))
+            .or_insert_with(|| Arc::new(Balancer::spawn(rx.clone(), connector)))
             .clone()
     }
 }
