@@ -4,12 +4,14 @@
 use crate::TlsError;
 use crate::ca::TrustAnchors;
 use crate::creds::{CertResolver, CredentialsReceiver};
-use crate::leaf::{dns_names, identity_of};
-use rustls::client::danger::ServerCertVerifier;
+use crate::leaf::identity_of;
+// webhook.rs imports the provider from here; `crate::provider` is its home.
+pub(crate) use crate::provider::provider;
+use crate::verify::ExactIdentity;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, CommonState, ServerConfig};
 use rustls_pki_types::ServerName;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use strait_core::identity::Identity;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -23,13 +25,6 @@ pub enum ClientAuth {
     Required,
     /// A client may connect without one; a certificate it does present is still verified.
     Optional,
-}
-
-/// The ring crypto provider, shared.
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
 }
 
 /// A TLS 1.3 server presenting the newest certificate from `creds`, verifying client
@@ -76,7 +71,7 @@ pub fn client_config(
             side: "client",
             source,
         })?
-        // A custom verifier makes verification stricter, never looser: see `ExactIdentity`.
+        // A custom verifier makes verification stricter, never looser: see `verify::ExactIdentity`.
         .dangerous()
         .with_custom_certificate_verifier(ExactIdentity::new(anchors)?)
         .with_client_cert_resolver(Arc::new(CertResolver::new(creds)));
@@ -84,76 +79,6 @@ pub fn client_config(
     cfg.resumption = rustls::client::Resumption::disabled();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
-}
-
-/// WebPKI verification (chain to the anchors, validity, ServerAuth, name) plus one rule:
-/// the certificate names exactly one DNS identity, the one expected. A certificate that also
-/// names something else (or a wildcard) is refused as not valid for the name.
-#[derive(Debug)]
-struct ExactIdentity {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ExactIdentity {
-    fn new(anchors: &TrustAnchors) -> Result<Arc<Self>, TlsError> {
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            anchors.root_store(),
-            provider(),
-        )
-        .build()
-        .map_err(TlsError::Verifier)?;
-        Ok(Arc::new(Self { inner }))
-    }
-}
-
-impl ServerCertVerifier for ExactIdentity {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls_pki_types::CertificateDer<'_>,
-        intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let ok = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
-        let names = dns_names(end_entity).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        match (names.as_slice(), server_name) {
-            ([one], ServerName::DnsName(expected)) if one == expected.as_ref() => Ok(ok),
-            _ => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName,
-            )),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// Connects over `io`, sending `server` as SNI and accepting only its certificate.
@@ -194,26 +119,4 @@ pub fn peer_identity(conn: &CommonState) -> Result<Identity, TlsError> {
         .filter(|c| !c.is_empty())
         .ok_or(TlsError::NoPeerCertificate)?;
     identity_of(&certs[0])
-}
-
-/// Checks that `chain` (leaf first) is a valid certificate for `identity` chained to
-/// `anchors` at `now`: what a workload does with a freshly issued leaf before using it.
-pub fn verify_chain(
-    anchors: &TrustAnchors,
-    identity: &Identity,
-    chain: &[rustls_pki_types::CertificateDer<'static>],
-    now: std::time::SystemTime,
-) -> Result<(), TlsError> {
-    let verifier = ExactIdentity::new(anchors)?;
-    let (leaf, rest) = chain.split_first().ok_or(TlsError::NoPeerCertificate)?;
-    let name = ServerName::try_from(identity.to_string())
-        .map_err(|_| TlsError::ServerName(identity.to_string()))?;
-    let now = rustls_pki_types::UnixTime::since_unix_epoch(
-        now.duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default(),
-    );
-    verifier
-        .verify_server_cert(leaf, rest, &name, &[], now)
-        .map(|_| ())
-        .map_err(|e| TlsError::handshake(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }

@@ -38,7 +38,7 @@ impl Credentials {
             .first()
             .ok_or_else(|| TlsError::NoCertificate { what: what.clone() })?;
         let (not_before, not_after) = cert_validity(first)?;
-        let signing = crate::config::provider()
+        let signing = crate::provider::provider()
             .key_provider
             .load_private_key(key)
             .map_err(|_| TlsError::NoKey { what: what.clone() })?;

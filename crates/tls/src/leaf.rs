@@ -1,7 +1,7 @@
 //! Leaf certificates: the workload's key and CSR, and the issuer's checks and signature.
 
 use crate::TlsError;
-use crate::ca::{CLOCK_SKEW, Issuer, TrustAnchors, random_serial, to_system_time};
+use crate::ca::{CLOCK_SKEW, Issuer, random_serial, to_system_time};
 use rcgen::{
     CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
@@ -142,24 +142,6 @@ impl Issuer {
             intermediates: self.chain().to_vec(),
             not_before: nb,
             not_after: na,
-        })
-    }
-}
-
-impl Issuer {
-    /// Proves that leaves this issuer signs verify under `anchors`: issues a short-lived leaf
-    /// for `probe` and verifies it. Run it at start-up, so a mismatched issuer and anchor
-    /// bundle is found before the first workload is refused.
-    pub fn verify_against(&self, anchors: &TrustAnchors, probe: &Identity) -> Result<(), TlsError> {
-        let now = SystemTime::now();
-        let req = generate_csr(probe)?;
-        let leaf = self.issue(&req.csr, probe, Duration::from_secs(60), now)?;
-        crate::config::verify_chain(anchors, probe, &leaf.chain(), now).map_err(|e| {
-            let reason = match e {
-                TlsError::Handshake { source, .. } => source.to_string(),
-                other => other.to_string(),
-            };
-            TlsError::IssuerNotTrusted { reason }
         })
     }
 }

@@ -41,8 +41,10 @@ mod config;
 mod creds;
 mod error;
 mod leaf;
+mod provider;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod verify;
 mod webhook;
 
 pub use anonymous::anonymous_client_config;
@@ -51,8 +53,7 @@ pub use ca::{
     SECRET_CERT_KEYS, SECRET_KEY_KEYS, TrustAnchors, der_to_pem, write_pem,
 };
 pub use config::{
-    ALPN_TRANSPORT_HEADER, ClientAuth, accept, client_config, connect, peer_identity,
-    server_config, verify_chain,
+    ALPN_TRANSPORT_HEADER, ClientAuth, accept, client_config, connect, peer_identity, server_config,
 };
 pub use creds::{
     CertResolver, Credentials, CredentialsReceiver, CredentialsSender, credentials_channel,
@@ -61,6 +62,7 @@ pub use error::{HandshakeFailure, TlsError};
 pub use leaf::{DEFAULT_LEAF_LIFETIME, KeyAndCsr, Leaf, cert_validity, dns_names, generate_csr};
 pub use rustls;
 pub use tokio_rustls;
+pub use verify::verify_chain;
 pub use webhook::{ServingCert, webhook_server_config, webhook_server_config_watch};
 
 #[cfg(test)]
