@@ -1,6 +1,7 @@
 //! Two replicas of the service mirror, each the real `strait-mirror` binary in its own
 //! process (`e2e-mirror`), with different holder identities and one Lease on west's real API
-//! server; east exports Services, its gateway stood in as in `mirror.rs`.
+//! server; east exports Services, its gateway stood in as in the `mirror` tests
+//! ([`linked_pair`]).
 //!
 //! Proved, in order: exactly one replica holds the Lease and mirrors; the other writes
 //! nothing, reports `strait_mirror_leader 0` and `/ready` 200 `standby`. The leader killed
@@ -21,11 +22,10 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use mirror_support::*;
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use strait_core::labels;
-use strait_k8s_api::Link;
 use strait_localcluster::{Cluster, PodSpec, Process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -184,28 +184,12 @@ async fn mirrors_are(w: &Client, want: &[&str]) -> Res {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirror_replicas_fail_over() -> Res {
     init("info,kube=warn");
-    let (west, east) = clusters(&["shop"], &["shop"]).await?;
+    let web = PodSpec::new("shop", "web").label("app", "web");
+    // `_gw` answers the leader's probes until the test ends.
+    let (west, east, Linked { pki, gw: _gw, .. }, [_web_pod]) =
+        linked_pair(&["shop"], &["shop"], [web]).await?;
     let (w, e) = (west.client(), east.client());
-    // A pod in east gives the root namespace east's host address, where the gateway listens.
-    let _web_pod = east
-        .pod(PodSpec::new("shop", "web").label("app", "web"))
-        .await?;
-    let gw_ip = IpAddr::V4(east.host_addr());
-    let pki = pki()?;
-    let gw = gateway(gw_ip, &pki.good).await?;
-    put_secret(
-        &w,
-        "east-credentials",
-        &std::fs::read_to_string(east.kubeconfig_path())?,
-    )
-    .await?;
     let pp = PostParams::default();
-    Api::<Link>::namespaced(w.clone(), LINK_NS)
-        .create(
-            &pp,
-            &link("east", "east-credentials", gw_ip, gw.addr.port(), GW_ID)?,
-        )
-        .await?;
     let esvc = Api::<Service>::namespaced(e.clone(), "shop");
     let web = service("shop", "web", 80, &[EXPORTED], Some("web"))?;
     esvc.create(&pp, &web).await?;

@@ -1,11 +1,12 @@
 //! What the mirror tests share: two clusters with the Link CRD, a PKI and a stand-in gateway,
-//! Services and Links as the tests write them, and reads of what the controller made.
+//! Services and Links as the tests write them, the pair linked as most tests need it
+//! ([`linked_pair`]), and reads of what the controller made.
 // Each test file uses its own part of these.
 #![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use strait_core::labels;
 use strait_k8s_api::{Link, LinkStatus};
-use strait_localcluster::{Cluster, ClusterConfig};
+use strait_localcluster::{Cluster, ClusterConfig, Pod, PodSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub type Res<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -302,4 +303,75 @@ pub async fn clusters(west_ns: &[&str], east_ns: &[&str]) -> Res<(Cluster, Clust
         east.ensure_namespace(ns).await?;
     }
     Ok((west, east))
+}
+
+/// Writes west's credentials Secret for east (named as `link` names it, holding east's own
+/// kubeconfig) and creates `link`; returns west's Links.
+pub async fn put_link(west: &Cluster, east: &Cluster, link: &Link) -> Res<Api<Link>> {
+    let w = west.client();
+    put_secret(
+        &w,
+        &link.spec.cluster_credentials_secret,
+        &std::fs::read_to_string(east.kubeconfig_path())?,
+    )
+    .await?;
+    let links: Api<Link> = Api::namespaced(w, LINK_NS);
+    links.create(&PostParams::default(), link).await?;
+    Ok(links)
+}
+
+/// What links west to east in a [`LinkedPair`].
+pub struct Linked {
+    pub pki: Pki,
+    /// The stand-in gateway on east's host address, with the gateway identity's certificate;
+    /// it answers the probe until `gw.up` is cleared.
+    pub gw: Gateway,
+    /// West's Links (in [`LINK_NS`]), `east` among them.
+    pub links: Api<Link>,
+}
+
+/// West and east linked as most mirror tests link them, from [`linked_pair`]: the clusters,
+/// what links them, and the pods started in east. A tuple, so that one `let` binds it all
+/// and the pods and the gateway are dropped before the clusters, as a test's own locals
+/// would be.
+pub type LinkedPair<const N: usize> = (Cluster, Cluster, Linked, [Pod; N]);
+
+/// The two clusters with the namespaces asked for (see [`clusters`]), `pods` started in east
+/// in order, a PKI, the stand-in gateway on east's host address, and in west the credentials
+/// Secret `east-credentials` and the Link `east` to that gateway (probed on the stand-in's
+/// port), as [`link`] writes it. No controller runs yet.
+pub async fn linked_pair<const N: usize>(
+    west_ns: &[&str],
+    east_ns: &[&str],
+    pods: [PodSpec; N],
+) -> Res<LinkedPair<N>> {
+    linked_pair_with(west_ns, east_ns, pods, |_| Ok(())).await
+}
+
+/// [`linked_pair`], with the Link changed by `edit` before it is created.
+pub async fn linked_pair_with<const N: usize>(
+    west_ns: &[&str],
+    east_ns: &[&str],
+    pods: [PodSpec; N],
+    edit: impl FnOnce(&mut Link) -> Res,
+) -> Res<LinkedPair<N>> {
+    if N == 0 {
+        // Only a pod gives the root namespace east's host address, where the gateway listens.
+        return Err("a linked pair needs a pod in east for its gateway".into());
+    }
+    let (west, east) = clusters(west_ns, east_ns).await?;
+    let mut started = Vec::with_capacity(N);
+    for spec in pods {
+        started.push(east.pod(spec).await?);
+    }
+    let pods: [Pod; N] = started
+        .try_into()
+        .map_err(|_| "the pods started are not the pods asked for")?;
+    let gw_ip = IpAddr::V4(east.host_addr());
+    let pki = pki()?;
+    let gw = gateway(gw_ip, &pki.good).await?;
+    let mut l = link("east", "east-credentials", gw_ip, gw.addr.port(), GW_ID)?;
+    edit(&mut l)?;
+    let links = put_link(&west, &east, &l).await?;
+    Ok((west, east, Linked { pki, gw, links }, pods))
 }
