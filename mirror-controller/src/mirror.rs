@@ -3,7 +3,7 @@
 //! remote discovery). The controller compares these with what exists and writes only
 //! differences.
 
-use crate::plan::{Plan, excluded};
+use crate::plan::Plan;
 use crate::remote::{PodMeta, RdSlice, SlicePort};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -20,11 +20,6 @@ pub const FIELD_MANAGER: &str = "strait-mirror";
 pub const SPEC_HASH: &str = "mirror.strait.dev/spec-hash";
 const SERVICE_NAME_LABEL: &str = crate::remote::SERVICE_NAME_LABEL;
 const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
-/// Topology hints are about the remote cluster's zones; they mean nothing here.
-const TOPOLOGY: [&str; 2] = [
-    "service.kubernetes.io/topology-aware-hints",
-    "service.kubernetes.io/topology-mode",
-];
 
 /// Why a remote Service cannot be mirrored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,20 +68,6 @@ pub fn is_ours(meta: &ObjectMeta, cluster: &str) -> bool {
     })
 }
 
-fn keep(k: &str, patterns: &[String]) -> bool {
-    !k.starts_with(labels::PREFIX) && !TOPOLOGY.contains(&k) && !excluded(patterns, k)
-}
-
-/// Whether the mirror copies the remote label `k`.
-pub fn copies_label(plan: &Plan, k: &str) -> bool {
-    keep(k, &plan.excluded_labels)
-}
-
-/// Whether the mirror copies the remote annotation `k`.
-pub fn copies_annotation(plan: &Plan, k: &str) -> bool {
-    keep(k, &plan.excluded_annotations) && k != "kubectl.kubernetes.io/last-applied-configuration"
-}
-
 /// The mirror Service for `remote`. A remote-discovery mirror says so in a label
 /// ([`labels::REMOTE_DISCOVERY`]) and names no gateway identity.
 pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, InvalidService> {
@@ -123,7 +104,7 @@ pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, Inval
         .labels
         .iter()
         .flatten()
-        .filter(|(k, _)| copies_label(plan, k))
+        .filter(|(k, _)| plan.copies_label(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     lbls.insert(labels::MIRRORED_SERVICE.into(), "true".into());
@@ -136,7 +117,7 @@ pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, Inval
         .annotations
         .iter()
         .flatten()
-        .filter(|(k, _)| copies_annotation(plan, k))
+        .filter(|(k, _)| plan.copies_annotation(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     annos.insert(

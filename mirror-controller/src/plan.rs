@@ -7,7 +7,7 @@ use kube::core::{Selector, SelectorExt};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
-use strait_core::Identity;
+use strait_core::{Identity, labels};
 use strait_k8s_api::LinkSpec;
 
 /// One entry of `gatewayAddress`.
@@ -174,6 +174,19 @@ impl Plan {
         )
     }
 
+    /// Whether a mirror copies the remote label `k`: not ours (`mirror.strait.dev/`), not a
+    /// topology hint, not in `excludedLabels`.
+    pub fn copies_label(&self, k: &str) -> bool {
+        copies(k, &self.excluded_labels)
+    }
+
+    /// Whether a mirror copies the remote annotation `k`: as for labels, against
+    /// `excludedAnnotations`, and never `kubectl`'s last-applied configuration.
+    pub fn copies_annotation(&self, k: &str) -> bool {
+        copies(k, &self.excluded_annotations)
+            && k != "kubectl.kubernetes.io/last-applied-configuration"
+    }
+
     /// The identity of remote service account `sa` in namespace `ns`, when it is one.
     pub fn remote_identity(&self, sa: &str, ns: &str) -> Option<Identity> {
         Identity::new(
@@ -284,6 +297,16 @@ pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, Inva
     Ok(Duration::from_secs_f64(total))
 }
 
+/// Topology hints are about the remote cluster's zones; they mean nothing to a mirror.
+const TOPOLOGY: [&str; 2] = [
+    "service.kubernetes.io/topology-aware-hints",
+    "service.kubernetes.io/topology-mode",
+];
+
+fn copies(k: &str, patterns: &[String]) -> bool {
+    !k.starts_with(labels::PREFIX) && !TOPOLOGY.contains(&k) && !excluded(patterns, k)
+}
+
 /// Whether `key` matches one of the patterns (exact, or a prefix when it ends with `/*`).
 pub fn excluded(patterns: &[String], key: &str) -> bool {
     patterns.iter().any(|p| match p.strip_suffix('*') {
@@ -293,9 +316,25 @@ pub fn excluded(patterns: &[String], key: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    /// The Link most tests of the pure parts (mirrors, remote stores) use.
+    pub(crate) fn plan() -> Plan {
+        let spec: LinkSpec = serde_json::from_value(serde_json::json!({
+            "targetClusterName": "east",
+            "clusterCredentialsSecret": "c",
+            "gatewayAddress": "10.0.0.1",
+            "gatewayPort": 4143,
+            "gatewayIdentity": "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local",
+            "selector": {"matchLabels": {"mirror.strait.dev/exported": "true"}},
+            "excludedLabels": ["secret.io/*"],
+            "excludedAnnotations": ["drop-me"],
+        }))
+        .expect("spec");
+        Plan::new(&spec).expect("plan")
+    }
 
     fn spec() -> LinkSpec {
         serde_json::from_value(serde_json::json!({

@@ -14,7 +14,6 @@
 //! whole map at `InitDone`, so a deletion missed during a watch outage disappears with the
 //! re-list.
 
-use crate::mirror;
 use crate::plan::{Plan, WayIn};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -93,8 +92,8 @@ impl RemoteSvc {
             resource_version: boxed(&m.resource_version),
             external_name: spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName"),
             headless: spec.and_then(|s| s.cluster_ip.as_deref()) == Some("None"),
-            labels: pairs(&m.labels, |k| mirror::copies_label(plan, k)),
-            annotations: pairs(&m.annotations, |k| mirror::copies_annotation(plan, k)),
+            labels: pairs(&m.labels, |k| plan.copies_label(k)),
+            annotations: pairs(&m.annotations, |k| plan.copies_annotation(k)),
             ports: spec
                 .and_then(|s| s.ports.as_ref())
                 .into_iter()

@@ -1,21 +1,5 @@
 use super::*;
-use strait_k8s_api::LinkSpec;
-
-/// The Link most tests of the pure parts use.
-pub(crate) fn plan() -> Plan {
-    let spec: LinkSpec = serde_json::from_value(serde_json::json!({
-        "targetClusterName": "east",
-        "clusterCredentialsSecret": "c",
-        "gatewayAddress": "10.0.0.1",
-        "gatewayPort": 4143,
-        "gatewayIdentity": "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local",
-        "selector": {"matchLabels": {"mirror.strait.dev/exported": "true"}},
-        "excludedLabels": ["secret.io/*"],
-        "excludedAnnotations": ["drop-me"],
-    }))
-    .expect("spec");
-    Plan::new(&spec).expect("plan")
-}
+use crate::plan::tests::plan;
 
 fn remote() -> Service {
     serde_json::from_value(serde_json::json!({

@@ -1,5 +1,6 @@
 use super::*;
-use crate::mirror::tests::plan;
+use crate::mirror;
+use crate::plan::tests::plan;
 use kube::runtime::watcher::Event;
 
 fn full(name: &str, exported: bool) -> Service {
