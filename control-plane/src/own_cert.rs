@@ -186,26 +186,17 @@ mod tests {
     #[test]
     fn own_certificates_are_single_san_and_chain_to_the_anchor() {
         let now = SystemTime::now();
-        let anchor =
-            Issuer::generate_anchor("cluster.local", strait_tls::DEFAULT_ANCHOR_LIFETIME, now)
-                .unwrap();
-        let issuer = anchor
-            .generate_issuer(
-                "identity.strait.cluster.local",
-                strait_tls::DEFAULT_ISSUER_LIFETIME,
-                now,
-            )
-            .unwrap();
+        let pki = strait_tls::testing::TestPki::new();
         let id: Identity = "strait-identity.strait.serviceaccount.identity.strait.cluster.local"
             .parse()
             .unwrap();
-        let creds = issue(&issuer, &id, Duration::from_secs(3600)).unwrap();
+        let creds = issue(&pki.issuer, &id, Duration::from_secs(3600)).unwrap();
         assert_eq!(creds.identity(), &id);
         let chain = creds.chain().to_vec();
         assert_eq!(
             strait_tls::dns_names(&chain[0]).unwrap(),
             vec![id.to_string()]
         );
-        strait_tls::verify_chain(&anchor.as_anchors().unwrap(), &id, &chain, now).unwrap();
+        strait_tls::verify_chain(&pki.anchors, &id, &chain, now).unwrap();
     }
 }

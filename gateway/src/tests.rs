@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use strait_core::identity::Identity;
 use strait_core::transport_header::{ALPN, PREFACE, SessionProtocol, TransportHeader};
 use strait_proxy::addr::EndpointAddr;
@@ -17,7 +17,7 @@ use strait_proxy::connect::{Connector, Dial};
 use strait_proxy::discover::{EndpointMeta, EndpointSet, Fallback, Resolution, Resolver};
 use strait_proxy::io::BoxIo;
 use strait_tls::rustls::ClientConfig;
-use strait_tls::{Credentials, Issuer, TrustAnchors};
+use strait_tls::testing::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
 
@@ -25,49 +25,8 @@ const GW: &str = "strait-gateway.strait-multicluster.serviceaccount.identity.str
 const CLIENT: &str = "web.shop.serviceaccount.identity.strait.cluster.local";
 const TARGET_ID: &str = "api.shop.serviceaccount.identity.strait.cluster.local";
 
-struct Pki {
-    anchors: TrustAnchors,
-    issuer: Issuer,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let now = SystemTime::now();
-        let anchor =
-            Issuer::generate_anchor("cluster.local", strait_tls::DEFAULT_ANCHOR_LIFETIME, now)
-                .unwrap();
-        let issuer = anchor
-            .generate_issuer(
-                "identity.strait.cluster.local",
-                strait_tls::DEFAULT_ISSUER_LIFETIME,
-                now,
-            )
-            .unwrap();
-        Self {
-            anchors: anchor.as_anchors().unwrap(),
-            issuer,
-        }
-    }
-
-    fn creds(&self, id: &str) -> Credentials {
-        let id: Identity = id.parse().unwrap();
-        let req = strait_tls::generate_csr(&id).unwrap();
-        let leaf = self
-            .issuer
-            .issue(
-                &req.csr,
-                &id,
-                strait_tls::DEFAULT_LEAF_LIFETIME,
-                SystemTime::now(),
-            )
-            .unwrap();
-        Credentials::new(id, leaf.chain(), req.key).unwrap()
-    }
-
-    fn client(&self, id: Option<&str>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-        let (_tx, rx) = strait_tls::credentials_channel(id.map(|i| self.creds(i)));
-        strait_tls::client_config(&self.anchors, rx, alpn).unwrap()
-    }
+fn id(s: &str) -> Identity {
+    s.parse().unwrap()
 }
 
 /// Resolves every target to the same endpoints (an empty set reads as "no endpoints").
@@ -95,7 +54,7 @@ impl Dial for PipeDial {
 }
 
 struct Fixture {
-    pki: Pki,
+    pki: TestPki,
     gateway: Gateway,
     registry: Registry,
     dialed: tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, DuplexStream)>,
@@ -129,8 +88,8 @@ fn fixture(policy: Policy, endpoints: Vec<Endpoint>, forbid_plaintext: bool) -> 
 }
 
 fn fixture_with(policy: Policy, resolver: Resolver, forbid_plaintext: bool) -> Fixture {
-    let pki = Pki::new();
-    let (_tx, rx) = strait_tls::credentials_channel(Some(pki.creds(GW)));
+    let pki = TestPki::new();
+    let rx = pki.receiver(&id(GW));
     let crate::app::TlsConfigs { server, .. } =
         crate::tls_configs(&pki.anchors, rx.clone()).unwrap();
     let connector = Connector::new(&pki.anchors, rx, Duration::from_secs(5)).unwrap();
@@ -183,7 +142,7 @@ impl Fixture {
     /// Connects as `client`, sends `bytes` after the handshake, and returns the refusal label.
     async fn refused(&self, cfg: Arc<ClientConfig>, bytes: &[u8]) -> &'static str {
         let (c, task) = self.accept();
-        let gw: Identity = GW.parse().unwrap();
+        let gw = id(GW);
         let bytes = bytes.to_vec();
         let client = tokio::spawn(async move {
             if let Ok(mut tls) = strait_tls::connect(cfg, &gw, c).await {
@@ -230,10 +189,10 @@ async fn refuses_a_client_without_a_certificate() {
 #[tokio::test]
 async fn refuses_another_trust_anchor() {
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-    let other = Pki::new();
+    let other = TestPki::new();
     // Trusts our anchor for the server, but presents a certificate from another anchor.
-    let (_tx, rx) = strait_tls::credentials_channel(Some(other.creds(CLIENT)));
-    let cfg = strait_tls::client_config(&f.pki.anchors, rx, &[ALPN]).unwrap();
+    let cfg =
+        strait_tls::client_config(&f.pki.anchors, other.receiver(&id(CLIENT)), &[ALPN]).unwrap();
     assert_eq!(f.refused(cfg, b"").await, "unknown_trust_anchor");
 }
 
@@ -274,14 +233,14 @@ async fn refuses_a_plaintext_client_as_not_tls() {
 #[tokio::test]
 async fn refuses_a_client_without_alpn() {
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-    let cfg = f.pki.client(Some(CLIENT), &[]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[]);
     assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "no_alpn");
 }
 
 #[tokio::test]
 async fn refuses_malformed_and_oversized_headers() {
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     assert_eq!(
         f.refused(cfg.clone(), b"GET / HTTP/1.1\r\n\r\n").await,
         "header_malformed"
@@ -294,7 +253,7 @@ async fn refuses_malformed_and_oversized_headers() {
     junk.extend_from_slice(&3u32.to_be_bytes());
     junk.extend_from_slice(&[0xff, 0xff, 0xff]);
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     assert_eq!(f.refused(cfg, &junk).await, "header_malformed");
 }
 
@@ -302,7 +261,7 @@ async fn refuses_malformed_and_oversized_headers() {
 async fn refuses_ports_outside_the_range() {
     for port in [0i64, 70000, -1] {
         let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-        let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+        let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
         // field 1 (port), varint; int32 negatives are 10-byte varints.
         let mut msg = vec![0x08];
         let mut v = port as u64;
@@ -325,7 +284,7 @@ async fn refuses_ports_outside_the_range() {
 #[tokio::test]
 async fn refuses_names_outside_the_cluster_domain() {
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     let h = header("web.shop.svc.other.example", 80, None);
     assert_eq!(f.refused(cfg, &h).await, "name_outside_domain");
 }
@@ -333,7 +292,7 @@ async fn refuses_names_outside_the_cluster_domain() {
 #[tokio::test]
 async fn refuses_a_loop() {
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-    let cfg = f.pki.client(Some(GW), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(GW)), &[ALPN]);
     assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "loop");
 }
 
@@ -341,27 +300,27 @@ async fn refuses_a_loop() {
 async fn refuses_identities_outside_the_allow_list() {
     let policy = Policy::parse("*.payments.serviceaccount.identity.strait.cluster.local").unwrap();
     let f = fixture(policy, vec![endpoint(false)], false);
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "unauthorized");
 }
 
 #[tokio::test]
 async fn refuses_a_silent_client() {
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     assert_eq!(f.refused(cfg, b"").await, "header_timeout");
 }
 
 #[tokio::test]
 async fn refuses_plaintext_targets_when_forbidden_and_unknown_targets() {
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], true);
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     assert_eq!(
         f.refused(cfg, &header(WEB, 80, None)).await,
         "plaintext_forbidden"
     );
     let f = fixture(Policy::AllowAll, vec![], false);
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, "no_endpoints");
     for (answer, label) in [
         (Fallback::NotDiscoverable, "unknown_target"),
@@ -372,7 +331,7 @@ async fn refuses_plaintext_targets_when_forbidden_and_unknown_targets() {
             Resolver::fixed(Resolution::Fallback(answer)),
             false,
         );
-        let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+        let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
         assert_eq!(f.refused(cfg, &header(WEB, 80, None)).await, label);
     }
 }
@@ -407,7 +366,7 @@ async fn connect(
     tokio::task::JoinHandle<Result<(), crate::Refusal>>,
 ) {
     let (c, task) = f.accept();
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     let mut tls = strait_tls::connect(cfg, &GW.parse().unwrap(), c)
         .await
         .unwrap();
@@ -453,10 +412,9 @@ async fn meshed_targets_get_mtls_and_a_header_with_the_pod_port() {
     let (addr, target) = f.dialed.recv().await.unwrap();
     assert_eq!(addr, "198.18.0.10:4143".parse::<SocketAddr>().unwrap());
     // The target's proxy: mTLS as TARGET_ID, sees the gateway's identity and a header.
-    let (_tx, rx) = strait_tls::credentials_channel(Some(f.pki.creds(TARGET_ID)));
     let server = strait_tls::server_config(
         &f.pki.anchors,
-        rx,
+        f.pki.receiver(&id(TARGET_ID)),
         strait_tls::ClientAuth::Required,
         &[ALPN],
     )
@@ -511,7 +469,7 @@ async fn a_reloaded_allow_list_applies_to_the_next_connection() {
     // The policy channel is what the file watcher feeds; switch it by hand here.
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(Policy::AllowAll));
     let f = fixture(Policy::AllowAll, vec![endpoint(false)], false);
-    let gw_creds = strait_tls::credentials_channel(Some(f.pki.creds(GW))).1;
+    let gw_creds = f.pki.receiver(&id(GW));
     let gw = Gateway::new(
         config(false),
         crate::tls_configs(&f.pki.anchors, gw_creds.clone())
@@ -534,7 +492,7 @@ async fn a_reloaded_allow_list_applies_to_the_next_connection() {
         let _ = tls.write_all(&header(WEB, 80, None)).await;
         task.await.unwrap().unwrap_err().metric_label()
     };
-    let cfg = f.pki.client(Some(CLIENT), &[ALPN]);
+    let cfg = f.pki.client(Some(&id(CLIENT)), &[ALPN]);
     assert_eq!(try_once(gw.clone(), cfg.clone()).await, "no_endpoints");
     tx.send_replace(Arc::new(Policy::parse("").unwrap()));
     assert_eq!(try_once(gw.clone(), cfg).await, "unauthorized");

@@ -10,7 +10,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
 use strait_cli::install::{Settings, render_control_plane, render_multicluster};
 
 fn helm() -> PathBuf {
@@ -41,33 +40,12 @@ struct Identity {
 
 fn identity() -> Identity {
     let dir = tempfile::tempdir().unwrap();
-    let now = SystemTime::now();
-    let anchor = strait_tls::Issuer::generate_anchor(
-        "cluster.local",
-        strait_tls::DEFAULT_ANCHOR_LIFETIME,
-        now,
-    )
-    .unwrap();
-    let issuer = anchor
-        .generate_issuer(
-            "identity.strait.cluster.local",
-            strait_tls::DEFAULT_ISSUER_LIFETIME,
-            now,
-        )
-        .unwrap();
-    let (ca, crt, key) = (
-        dir.path().join("ca.crt"),
-        dir.path().join("issuer.crt"),
-        dir.path().join("issuer.key"),
-    );
-    std::fs::write(&ca, anchor.cert_pem()).unwrap();
-    std::fs::write(&crt, issuer.cert_pem()).unwrap();
-    std::fs::write(&key, issuer.key_pem()).unwrap();
+    let files = strait_tls::testing::TestPki::new().write_issuer_files(dir.path());
     Identity {
         _dir: dir,
-        ca,
-        crt,
-        key,
+        ca: files.anchors,
+        crt: files.cert,
+        key: files.key,
     }
 }
 

@@ -9,7 +9,6 @@
 //! same client again; shutdown drains within its bound.
 #![allow(clippy::unwrap_used)]
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,15 +16,14 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::PostParams;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use strait_control_plane::destination::{self, DestinationConfig, Discovery, Metrics};
 use strait_core::identity::Identity;
 use strait_core::transport_header::{ALPN, PREFACE, SessionProtocol, TransportHeader};
 use strait_localcluster::{Cluster, ClusterConfig, PodSpec};
 use strait_tls::rustls::ClientConfig;
-use strait_tls::{Credentials, Issuer, TrustAnchors};
+use strait_tls::testing::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -41,85 +39,8 @@ const GW: &str = "strait-gateway.strait-multicluster.serviceaccount.identity.str
 const CLIENT: &str = "frontend.shop.serviceaccount.identity.strait.cluster.local";
 const WEB: &str = "web.shop.svc.cluster.local";
 
-struct Pki {
-    anchors: TrustAnchors,
-    issuer: Issuer,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let now = SystemTime::now();
-        let anchor =
-            Issuer::generate_anchor("cluster.local", strait_tls::DEFAULT_ANCHOR_LIFETIME, now)
-                .unwrap();
-        let issuer = anchor
-            .generate_issuer(
-                "identity.strait.cluster.local",
-                strait_tls::DEFAULT_ISSUER_LIFETIME,
-                now,
-            )
-            .unwrap();
-        Self {
-            anchors: anchor.as_anchors().unwrap(),
-            issuer,
-        }
-    }
-
-    /// A leaf for `id`: its chain and PKCS#8 key, DER.
-    fn leaf(
-        &self,
-        id: &str,
-    ) -> (
-        Vec<strait_tls::rustls::pki_types::CertificateDer<'static>>,
-        Vec<u8>,
-    ) {
-        let id: Identity = id.parse().unwrap();
-        let req = strait_tls::generate_csr(&id).unwrap();
-        let leaf = self
-            .issuer
-            .issue(
-                &req.csr,
-                &id,
-                strait_tls::DEFAULT_LEAF_LIFETIME,
-                SystemTime::now(),
-            )
-            .unwrap();
-        (leaf.chain(), req.key.secret_der().to_vec())
-    }
-
-    fn client(&self, id: Option<&str>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-        let creds = id.map(|id| {
-            let (chain, key) = self.leaf(id);
-            Credentials::new(
-                id.parse().unwrap(),
-                chain,
-                strait_tls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
-            )
-            .unwrap()
-        });
-        let (_tx, rx) = strait_tls::credentials_channel(creds);
-        strait_tls::client_config(&self.anchors, rx, alpn).unwrap()
-    }
-
-    /// Writes the gateway's cert, key and the anchors into `dir`.
-    fn write_gateway_files(&self, dir: &Path) {
-        let (chain, key) = self.leaf(GW);
-        let chain_pem = TrustAnchors::from_certs(chain).unwrap().to_pem();
-        std::fs::write(dir.join("gw.crt"), chain_pem).unwrap();
-        std::fs::write(dir.join("gw.key"), pem("PRIVATE KEY", &key)).unwrap();
-        std::fs::write(dir.join("ca.crt"), self.anchors.to_pem()).unwrap();
-    }
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+fn id(s: &str) -> Identity {
+    s.parse().unwrap()
 }
 
 fn header(name: &str, port: u16, protocol: Option<SessionProtocol>) -> Vec<u8> {
@@ -177,7 +98,7 @@ async fn http_get(
 }
 
 /// GET over TLS to the admin port, verifying the gateway's identity.
-async fn admin_get(pki: &Pki, addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
+async fn admin_get(pki: &TestPki, addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
     let cfg = pki.client(None, &[b"http/1.1"]);
     let tcp = TcpStream::connect(addr).await?;
     let tls = strait_tls::connect(cfg, &GW.parse()?, tcp).await?;
@@ -197,7 +118,7 @@ async fn admin_get(pki: &Pki, addr: SocketAddr, path: &str) -> Result<(u16, Stri
 
 /// Waits (bounded) until the metrics contain every one of `needles`.
 async fn metrics_contain(
-    pki: &Pki,
+    pki: &TestPki,
     admin: SocketAddr,
     needles: &[String],
 ) -> Result<String, Error> {
@@ -238,7 +159,7 @@ fn start_gateway(args: &strait_gateway::Args) -> Running {
 }
 
 /// Waits until the gateway answers /ready.
-async fn ready(pki: &Pki, admin: SocketAddr) -> Result<(), Error> {
+async fn ready(pki: &TestPki, admin: SocketAddr) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Ok((200, _)) = admin_get(pki, admin, "/ready").await {
@@ -306,18 +227,18 @@ async fn gateway() -> Result<(), Error> {
     tokio::time::timeout(WAIT, discovery.synced()).await?;
 
     // The gateway, from files on disk, as the binary would run it.
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let dir = tempfile::tempdir()?;
-    pki.write_gateway_files(dir.path());
+    let files = pki.write_leaf_files(&id(GW), dir.path(), "gw");
     let gw: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let args = <strait_gateway::Args as clap::Parser>::try_parse_from([
         "strait-gateway".to_owned(),
         format!("--listen-addr={gw}"),
         format!("--admin-addr={admin}"),
-        format!("--cert={}", dir.path().join("gw.crt").display()),
-        format!("--key={}", dir.path().join("gw.key").display()),
-        format!("--trust-anchors={}", dir.path().join("ca.crt").display()),
+        format!("--cert={}", files.cert.display()),
+        format!("--key={}", files.key.display()),
+        format!("--trust-anchors={}", files.anchors.display()),
         format!("--destination=http://{dst_addr}"),
         format!("--cluster-domain={}", east.cluster_domain()),
         "--drain-timeout=2s".to_owned(),
@@ -327,7 +248,7 @@ async fn gateway() -> Result<(), Error> {
     ready(&pki, admin).await?;
 
     let result = async {
-        let client = pki.client(Some(CLIENT), &[ALPN]);
+        let client = pki.client(Some(&id(CLIENT)), &[ALPN]);
         forwards_http_and_tcp(gw, client.clone()).await?;
         metrics_contain(
             &pki,
@@ -378,22 +299,11 @@ async fn forwards_http_and_tcp(gw: SocketAddr, client: Arc<ClientConfig>) -> Res
 }
 
 /// Each refusal, with a hand-made client; the reasons show in the metrics.
-async fn refusals(pki: &Pki, gw: SocketAddr, admin: SocketAddr) -> Result<(), Error> {
-    let good = pki.client(Some(CLIENT), &[ALPN]);
-    let other_anchor = {
-        let other = Pki::new();
-        let (chain, key) = other.leaf(CLIENT);
-        let creds = Credentials::new(
-            CLIENT.parse()?,
-            chain,
-            strait_tls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
-        )?;
-        strait_tls::client_config(
-            &pki.anchors,
-            strait_tls::credentials_channel(Some(creds)).1,
-            &[ALPN],
-        )?
-    };
+async fn refusals(pki: &TestPki, gw: SocketAddr, admin: SocketAddr) -> Result<(), Error> {
+    let good = pki.client(Some(&id(CLIENT)), &[ALPN]);
+    // Trusts our anchor for the server, but presents a certificate from another anchor.
+    let other_anchor =
+        strait_tls::client_config(&pki.anchors, TestPki::new().receiver(&id(CLIENT)), &[ALPN])?;
     let tls12 = {
         let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -419,7 +329,7 @@ async fn refusals(pki: &Pki, gw: SocketAddr, admin: SocketAddr) -> Result<(), Er
         ("tls_protocol_version", tls12, header(WEB, 81, None)),
         (
             "no_alpn",
-            pki.client(Some(CLIENT), &[]),
+            pki.client(Some(&id(CLIENT)), &[]),
             header(WEB, 81, None),
         ),
         (
@@ -439,7 +349,11 @@ async fn refusals(pki: &Pki, gw: SocketAddr, admin: SocketAddr) -> Result<(), Er
             good.clone(),
             header("kubernetes.default", 443, None),
         ),
-        ("loop", pki.client(Some(GW), &[ALPN]), header(WEB, 81, None)),
+        (
+            "loop",
+            pki.client(Some(&id(GW)), &[ALPN]),
+            header(WEB, 81, None),
+        ),
         (
             "unknown_target",
             good.clone(),
@@ -467,13 +381,13 @@ async fn refusals(pki: &Pki, gw: SocketAddr, admin: SocketAddr) -> Result<(), Er
 /// Stops the gateway with a connection open (the drain bound ends it), starts it again on the
 /// same addresses, and the same client configuration is served again.
 async fn restart_and_drain(
-    pki: &Pki,
+    pki: &TestPki,
     args: &strait_gateway::Args,
     running: Running,
     gw: SocketAddr,
     admin: SocketAddr,
 ) -> Result<Running, Error> {
-    let client = pki.client(Some(CLIENT), &[ALPN]);
+    let client = pki.client(Some(&id(CLIENT)), &[ALPN]);
     let mut open_conn = open(gw, client.clone(), &header(WEB, 82, None)).await?;
     open_conn.write_all(b"x").await?;
     let mut one = [0u8; 1];

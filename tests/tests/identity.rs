@@ -9,17 +9,15 @@ use linkerd2_proxy_api::identity::CertifyRequest;
 use linkerd2_proxy_api::identity::identity_client::IdentityClient as Grpc;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use strait_control_plane::identity::{
     IdentityService, IdentitySettings, KubeTokenReviewer, Metrics,
 };
 use strait_core::identity::Identity;
 use strait_identity_client::{IdentityClient, Settings};
 use strait_localcluster::{Cluster, ClusterConfig, PodSpec};
-use strait_tls::{
-    ClientAuth, DEFAULT_ANCHOR_LIFETIME, DEFAULT_ISSUER_LIFETIME, Issuer, TrustAnchors,
-    credentials_channel,
-};
+use strait_tls::testing::TestPki;
+use strait_tls::{ClientAuth, TrustAnchors, credentials_channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIFETIME: Duration = Duration::from_secs(60);
@@ -30,15 +28,9 @@ fn identity(sa: &str, ns: &str) -> Identity {
 
 /// The identity gRPC service, in process, on loopback, against the cluster's API server.
 async fn serve_identity(cluster: &Cluster) -> (SocketAddr, TrustAnchors, Metrics) {
-    let now = SystemTime::now();
-    let anchor = Issuer::generate_anchor("cluster.local", DEFAULT_ANCHOR_LIFETIME, now).unwrap();
-    let issuer = anchor
-        .generate_issuer(
-            "identity.strait.cluster.local",
-            DEFAULT_ISSUER_LIFETIME,
-            now,
-        )
-        .unwrap();
+    let TestPki {
+        anchors, issuer, ..
+    } = TestPki::new();
     let metrics = Metrics::new();
     let svc = IdentityService::new(
         IdentitySettings {
@@ -57,7 +49,7 @@ async fn serve_identity(cluster: &Cluster) -> (SocketAddr, TrustAnchors, Metrics
         svc,
         std::future::pending(),
     ));
-    (addr, anchor.as_anchors().unwrap(), metrics)
+    (addr, anchors, metrics)
 }
 
 fn channel(addr: SocketAddr) -> tonic::transport::Channel {
@@ -99,33 +91,23 @@ async fn issuer_secret_reload(cluster: &Cluster) {
     use kube::api::{Api, PostParams};
     use strait_control_plane::identity::{IssuerSource, watch_issuer};
     cluster.ensure_namespace("strait").await.unwrap();
-    let now = SystemTime::now();
-    let anchor = Issuer::generate_anchor("cluster.local", DEFAULT_ANCHOR_LIFETIME, now).unwrap();
-    let make = |issuer: &Issuer| -> Secret {
+    let pki = TestPki::new();
+    let make = |issuer: &strait_tls::Issuer| -> Secret {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": {"name": "strait-identity-issuer", "namespace": "strait"},
             "stringData": {
                 "tls.crt": issuer.cert_pem(),
                 "tls.key": issuer.key_pem(),
-                "ca.crt": anchor.cert_pem(),
+                "ca.crt": pki.anchor.cert_pem(),
             },
         }))
         .unwrap()
     };
-    let gen_issuer = || {
-        anchor
-            .generate_issuer(
-                "identity.strait.cluster.local",
-                DEFAULT_ISSUER_LIFETIME,
-                SystemTime::now(),
-            )
-            .unwrap()
-    };
-    let (first, second) = (gen_issuer(), gen_issuer());
+    let (first, second) = (&pki.issuer, pki.new_issuer());
     let secrets: Api<Secret> = Api::namespaced(cluster.client(), "strait");
     secrets
-        .create(&PostParams::default(), &make(&first))
+        .create(&PostParams::default(), &make(first))
         .await
         .unwrap();
     let (mut rx, task) = watch_issuer(

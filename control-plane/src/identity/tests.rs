@@ -1,22 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use strait_tls::{DEFAULT_ANCHOR_LIFETIME, DEFAULT_ISSUER_LIFETIME, generate_csr};
+use strait_tls::generate_csr;
+use strait_tls::testing::TestPki;
 
 const WEB: &str = "web.shop.serviceaccount.identity.strait.cluster.local";
-
-fn issuer() -> (Issuer, Issuer) {
-    let now = SystemTime::now();
-    let anchor = Issuer::generate_anchor("cluster.local", DEFAULT_ANCHOR_LIFETIME, now).unwrap();
-    let issuer = anchor
-        .generate_issuer(
-            "identity.strait.cluster.local",
-            DEFAULT_ISSUER_LIFETIME,
-            now,
-        )
-        .unwrap();
-    (anchor, issuer)
-}
 
 fn service() -> IdentityService {
     let reviewer = StaticTokenReviewer::default()
@@ -27,14 +15,13 @@ fn service() -> IdentityService {
         )
         .with("legacy-web-token", None, "system:serviceaccount:shop:web")
         .with("admin-token", Some(IDENTITY_AUDIENCE), "kubernetes-admin");
-    let (_, issuer) = issuer();
     IdentityService::new(
         IdentitySettings {
             trust_domain: "cluster.local".into(),
             control_namespace: "strait".into(),
             lifetime: Duration::from_secs(3600),
         },
-        watch::channel(Arc::new(issuer)).1,
+        watch::channel(Arc::new(TestPki::new().issuer)).1,
         Arc::new(reviewer),
         Metrics::new(),
     )
@@ -149,10 +136,8 @@ async fn refusals_carry_the_right_status_and_reason() {
 #[tokio::test]
 async fn reloads_the_issuer_when_its_files_change() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("issuer.crt"), dir.path().join("issuer.key"));
-    let (anchor, first) = issuer();
-    strait_tls::write_pem(&cert, &first.cert_pem(), false, false).unwrap();
-    strait_tls::write_pem(&key, first.key_pem(), true, false).unwrap();
+    let pki = TestPki::new();
+    let strait_tls::testing::PemFiles { cert, key, .. } = pki.write_issuer_files(dir.path());
     let metrics = Metrics::new();
     let (mut rx, task) = watch_issuer(
         IssuerSource::Files {
@@ -164,7 +149,7 @@ async fn reloads_the_issuer_when_its_files_change() {
     )
     .await
     .unwrap();
-    assert_eq!(rx.borrow_and_update().cert(), first.cert());
+    assert_eq!(rx.borrow_and_update().cert(), pki.issuer.cert());
     assert!(
         metrics
             .encode()
@@ -173,13 +158,7 @@ async fn reloads_the_issuer_when_its_files_change() {
 
     // mtime granularity: make sure the new files look newer.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let second = anchor
-        .generate_issuer(
-            "identity.strait.cluster.local",
-            DEFAULT_ISSUER_LIFETIME,
-            SystemTime::now(),
-        )
-        .unwrap();
+    let second = pki.new_issuer();
     strait_tls::write_pem(&key, second.key_pem(), true, true).unwrap();
     strait_tls::write_pem(&cert, &second.cert_pem(), false, true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), async {

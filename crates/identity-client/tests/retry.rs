@@ -4,24 +4,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use strait_control_plane::identity::{
     IDENTITY_AUDIENCE, IdentityService, IdentitySettings, Metrics, StaticTokenReviewer,
 };
 use strait_identity_client::{IdentityClient, Settings};
-use strait_tls::{DEFAULT_ANCHOR_LIFETIME, DEFAULT_ISSUER_LIFETIME, Issuer};
+use strait_tls::testing::TestPki;
 
 #[tokio::test]
 async fn retries_until_the_service_is_up_then_publishes() {
-    let now = SystemTime::now();
-    let anchor = Issuer::generate_anchor("cluster.local", DEFAULT_ANCHOR_LIFETIME, now).unwrap();
-    let issuer = anchor
-        .generate_issuer(
-            "identity.strait.cluster.local",
-            DEFAULT_ISSUER_LIFETIME,
-            now,
-        )
-        .unwrap();
+    let TestPki {
+        anchors, issuer, ..
+    } = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "web-token\n").unwrap();
@@ -42,8 +36,7 @@ async fn retries_until_the_service_is_up_then_publishes() {
         .unwrap()
         .connect_lazy();
     let (tx, mut rx) = strait_tls::credentials_channel(None);
-    let client =
-        tokio::spawn(IdentityClient::new(settings, channel, anchor.as_anchors().unwrap()).run(tx));
+    let client = tokio::spawn(IdentityClient::new(settings, channel, anchors).run(tx));
 
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(

@@ -22,12 +22,8 @@ pub fn anonymous_client_config(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::{
-        ClientAuth, Credentials, DEFAULT_ANCHOR_LIFETIME, DEFAULT_ISSUER_LIFETIME,
-        DEFAULT_LEAF_LIFETIME, HandshakeFailure, Issuer, accept, connect, generate_csr,
-        peer_identity, server_config,
-    };
-    use std::time::SystemTime;
+    use crate::testing::TestPki;
+    use crate::{ClientAuth, HandshakeFailure, accept, connect, peer_identity, server_config};
     use strait_core::identity::Identity;
 
     fn id(s: &str) -> Identity {
@@ -36,27 +32,12 @@ mod tests {
 
     /// Trust anchors, and a server presenting the gateway's identity issued under them.
     fn gateway() -> (TrustAnchors, Identity, Arc<rustls::ServerConfig>) {
-        let now = SystemTime::now();
-        let anchor =
-            Issuer::generate_anchor("cluster.local", DEFAULT_ANCHOR_LIFETIME, now).unwrap();
-        let issuer = anchor
-            .generate_issuer(
-                "identity.strait.cluster.local",
-                DEFAULT_ISSUER_LIFETIME,
-                now,
-            )
-            .unwrap();
-        let anchors = anchor.as_anchors().unwrap();
+        let pki = TestPki::new();
         let gw =
             id("strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local");
-        let req = generate_csr(&gw).unwrap();
-        let leaf = issuer
-            .issue(&req.csr, &gw, DEFAULT_LEAF_LIFETIME, now)
-            .unwrap();
-        let creds = Credentials::new(gw.clone(), leaf.chain(), req.key).unwrap();
-        let (_tx, rx) = credentials_channel(Some(creds));
-        let server = server_config(&anchors, rx, ClientAuth::Optional, &[]).unwrap();
-        (anchors, gw, server)
+        let server =
+            server_config(&pki.anchors, pki.receiver(&gw), ClientAuth::Optional, &[]).unwrap();
+        (pki.anchors, gw, server)
     }
 
     #[tokio::test]

@@ -400,6 +400,11 @@ fn der_len(out: &mut Vec<u8>, len: usize) {
 
 /// One DER certificate as a PEM block (64-column base64).
 pub fn der_to_pem(der: &[u8]) -> String {
+    pem_block("CERTIFICATE", der)
+}
+
+/// `der` as a PEM block labelled `label` (64-column base64).
+pub(crate) fn pem_block(label: &str, der: &[u8]) -> String {
     use std::fmt::Write;
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
@@ -416,11 +421,11 @@ pub fn der_to_pem(der: &[u8]) -> String {
             }
         }
     }
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         let _ = writeln!(out, "{}", String::from_utf8_lossy(line));
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    let _ = writeln!(out, "-----END {label}-----");
     out
 }
 
@@ -431,16 +436,7 @@ mod tests {
 
     #[test]
     fn anchor_and_issuer_round_trip_through_files_and_secrets() {
-        let now = SystemTime::now();
-        let anchor =
-            Issuer::generate_anchor("cluster.local", DEFAULT_ANCHOR_LIFETIME, now).unwrap();
-        let issuer = anchor
-            .generate_issuer(
-                "identity.strait.cluster.local",
-                DEFAULT_ISSUER_LIFETIME,
-                now,
-            )
-            .unwrap();
+        let crate::testing::TestPki { anchor, issuer, .. } = crate::testing::TestPki::new();
         assert!(issuer.not_after() <= anchor.not_after());
 
         let dir = tempfile::tempdir().unwrap();

@@ -6,43 +6,17 @@ use super::*;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strait_core::identity::Identity;
+use testing::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-struct Ca {
-    anchors: TrustAnchors,
-    issuer: Issuer,
-}
-
-fn ca() -> Ca {
-    let now = SystemTime::now();
-    let anchor = Issuer::generate_anchor("cluster.local", DEFAULT_ANCHOR_LIFETIME, now).unwrap();
-    let issuer = anchor
-        .generate_issuer(
-            "identity.strait.cluster.local",
-            DEFAULT_ISSUER_LIFETIME,
-            now,
-        )
-        .unwrap();
-    Ca {
-        anchors: anchor.as_anchors().unwrap(),
-        issuer,
-    }
-}
 
 fn id(sa: &str) -> Identity {
     Identity::new(sa, "shop", "strait", "cluster.local").unwrap()
 }
 
-fn creds_at(ca: &Ca, who: &Identity, now: SystemTime, lifetime: Duration) -> Credentials {
-    let req = generate_csr(who).unwrap();
-    let leaf = ca.issuer.issue(&req.csr, who, lifetime, now).unwrap();
-    Credentials::new(who.clone(), leaf.chain(), req.key).unwrap()
-}
-
-fn creds(ca: &Ca, who: &Identity) -> CredentialsReceiver {
-    credentials_channel(Some(creds_at(ca, who, SystemTime::now(), HOUR))).1
+fn creds(ca: &TestPki, who: &Identity) -> CredentialsReceiver {
+    credentials_channel(Some(ca.leaf_at(who, HOUR, SystemTime::now()))).1
 }
 
 type Outcome = (
@@ -85,7 +59,7 @@ fn kind<T>(r: &Result<T, TlsError>) -> Option<HandshakeFailure> {
 
 #[tokio::test]
 async fn matching_identity_connects_and_both_sides_learn_the_peer() {
-    let ca = ca();
+    let ca = TestPki::new();
     let (web, gw) = (id("web"), id("gateway"));
     let server = server_config(
         &ca.anchors,
@@ -108,7 +82,7 @@ async fn matching_identity_connects_and_both_sides_learn_the_peer() {
 
 #[tokio::test]
 async fn wrong_identity_is_refused() {
-    let ca = ca();
+    let ca = TestPki::new();
     let server = server_config(
         &ca.anchors,
         creds(&ca, &id("gateway")),
@@ -123,7 +97,7 @@ async fn wrong_identity_is_refused() {
 
 #[tokio::test]
 async fn another_trust_anchor_is_refused_both_ways() {
-    let (ours, theirs) = (ca(), ca());
+    let (ours, theirs) = (TestPki::new(), TestPki::new());
     let gw = id("gateway");
     // The server's certificate comes from another anchor.
     let server = server_config(
@@ -147,7 +121,7 @@ async fn another_trust_anchor_is_refused_both_ways() {
 
 #[tokio::test]
 async fn expired_and_not_yet_valid_certificates_are_refused() {
-    let ca = ca();
+    let ca = TestPki::new();
     let gw = id("gateway");
     let client = client_config(&ca.anchors, creds(&ca, &id("web")), &[]).unwrap();
     let day = Duration::from_secs(24 * 3600);
@@ -155,18 +129,17 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
         (SystemTime::now() - 2 * day, HandshakeFailure::Expired),
         (SystemTime::now() + day, HandshakeFailure::NotYetValid),
     ] {
-        let rx = credentials_channel(Some(creds_at(&ca, &gw, when, HOUR))).1;
+        let rx = credentials_channel(Some(ca.leaf_at(&gw, HOUR, when))).1;
         let server = server_config(&ca.anchors, rx, ClientAuth::Required, &[]).unwrap();
         let (c, _) = handshake(server, client.clone(), &gw).await;
         assert_eq!(kind(&c), Some(expect), "{c:?}");
     }
     // An expired client certificate is refused by the server.
     let server = server_config(&ca.anchors, creds(&ca, &gw), ClientAuth::Required, &[]).unwrap();
-    let old = credentials_channel(Some(creds_at(
-        &ca,
+    let old = credentials_channel(Some(ca.leaf_at(
         &id("web"),
-        SystemTime::now() - 2 * day,
         HOUR,
+        SystemTime::now() - 2 * day,
     )))
     .1;
     let client = client_config(&ca.anchors, old, &[]).unwrap();
@@ -176,7 +149,7 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
 
 #[tokio::test]
 async fn missing_client_certificate_is_refused_unless_optional() {
-    let ca = ca();
+    let ca = TestPki::new();
     let gw = id("gateway");
     let anonymous = client_config(&ca.anchors, credentials_channel(None).1, &[]).unwrap();
     let server = server_config(&ca.anchors, creds(&ca, &gw), ClientAuth::Required, &[]).unwrap();
@@ -192,7 +165,7 @@ async fn missing_client_certificate_is_refused_unless_optional() {
 
 #[tokio::test]
 async fn plaintext_peers_are_refused() {
-    let ca = ca();
+    let ca = TestPki::new();
     let gw = id("gateway");
     // A plaintext client talking to a TLS server.
     let server = server_config(&ca.anchors, creds(&ca, &gw), ClientAuth::Required, &[]).unwrap();
@@ -220,7 +193,7 @@ async fn plaintext_peers_are_refused() {
 
 #[tokio::test]
 async fn tls12_only_peer_is_refused() {
-    let ca = ca();
+    let ca = TestPki::new();
     let gw = id("gateway");
     let server = server_config(&ca.anchors, creds(&ca, &gw), ClientAuth::Required, &[]).unwrap();
     let old = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -237,9 +210,9 @@ async fn tls12_only_peer_is_refused() {
 
 #[tokio::test]
 async fn rotation_keeps_open_connections_and_serves_the_new_certificate() {
-    let ca = ca();
+    let ca = TestPki::new();
     let gw = id("gateway");
-    let (tx, rx) = credentials_channel(Some(creds_at(&ca, &gw, SystemTime::now(), HOUR)));
+    let (tx, rx) = credentials_channel(Some(ca.leaf_at(&gw, HOUR, SystemTime::now())));
     let server = server_config(&ca.anchors, rx, ClientAuth::Required, &[]).unwrap();
     let client = client_config(&ca.anchors, creds(&ca, &id("web")), &[]).unwrap();
 
@@ -247,7 +220,7 @@ async fn rotation_keeps_open_connections_and_serves_the_new_certificate() {
     let (mut c, mut s) = (c.unwrap(), s.unwrap());
     let first = c.get_ref().1.peer_certificates().unwrap()[0].clone();
 
-    tx.send_replace(Some(Arc::new(creds_at(&ca, &gw, SystemTime::now(), HOUR))));
+    tx.send_replace(Some(Arc::new(ca.leaf_at(&gw, HOUR, SystemTime::now()))));
 
     // The open connection still carries data.
     c.write_all(b"still here").await.unwrap();
@@ -276,7 +249,7 @@ mod issuance {
 
     #[test]
     fn a_leaf_has_one_san_both_usages_skew_and_lifetime() {
-        let ca = ca();
+        let ca = TestPki::new();
         let web = id("web");
         let now = SystemTime::now();
         let req = generate_csr(&web).unwrap();
@@ -316,7 +289,7 @@ mod issuance {
 
     #[test]
     fn bad_csrs_are_refused_with_the_reason() {
-        let ca = ca();
+        let ca = TestPki::new();
         let web = id("web");
         let now = SystemTime::now();
         let issue = |csr: &[u8]| ca.issuer.issue(csr, &web, HOUR, now).unwrap_err();
@@ -359,7 +332,7 @@ mod issuance {
 
 #[test]
 fn verify_chain_checks_anchor_name_and_time() {
-    let (ours, theirs) = (ca(), ca());
+    let (ours, theirs) = (TestPki::new(), TestPki::new());
     let web = id("web");
     let now = SystemTime::now();
     let req = generate_csr(&web).unwrap();
@@ -387,7 +360,7 @@ fn verify_chain_checks_anchor_name_and_time() {
 
 #[test]
 fn an_issuer_is_checked_against_the_anchors() {
-    let (ours, theirs) = (ca(), ca());
+    let (ours, theirs) = (TestPki::new(), TestPki::new());
     ours.issuer
         .verify_against(&ours.anchors, &id("probe"))
         .unwrap();
@@ -400,7 +373,7 @@ fn an_issuer_is_checked_against_the_anchors() {
 
 #[tokio::test]
 async fn a_certificate_naming_more_than_the_identity_is_refused() {
-    let ca = ca();
+    let ca = TestPki::new();
     let gw = id("gateway");
     // Signed by the real issuer, bypassing its CSR checks: two DNS SANs.
     let key = rcgen::KeyPair::generate().unwrap();
@@ -436,7 +409,7 @@ async fn a_certificate_naming_more_than_the_identity_is_refused() {
 
 #[test]
 fn pem_credentials_need_exactly_one_identity_san() {
-    let ca = ca();
+    let ca = TestPki::new();
     // An issuer certificate names no identity: it is not a workload's certificate.
     let e = Credentials::from_pem(
         ca.issuer.cert_pem().as_bytes(),
