@@ -16,7 +16,6 @@ use kube::api::Api;
 use kube::config::Kubeconfig;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use strait_k8s_api::LinkStatus;
 use tokio::sync::{Notify, watch};
@@ -84,7 +83,7 @@ pub(crate) async fn run(
             .as_ref()
             .and_then(|d| d.get("kubeconfig"))
             .map(|b| b.0.clone());
-        let hash = kubeconfig_hash(&kubeconfig);
+        let hash = crate::renew::kubeconfig_hash(&kubeconfig);
         if current.as_ref().is_some_and(|(h, _, _)| *h == hash) {
             continue;
         }
@@ -132,13 +131,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// The hash of a Secret's `kubeconfig` that tells whether the credentials changed.
-pub(crate) fn kubeconfig_hash(kubeconfig: &Option<Vec<u8>>) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    kubeconfig.hash(&mut h);
-    h.finish()
 }
 
 /// The client, and the parsed kubeconfig it was made from (for its token's renewal).

@@ -136,6 +136,15 @@ pub fn with_token(kc: &Kubeconfig, token: String) -> Result<String, RenewError> 
     serde_saphyr::to_string(&kc).map_err(RenewError::Encode)
 }
 
+/// The hash of a Secret's `kubeconfig` that tells whether the credentials changed: the
+/// credentials watch compares it to reconnect, a renewal to see it was superseded.
+pub(crate) fn kubeconfig_hash(kubeconfig: &Option<Vec<u8>>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kubeconfig.hash(&mut h);
+    h.finish()
+}
+
 /// A renewal that credentials.rs starts with a session.
 #[derive(Debug)]
 pub(crate) struct Renewal {
@@ -247,7 +256,7 @@ async fn renew(
         .as_ref()
         .and_then(|d| d.get("kubeconfig"))
         .map(|b| b.0.clone());
-    if crate::credentials::kubeconfig_hash(&bytes) != r.hash {
+    if kubeconfig_hash(&bytes) != r.hash {
         return Ok(Done::Superseded);
     }
 
