@@ -1,5 +1,5 @@
 //! The sample workloads of the demo and the real-node suite, as manifests: Deployments of the
-//! `sample` image (`e2e-tool`, installed as `strait-sample`), each with its own
+//! `sample` image (`strait-sample`, see [`crate::tool`]), each with its own
 //! ServiceAccount (so each has its own mesh identity), and their Services. Every container
 //! runs as non-root on a read-only root filesystem with no capabilities.
 //!
@@ -161,7 +161,7 @@ pub fn servers(ns: &str) -> String {
             .port("grpc", 8080)
             .yaml(),
         service(ns, "greeter", &[("grpc", 8080, "grpc")]),
-        Workload::new(ns, "echo", &["serve-tcp-echo", "9000"])
+        Workload::new(ns, "echo", &["serve-tcp", "9000"])
             .tcp_port("tcp", 9000)
             .yaml(),
         service(ns, "echo", &[("tcp", 9000, "tcp")]),
@@ -171,7 +171,7 @@ pub fn servers(ns: &str) -> String {
 
 /// A client to run `strait-sample` commands in (`kubectl exec … -c client`).
 pub fn client(ns: &str) -> String {
-    Workload::new(ns, "client", &["serve-http", "8081"]).yaml()
+    Workload::new(ns, "client", &["serve", "8081"]).yaml()
 }
 
 #[cfg(test)]
@@ -180,11 +180,11 @@ mod tests {
 
     #[test]
     fn a_tcp_port_is_opaque_and_probed_by_connecting() {
-        let y = Workload::new("shop", "echo", &["serve-tcp-echo", "9000"])
+        let y = Workload::new("shop", "echo", &["serve-tcp", "9000"])
             .tcp_port("tcp", 9000)
             .yaml();
         assert!(y.contains(r#"strait.dev/opaque-ports: "9000""#), "{y}");
         assert!(y.contains("tcpSocket: {port: tcp}"), "{y}");
-        assert!(y.contains(r#"args: ["serve-tcp-echo", "9000"]"#), "{y}");
+        assert!(y.contains(r#"args: ["serve-tcp", "9000"]"#), "{y}");
     }
 }

@@ -27,7 +27,7 @@ fn bins() -> Binaries {
     Binaries {
         proxy: env!("CARGO_BIN_EXE_e2e-proxy").into(),
         gateway: env!("CARGO_BIN_EXE_e2e-gateway").into(),
-        tool: env!("CARGO_BIN_EXE_lab-tool").into(),
+        tool: env!("CARGO_BIN_EXE_strait-sample").into(),
         tool_args: Vec::new(),
     }
 }

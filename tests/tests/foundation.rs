@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams, PostParams};
 use std::time::Duration;
 use strait_localcluster::{Cluster, ClusterConfig, PodSpec, net};
 
-const TOOL: &str = env!("CARGO_BIN_EXE_e2e-tool");
+const TOOL: &str = env!("CARGO_BIN_EXE_strait-sample");
 
 fn service(ns: &str, name: &str, app: &str, port: u16) -> Service {
     serde_json::from_value(serde_json::json!({
@@ -79,7 +79,7 @@ async fn serve_and_reach(cluster: &Cluster) -> Made {
         .await
         .unwrap();
     let mut cmd = web.command(TOOL);
-    cmd.args(["serve-http", "8080"]);
+    cmd.args(["serve", "8080"]);
     web.spawn("server", cmd).unwrap();
     let client_pod = cluster.pod(PodSpec::new(&ns, "client")).await.unwrap();
 

@@ -32,7 +32,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 type Tls = strait_tls::tokio_rustls::client::TlsStream<TcpStream>;
 
 const WAIT: Duration = Duration::from_secs(30);
-const TOOL: &str = env!("CARGO_BIN_EXE_e2e-tool");
+const TOOL: &str = env!("CARGO_BIN_EXE_strait-sample");
 const NS: &str = "shop";
 const GW: &str = "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local";
 /// A workload of the linked cluster `west`.
@@ -205,7 +205,7 @@ async fn gateway() -> Result<(), Error> {
     cmd.args(["serve-echo-http", "8081"]);
     web.spawn("echo-http", cmd)?;
     let mut cmd = web.command(TOOL);
-    cmd.args(["serve-tcp-echo", "8082"]);
+    cmd.args(["echo", "8082"]);
     web.spawn("echo-tcp", cmd)?;
 
     // The east destination service, in-process.

@@ -72,7 +72,7 @@ spec:
   - name: app
     image: {sample}
     imagePullPolicy: IfNotPresent
-    args: [serve-http, "8080"]
+    args: [serve, "8080"]
     securityContext: {{runAsNonRoot: true, runAsUser: 1000}}
 "#
     );
@@ -274,7 +274,7 @@ metadata:
   annotations: {{strait.dev/inject: disabled}}
 spec:
   terminationGracePeriodSeconds: 1
-  containers: [{{name: app, image: {sample}, imagePullPolicy: IfNotPresent, args: [serve-http, "8080"], securityContext: {{runAsNonRoot: true, runAsUser: 1000}}}}]
+  containers: [{{name: app, image: {sample}, imagePullPolicy: IfNotPresent, args: [serve, "8080"], securityContext: {{runAsNonRoot: true, runAsUser: 1000}}}}]
 ---
 apiVersion: batch/v1
 kind: Job
@@ -314,7 +314,7 @@ metadata:
   namespace: shop
   annotations: {{config.strait.dev/proxy-cpu-request: lots}}
 spec:
-  containers: [{{name: app, image: {sample}, args: [serve-http, "8080"]}}]
+  containers: [{{name: app, image: {sample}, args: [serve, "8080"]}}]
 "#
         ))
         .await

@@ -34,7 +34,7 @@ fn bins() -> Binaries {
     Binaries {
         proxy: env!("CARGO_BIN_EXE_e2e-proxy").into(),
         gateway: env!("CARGO_BIN_EXE_e2e-gateway").into(),
-        tool: env!("CARGO_BIN_EXE_lab-tool").into(),
+        tool: env!("CARGO_BIN_EXE_strait-sample").into(),
         tool_args: Vec::new(),
     }
 }
@@ -54,7 +54,7 @@ async fn load(
     n: usize,
     mode: &str,
 ) -> Result<Load, Error> {
-    let (_, out, err) = lab.tool(pod, &["http", addr, &n.to_string(), mode]).await?;
+    let (_, out, err) = lab.tool(pod, &["load", addr, &n.to_string(), "1", mode]).await?;
     serde_json::from_str(out.trim()).map_err(|e| format!("{mode} {addr}: {e}: {out} {err}").into())
 }
 
@@ -102,7 +102,7 @@ async fn multicluster() -> Result<(), Error> {
     web.pod
         .spawn("grpc", lab.tool_command(&web.pod, &["serve", "9090"]))?;
     web.pod
-        .spawn("tcp", lab.tool_command(&web.pod, &["echo", "7000"]))?;
+        .spawn("tcp", lab.tool_command(&web.pod, &["serve-tcp", "7000"]))?;
     let gateway = lab.gateway(&east, &east_cp).await?;
 
     // West: the Link, then the mirror appears by itself.

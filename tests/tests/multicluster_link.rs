@@ -24,7 +24,6 @@ use install_support::*;
 use linked_support::*;
 use nodes_support::{eventually, load_balancer_ip};
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::time::Duration;
 use strait_k8s_api::ServiceAccountToken;
 use strait_localcluster::Cluster;
@@ -226,12 +225,8 @@ async fn strait_multicluster_link_mirrors_through_the_gateway_with_limited_crede
         east_web.iter().any(|p| body.contains(p.as_str())),
         "east's web pod answers ({east_web:?}): {body}"
     );
-    let east_pod = &pods(east, "shop", "app=web").await[0];
-    let admin: SocketAddr = format!("{}:{}", pod_ip(east_pod), strait_core::ports::ADMIN)
-        .parse()
-        .unwrap();
+    let metrics = proxy_metrics(&pods(east, "shop", "app=web").await[0]).await;
     let gateway_client = format!("client_id=\"{}\"", id("strait-gateway", MC));
-    let metrics = http_get(admin, "/metrics").await.unwrap();
     assert!(
         metrics
             .lines()
@@ -421,20 +416,7 @@ spec:
     .await
     .expect("export brings web-east back");
     for cluster in ["east", "east2"] {
-        let unlink = strait_at(west, &["multicluster", "unlink", "--cluster-name", cluster])
-            .await
-            .unwrap();
-        let file = home.path().join(format!("unlink-{cluster}.yaml"));
-        std::fs::write(&file, &unlink).unwrap();
-        west.kubectl(&[
-            "delete",
-            "-f",
-            file.to_str().unwrap(),
-            "--wait=true",
-            "--timeout=120s",
-        ])
-        .await
-        .unwrap_or_else(|e| panic!("deleting the Link to {cluster}: {e}"));
+        unlink(west, cluster).await;
         assert!(
             mirrors_of(west, cluster).await.is_empty(),
             "unlink removed every mirror of {cluster}"

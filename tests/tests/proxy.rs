@@ -31,7 +31,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(30);
 const PROXY: &str = env!("CARGO_BIN_EXE_e2e-proxy");
-const TOOL: &str = env!("CARGO_BIN_EXE_proxy-tool");
+const TOOL: &str = env!("CARGO_BIN_EXE_strait-sample");
 
 fn id(sa: &str) -> Identity {
     format!("{sa}.{NS}.serviceaccount.identity.strait.cluster.local")

@@ -235,7 +235,7 @@ spec:
       - name: client
         image: {sample}
         imagePullPolicy: IfNotPresent
-        args: [serve-http, "8081"]
+        args: [serve, "8081"]
         securityContext: {{runAsNonRoot: true, runAsUser: 1000, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
 "#,
         web = web_deployment("web", ns),
@@ -260,7 +260,7 @@ spec:
       - name: web
         image: {sample}
         imagePullPolicy: IfNotPresent
-        args: [serve-http, "8080"]
+        args: [serve, "8080"]
         env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]
         ports: [{{name: http, containerPort: 8080}}]
         readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}

@@ -4,14 +4,15 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use crate::install_support::{json, strait_at};
+use crate::install_support::{http_get, json, pod_ip, strait_at};
 use crate::nodes_support::eventually;
 use serde_json::Value;
 use std::time::Duration;
+#[allow(unused_imports)] // not every test file reads client ids
+pub use strait_e2e::observe::{self, MC, client_ids};
 use strait_e2e::samples::SAMPLE;
 use strait_localcluster::Cluster;
 
-pub const MC: &str = "strait-multicluster";
 /// Long enough for a gateway to be probed down (3 failures, 3 s apart) or a mirror
 /// controller to catch up after a repair.
 pub const CONVERGE: Duration = Duration::from_secs(120);
@@ -104,24 +105,9 @@ pub async fn sample(c: &Cluster, ns: &str, app: &str, args: &[&str]) -> Result<S
 
 /// The name of a running pod matching `selector`.
 pub async fn running_pod(c: &Cluster, ns: &str, selector: &str) -> Result<String, String> {
-    let out = c
-        .kubectl(&[
-            "-n",
-            ns,
-            "get",
-            "pods",
-            "-l",
-            selector,
-            "--field-selector=status.phase=Running",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ])
+    observe::running_pod(c, ns, selector)
         .await
-        .map_err(|e| e.to_string())?;
-    out.split_whitespace()
-        .next()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{}: no running pod {selector} in {ns}", c.name()))
+        .map_err(|e| e.to_string())
 }
 
 /// Waits until `strait-sample ARGS` in `app` succeeds; its output, or a panic with what the
@@ -154,27 +140,37 @@ pub async fn sample_eventually(
     }
 }
 
-/// The gateway's metrics in `c` (through the API server's pod proxy to its TLS admin port).
+/// The gateway's metrics in `c`.
 pub async fn gateway_metrics(c: &Cluster) -> String {
-    let gw = running_pod(c, MC, "app.kubernetes.io/name=strait-gateway")
-        .await
-        .unwrap();
-    let path = format!(
-        "/api/v1/namespaces/{MC}/pods/https:{gw}:{}/proxy/metrics",
-        strait_core::ports::ADMIN
-    );
-    c.kubectl(&["get", "--raw", &path]).await.unwrap()
+    observe::gateway_metrics(c).await.unwrap()
 }
 
-/// The identities in `client_id` labels of `metrics`.
-pub fn client_ids(metrics: &str) -> std::collections::BTreeSet<String> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split("client_id=\"").nth(1)?.split('"').next())
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// The metrics of a meshed pod's proxy (its admin port, plain HTTP).
+pub async fn proxy_metrics(pod: &Value) -> String {
+    let admin: std::net::SocketAddr = format!("{}:{}", pod_ip(pod), strait_core::ports::ADMIN)
+        .parse()
+        .unwrap();
+    http_get(admin, "/metrics").await.unwrap()
+}
+
+/// `strait multicluster unlink` in `c` for `cluster`, deleted with kubectl as its output
+/// says, waiting for the Link's finalizer.
+pub async fn unlink(c: &Cluster, cluster: &str) {
+    let unlink = strait_at(c, &["multicluster", "unlink", "--cluster-name", cluster])
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join(format!("unlink-{cluster}.yaml"));
+    std::fs::write(&file, &unlink).unwrap();
+    c.kubectl(&[
+        "delete",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait=true",
+        "--timeout=120s",
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{}: deleting the Link to {cluster}: {e}", c.name()));
 }
 
 /// What the Link, the mirrors and the controllers say, for a failure message.

@@ -49,7 +49,7 @@ spec:
       - name: web
         image: {sample}
         imagePullPolicy: IfNotPresent
-        args: [serve-http, "8080"]
+        args: [serve, "8080"]
         env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]
         ports: [{{name: http, containerPort: 8080}}]
         readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
@@ -71,7 +71,7 @@ spec:
   - name: client
     image: {sample}
     imagePullPolicy: IfNotPresent
-    args: [serve-http, "8081"]
+    args: [serve, "8081"]
 "#
     );
     if lb {

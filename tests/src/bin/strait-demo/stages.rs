@@ -7,11 +7,11 @@ use serde_json::Value;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use strait_e2e::observe::{self, MC};
 use strait_e2e::samples::{self, SAMPLE};
 use strait_localcluster::{Cluster, ClusterConfig};
 
 const NS: &str = "shop";
-const MC: &str = "strait-multicluster";
 const ROLLOUT: Duration = Duration::from_secs(240);
 
 pub struct Demo {
@@ -241,7 +241,7 @@ impl Demo {
     /// The first response, a bounded load over HTTP, a few gRPC calls, one TCP echo, and the identities that
     /// east's gateway counted connections from.
     async fn traffic(&self, west: &Cluster, east: &Cluster) -> anyhow::Result<Traffic> {
-        let client = pod_name(west, "app=client").await?;
+        let client = observe::running_pod(west, NS, "app=client").await?;
         let exec = |args: Vec<String>| {
             let client = client.clone();
             async move {
@@ -261,9 +261,11 @@ impl Demo {
         let load = exec(vec!["load".into(), web.clone(), self.requests.to_string()]).await?;
         let load: Value = serde_json::from_str(load.trim()).context("reading the load summary")?;
         let grpc = exec(vec![
-            "grpc".into(),
+            "load".into(),
             format!("greeter-east.{NS}.svc.cluster.local:8080"),
             "20".into(),
+            "1".into(),
+            "grpc".into(),
         ])
         .await?;
         let grpc: Value = serde_json::from_str(grpc.trim()).context("reading the gRPC summary")?;
@@ -273,21 +275,9 @@ impl Demo {
             "hello over raw TCP".into(),
         ])
         .await?;
-        let gw = pod_name_in(east, MC, "app.kubernetes.io/name=strait-gateway").await?;
-        let path = format!(
-            "/api/v1/namespaces/{MC}/pods/https:{gw}:{}/proxy/metrics",
-            strait_core::ports::ADMIN
-        );
-        let metrics = east.kubectl(&["get", "--raw", &path]).await?;
-        let mut identities: Vec<String> = metrics
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split("client_id=\"").nth(1)?.split('"').next())
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
+        let identities = observe::client_ids(&observe::gateway_metrics(east).await?)
+            .into_iter()
             .collect();
-        identities.sort();
-        identities.dedup();
         Ok(Traffic {
             load,
             grpc,
@@ -342,21 +332,17 @@ impl Demo {
             ms(&l["p99_ms"]),
             l["pods"]
         ));
-        if let Some(errors) = l["errors"].as_object().filter(|e| !e.is_empty()) {
-            out.push_str(&format!("  errors: {}\n", Value::Object(errors.clone())));
-        }
         let g = &t.grpc;
-        let answered: Vec<String> = g["by_body"]
+        let answered: Vec<&str> = g["pods"]
             .as_object()
             .into_iter()
             .flatten()
-            .filter_map(|(body, _)| body.split_whitespace().find_map(|w| w.strip_prefix("pod=")))
-            .map(str::to_owned)
+            .map(|(pod, _)| pod.as_str())
             .collect();
         out.push_str(&format!(
             "gRPC through the gateway: {}/{} ok; answered by {}\n",
             g["ok"],
-            g["ok"].as_u64().unwrap_or(0) + g["failed"].as_u64().unwrap_or(0),
+            g["sent"],
             answered.join(", ")
         ));
         out.push_str(&format!("TCP through the gateway: {}\n", t.tcp));
@@ -416,32 +402,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn pod_name(c: &Cluster, selector: &str) -> anyhow::Result<String> {
-    pod_name_in(c, NS, selector).await
-}
-
-async fn pod_name_in(c: &Cluster, ns: &str, selector: &str) -> anyhow::Result<String> {
-    let out = c
-        .kubectl(&[
-            "-n",
-            ns,
-            "get",
-            "pods",
-            "-l",
-            selector,
-            "--field-selector=status.phase=Running",
-            "-o",
-            "jsonpath={.items[0].metadata.name}",
-        ])
-        .await?;
-    ensure!(
-        !out.trim().is_empty(),
-        "{}: no running pod matches {selector} in {ns}",
-        c.name()
-    );
-    Ok(out.trim().to_owned())
 }
 
 /// The shop namespace, injected: in east an HTTP/1+2 echo (`web`), a gRPC service
