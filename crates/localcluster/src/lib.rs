@@ -31,6 +31,7 @@
 //! When a test panics, the tail of every process log is printed. A run that was killed outright
 //! is cleaned up by the next run that takes the same slot (see [`net::Slot`]).
 
+mod api;
 pub mod assets;
 mod cluster;
 mod endpoints;
