@@ -7,17 +7,18 @@
 //! (`--token-lifetime`); the source's mirror controller renews it before it does, with the
 //! token itself (the remote-access account may request tokens for itself and nothing else).
 
+pub use super::link_objects::credentials_secret;
+use super::link_objects::{apply_sets, credentials_object, link_object, remote_kubeconfig};
 use super::{KubeArgs, is_not_found, selector};
 use crate::install::Output;
 use crate::install::multicluster::{
     REMOTE_ACCESS, remote_access_account, remote_access_cluster_role,
 };
 use anyhow::{Context as _, bail, ensure};
-use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use kube::api::{Api, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 use strait_core::identity::{DEFAULT_CONTROL_NAMESPACE, GATEWAY_SERVICE_ACCOUNT as GATEWAY};
 use strait_core::labels;
@@ -30,11 +31,6 @@ const GATEWAY_PORT_NAME: &str = "mc-gateway";
 const PROBE_PORT_NAME: &str = "mc-probe";
 /// The shortest lifetime the TokenRequest API grants.
 const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
-
-/// The name of the credentials Secret of the Link to `cluster`.
-pub fn credentials_secret(cluster: &str) -> String {
-    format!("cluster-credentials-{cluster}")
-}
 
 /// `strait multicluster link`
 #[derive(clap::Args, Debug)]
@@ -386,112 +382,6 @@ async fn may_read_pods(client: &kube::Client, ns: &str, name: &str) -> anyhow::R
         }
     }
     Ok(true)
-}
-
-/// A kubeconfig that holds only the target cluster and the token.
-fn remote_kubeconfig(
-    name: &str,
-    server: &str,
-    ca_pem: Option<&str>,
-    token: &str,
-) -> anyhow::Result<String> {
-    let mut cluster = json!({"server": server});
-    if let Some(pem) = ca_pem {
-        cluster["certificate-authority-data"] =
-            base64::engine::general_purpose::STANDARD.encode(pem).into();
-    }
-    let kc = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": name, "cluster": cluster}],
-        "users": [{"name": format!("strait-mirror-{name}"), "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": format!("strait-mirror-{name}")}}],
-        "current-context": name,
-    });
-    serde_saphyr::to_string(&kc).context("writing the kubeconfig")
-}
-
-fn credentials_object(cluster: &str, ns: &str, kubeconfig: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "mirror.strait.dev/remote-kubeconfig",
-        "metadata": {
-            "name": credentials_secret(cluster),
-            "namespace": ns,
-            "labels": {
-                "app.kubernetes.io/part-of": "strait",
-                labels::CLUSTER_NAME: cluster,
-            },
-        },
-        "data": {"kubeconfig": base64::engine::general_purpose::STANDARD.encode(kubeconfig)},
-    })
-}
-
-fn link_object(cluster: &str, ns: &str, spec: LinkSpec) -> anyhow::Result<Value> {
-    let mut link = Link::new(cluster, spec);
-    link.metadata.namespace = Some(ns.to_owned());
-    link.metadata.labels = Some(
-        [(
-            "app.kubernetes.io/part-of".to_string(),
-            "strait".to_string(),
-        )]
-        .into_iter()
-        .collect(),
-    );
-    let mut v = serde_json::to_value(&link).context("writing the Link")?;
-    if let Some(o) = v.as_object_mut() {
-        o.remove("status");
-    }
-    Ok(v)
-}
-
-/// `--set field.path=value` on the Link's spec: numbers and booleans as such, the rest as
-/// strings. A field the Link does not have is refused by name.
-fn apply_sets(spec: LinkSpec, sets: &[String]) -> anyhow::Result<LinkSpec> {
-    let mut v = serde_json::to_value(&spec).context("writing the Link spec")?;
-    let mut paths = Vec::new();
-    for set in sets {
-        let (path, raw) = set.split_once('=').with_context(|| {
-            format!("--set {set:?}: expected FIELD=VALUE, e.g. probeSpec.period=10s")
-        })?;
-        let path: Vec<&str> = path.trim().split('.').collect();
-        ensure!(
-            path.iter().all(|p| !p.is_empty()),
-            "--set {set:?}: the field path has an empty part"
-        );
-        let value = if let Ok(n) = raw.parse::<i64>() {
-            json!(n)
-        } else if let Ok(b) = raw.parse::<bool>() {
-            json!(b)
-        } else {
-            json!(raw)
-        };
-        let mut cur = &mut v;
-        for (i, p) in path.iter().enumerate() {
-            if i + 1 == path.len() {
-                cur[*p] = value.clone();
-            } else {
-                if !cur[*p].is_object() {
-                    cur[*p] = json!({});
-                }
-                cur = &mut cur[*p];
-            }
-        }
-        paths.push((set, path));
-    }
-    let parsed: LinkSpec = serde_json::from_value(v.clone())
-        .map_err(|e| anyhow::anyhow!("--set: the Link spec does not accept it: {e}"))?;
-    let back = serde_json::to_value(&parsed).context("writing the Link spec")?;
-    for (set, path) in paths {
-        let found = path.iter().try_fold(&back, |cur, p| cur.get(*p));
-        ensure!(
-            found.is_some(),
-            "--set {set:?}: the Link spec has no field {} (see `kubectl explain links.spec`)",
-            path.join(".")
-        );
-    }
-    Ok(parsed)
 }
 
 /// `strait multicluster unlink`

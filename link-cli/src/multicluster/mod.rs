@@ -20,6 +20,7 @@ pub mod check;
 pub mod export;
 pub mod gateways;
 pub mod link;
+mod link_objects;
 pub mod selector;
 
 use crate::install::cli::{McInstallArgs, McUninstallArgs};
