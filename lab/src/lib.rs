@@ -17,15 +17,15 @@
 //! How to start: [`Lab::new`] with the [`Binaries`] to run in pods, then
 //! [`Lab::control_plane`] per cluster, [`Lab::meshed_pod`] for workloads (its certificate comes
 //! from the cluster's identity service), [`Lab::gateway`] in the exporting cluster and
-//! [`Lab::link`] in the importing one. Everything stops when dropped. The programs pods run
-//! (HTTP/1, HTTP/2, gRPC, TCP servers and clients) are in [`tool`].
+//! [`Lab::link`] in the importing one. Everything stops when dropped. The program workload
+//! pods run is `strait-sample` (HTTP/1, HTTP/2, gRPC and TCP servers and clients; the tests
+//! crate's `tool` module), passed in as [`Binaries::tool`].
 
 mod admin;
 mod control_plane;
 mod gateway;
 mod link;
 mod meshed;
-pub mod tool;
 
 pub use admin::{http_get, metric_lines, metric_sum};
 pub use control_plane::ControlPlane;
@@ -83,7 +83,7 @@ pub struct Binaries {
     pub proxy: PathBuf,
     /// The `strait-gateway` binary.
     pub gateway: PathBuf,
-    /// A program that runs [`tool::run`] on its arguments after `tool_args`.
+    /// The sample program (`strait-sample`), run with `tool_args` before each command.
     pub tool: PathBuf,
     pub tool_args: Vec<String>,
 }
