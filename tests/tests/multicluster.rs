@@ -54,7 +54,9 @@ async fn load(
     n: usize,
     mode: &str,
 ) -> Result<Load, Error> {
-    let (_, out, err) = lab.tool(pod, &["load", addr, &n.to_string(), "1", mode]).await?;
+    let (_, out, err) = lab
+        .tool(pod, &["load", addr, &n.to_string(), "1", mode])
+        .await?;
     serde_json::from_str(out.trim()).map_err(|e| format!("{mode} {addr}: {e}: {out} {err}").into())
 }
 
