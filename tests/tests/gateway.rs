@@ -60,7 +60,8 @@ async fn open(gw: SocketAddr, cfg: Arc<ClientConfig>, bytes: &[u8]) -> Result<Tl
     Ok(tls)
 }
 
-/// One HTTP request through the gateway with the session protocol `p`; returns the body.
+/// One HTTP request through the gateway with the session protocol `p` (HTTP/2 as a gRPC
+/// call, whose trailers must say `grpc-status: 0`); returns the body (the gRPC message).
 async fn http_get(
     gw: SocketAddr,
     cfg: Arc<ClientConfig>,
@@ -89,12 +90,23 @@ async fn http_get(
         }
     };
     let status = rsp.status();
-    let body = rsp.into_body().collect().await?.to_bytes();
-    let body = String::from_utf8_lossy(&body).to_string();
+    let collected = rsp.into_body().collect().await?;
+    let grpc_status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .cloned();
+    let body = collected.to_bytes();
     if !status.is_success() {
-        return Err(format!("{status}: {body}").into());
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)).into());
     }
-    Ok(body)
+    if matches!(p, SessionProtocol::Http2) {
+        // A gRPC call: the answer is one message, and its status comes in the trailers.
+        if grpc_status.as_ref().map(|v| v.as_bytes()) != Some(b"0") {
+            return Err(format!("grpc-status {grpc_status:?}").into());
+        }
+        return strait_e2e::tool::grpc_unframe(body).ok_or_else(|| "malformed gRPC answer".into());
+    }
+    Ok(String::from_utf8_lossy(&body).to_string())
 }
 
 /// GET over TLS to the admin port, verifying the gateway's identity.

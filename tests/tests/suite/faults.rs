@@ -7,6 +7,7 @@ use crate::linked_support::*;
 use crate::nodes_support::eventually;
 use crate::{ECHO, NS, WEB, pod_names, running_pods, set};
 use serde_json::Value;
+use strait_localcluster::Cluster;
 use strait_tls::testing::TestPki;
 
 /// East's gateway scaled to zero: west's mirrors turn not ready and a call is refused at
@@ -98,16 +99,12 @@ pub async fn api_server_outage(pair: &mut Pair) {
     );
     pair.east.start_api_server().await.unwrap();
     let (west, east) = (&pair.west, &pair.east);
-    let want = set(["web-east", "greeter-east", "web-v2-east"]);
-    let converged = eventually(CONVERGE, || async {
-        (set(mirrors_of(west, "east").await) == want).then_some(())
-    })
+    mirrors_converge(
+        (west, east),
+        &["web-east", "greeter-east", "web-v2-east"],
+        "once east's API server is back",
+    )
     .await;
-    assert!(
-        converged.is_some(),
-        "west's mirrors of east converge to {want:?} once east's API server is back:\n{}",
-        diagnose(west, east).await
-    );
     sample_eventually(
         (west, east),
         NS,
@@ -164,16 +161,8 @@ pub async fn leader_deleted(pair: &Pair) {
         .await
         .unwrap_or_else(|e| e.to_string())
     );
-    let want = set(["web-east", "greeter-east", "echo-east"]);
-    let converged = eventually(CONVERGE, || async {
-        (set(mirrors_of(west, "east").await) == want).then_some(())
-    })
-    .await;
-    assert!(
-        converged.is_some(),
-        "the new leader converges to {want:?}:\n{}",
-        diagnose(west, east).await
-    );
+    let want = ["web-east", "greeter-east", "echo-east"];
+    mirrors_converge((west, east), &want, "under the new leader").await;
     for mirror in &want {
         let slices = json(
             west,
@@ -313,5 +302,19 @@ pub async fn anchor_replaced(pair: &Pair) {
     eprintln!(
         "suite: with east on another anchor, west's call: {}",
         refused.unwrap().trim()
+    );
+}
+
+/// Waits until west's mirrors of east are exactly `want`.
+async fn mirrors_converge((west, east): (&Cluster, &Cluster), want: &[&str], when: &str) {
+    let want = set(want.iter().copied());
+    let converged = eventually(CONVERGE, || async {
+        (set(mirrors_of(west, "east").await) == want).then_some(())
+    })
+    .await;
+    assert!(
+        converged.is_some(),
+        "west's mirrors of east converge to {want:?} {when}:\n{}",
+        diagnose(west, east).await
     );
 }
