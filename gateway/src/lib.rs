@@ -36,15 +36,15 @@
 //! [`Dial`](strait_proxy::connect::Dial) can be an in-memory pipe) and call
 //! [`Gateway::serve_connection`] on any byte stream.
 
-pub mod app;
+mod app;
 pub mod authz;
 pub mod cli;
-pub mod config;
-pub mod error;
-pub mod http;
-pub mod listener;
-pub mod metrics;
-pub mod opaque;
+mod config;
+mod error;
+mod http;
+mod listener;
+mod metrics;
+mod opaque;
 
 pub use app::{StartError, run, tls_configs};
 pub use config::Args;

@@ -26,23 +26,23 @@
 
 pub mod addr;
 pub mod admin;
-pub mod app;
-pub mod balance;
+mod app;
+mod balance;
 pub mod certify;
 pub mod cli;
 pub mod connect;
-pub mod ctx;
-pub mod detect;
+mod ctx;
+mod detect;
 pub mod discover;
 pub mod env;
 pub mod header;
 pub mod http_client;
 pub mod http_server;
-pub mod inbound;
+mod inbound;
 pub mod io;
-pub mod iptables;
-pub mod metrics;
-pub mod orig_dst;
+mod iptables;
+mod metrics;
+mod orig_dst;
 pub mod outbound;
 
 pub use app::{RunError, load_identity, run};

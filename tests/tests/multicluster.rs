@@ -39,13 +39,7 @@ fn bins() -> Binaries {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Load {
-    ok: usize,
-    failed: usize,
-    by_body: std::collections::BTreeMap<String, usize>,
-    errors: std::collections::BTreeMap<String, usize>,
-}
+use strait_e2e::tool::LoadReport as Load;
 
 async fn load(
     lab: &Lab,
