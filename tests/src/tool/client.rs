@@ -198,6 +198,16 @@ async fn one(
     sender: &mut Option<Sender>,
 ) -> Result<String, (String, String)> {
     let failed = |e: BoxError| ("error".to_owned(), e.to_string());
+    // A connection the server has closed (after `connection: close`, or idle) is no failed
+    // request: make a new one.
+    let open = match sender.as_mut() {
+        Some(Sender::H1(s)) => s.ready().await.is_ok(),
+        Some(Sender::H2(s)) => s.ready().await.is_ok(),
+        None => false,
+    };
+    if !open {
+        *sender = None;
+    }
     if sender.is_none() {
         let io = TokioIo::new(connect(addr).await.map_err(failed)?);
         *sender = Some(if mode == Mode::H1 {
@@ -238,6 +248,15 @@ async fn one(
     }
     .map_err(|e| failed(e.into()))?;
     let status = rsp.status();
+    // The server closes this connection after its answer: the next request needs another
+    // (waiting for hyper to notice would race it).
+    if rsp
+        .headers()
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    {
+        *sender = None;
+    }
     let collected = rsp
         .into_body()
         .collect()
