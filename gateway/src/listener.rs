@@ -370,8 +370,9 @@ impl Gateway {
     }
 }
 
-/// The target a header names: `<svc>.<ns>.svc.<cluster_domain>` (a trailing dot and case
-/// are ignored) and its port.
+/// The target a header names: `<svc>.<ns>.svc.<cluster_domain>`, or one pod of a headless
+/// Service by hostname, `<host>.<svc>.<ns>.svc.<cluster_domain>` (a per-pod mirror's remote
+/// name; destination resolves it to that pod alone); a trailing dot and case are ignored.
 pub fn target_of(header: &TransportHeader, cluster_domain: &str) -> Result<Target, Refusal> {
     let outside = |n: &str| Refusal::NameOutsideDomain(n.to_owned(), cluster_domain.to_owned());
     let raw = header.name.as_deref().ok_or_else(|| outside(""))?;
@@ -380,10 +381,12 @@ pub fn target_of(header: &TransportHeader, cluster_domain: &str) -> Result<Targe
     let prefix = name
         .strip_suffix(&format!(".svc.{domain}"))
         .ok_or_else(|| outside(raw))?;
-    match prefix.split('.').collect::<Vec<_>>()[..] {
-        [svc, ns]
-            if strait_core::identity::is_dns_label(svc)
-                && strait_core::identity::is_dns_label(ns) =>
+    let labels: Vec<&str> = prefix.split('.').collect();
+    match labels[..] {
+        [_, _] | [_, _, _]
+            if labels
+                .iter()
+                .all(|l| strait_core::identity::is_dns_label(l)) =>
         {
             Ok(Target {
                 name,
@@ -438,11 +441,21 @@ mod tests {
     fn names_must_be_services_in_this_domain() {
         let ok = target_of(&h(Some("web.shop.svc.cluster.local.")), "cluster.local").unwrap();
         assert_eq!(ok.to_string(), "web.shop.svc.cluster.local:80");
+        // One pod of a headless Service, by hostname.
+        let pod = target_of(
+            &h(Some("Web-0.web.shop.svc.cluster.local")),
+            "cluster.local",
+        );
+        assert_eq!(
+            pod.unwrap().to_string(),
+            "web-0.web.shop.svc.cluster.local:80"
+        );
         for bad in [
             None,
             Some("web.shop.svc.other.local"),
             Some("kubernetes.default.svc.cluster.local.evil.com"),
-            Some("a.web.shop.svc.cluster.local"),
+            Some("b.a.web.shop.svc.cluster.local"),
+            Some("a_b.web.shop.svc.cluster.local"),
             Some("shop.svc.cluster.local"),
             Some("web.shop.cluster.local"),
             Some("10.0.0.1"),

@@ -15,8 +15,10 @@
 //! within [`WRITE_GRACE`], while the store catches up). Nothing is decided before the remote
 //! view is complete (after the first list and after every re-list), so orphans are never
 //! deleted on a partial list. A name held by someone else's object is reported and left
-//! alone, and checked again after [`CONFLICT_RECHECK`].
+//! alone, and checked again after [`CONFLICT_RECHECK`]. A headless Service with hostnames
+//! gets a headless mirror and one mirror per pod ([`headless`]).
 
+use crate::mirror::headless::PodEndpoint;
 use crate::mirror::{self, GatewayView, InvalidService, RdGroup, Via};
 use crate::plan::{Plan, WayIn, way_in};
 use crate::remote::RemoteSvc;
@@ -38,14 +40,46 @@ pub(crate) const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 /// (namespace, name).
 pub(crate) type Key = (String, String);
 
-/// The local cluster as a pass reads it: our mirror Services and slices (and anything else
-/// that carries the mirror label), and the namespaces that exist.
+/// The local cluster as a pass reads it: our mirror Services (with their cluster IPs) and
+/// slices (and anything else that carries the mirror label), and the namespaces that exist.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Local<'a> {
     pub services: &'a Compact,
     pub slices: &'a Compact,
     /// Namespace names, keyed ("", name).
     pub namespaces: &'a Compact,
+}
+
+/// What a mirror through the gateway looks like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// A ClusterIP mirror of a ClusterIP Service; its slice lists the gateway.
+    Plain,
+    /// The headless mirror of a headless Service; its slice lists each pod's hostname at its
+    /// per-pod mirror's cluster IP.
+    Headless(Vec<PodEndpoint>),
+    /// The mirror of the pod with `hostname` behind a headless mirror; its slice lists the
+    /// gateway, ready while that pod is.
+    Pod { hostname: Box<str> },
+}
+
+/// How a mirrored Service's traffic goes, for the Link status's counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Gateway,
+    RemoteDiscovery,
+    Headless,
+    /// One pod's mirror (counted apart: it is no remote Service of its own).
+    Pod,
+}
+
+/// A mirror the pass wants: its key, the remote Service it mirrors and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Mirrored {
+    pub key: Key,
+    /// The remote Service's name (in the same namespace).
+    pub remote: String,
+    pub mode: Mode,
 }
 
 /// One write the pass decided on.
@@ -57,6 +91,8 @@ pub(crate) enum Op {
     Mirror {
         key: Key,
         remote: Arc<RemoteSvc>,
+        shape: Shape,
+        /// Whether the remote Service (for [`Shape::Pod`], the pod) has a ready endpoint.
         remote_ready: bool,
         write_svc: bool,
         claim_svc: bool,
@@ -88,7 +124,7 @@ pub(crate) struct Diff {
     /// Remote Services not mirrored, and why.
     pub not_mirrored: Vec<NotMirrored>,
     /// Mirrors that count as mirrored unless their write fails.
-    pub mirrored: Vec<Key>,
+    pub mirrored: Vec<Mirrored>,
     /// Names found taken that were not known taken (each is counted once, as a conflict).
     pub new_conflicts: usize,
 }
@@ -98,6 +134,7 @@ pub(crate) struct Diff {
 struct Derived {
     name: String,
     hash: String,
+    headless: bool,
 }
 
 /// What passes remember of each other.
@@ -109,8 +146,11 @@ pub(crate) struct Memory {
     /// they came from.
     memo: HashMap<Key, (String, Via, Result<Derived, InvalidService>)>,
     /// Derived slice hashes by mirror key, with what they were derived from (the Service's
-    /// hash, a fingerprint of the gateway view, remote readiness).
+    /// hash, a fingerprint of the gateway view or of a headless mirror's endpoints, remote
+    /// readiness).
     slice_memo: HashMap<Key, (String, u64, bool, String)>,
+    /// Derived per-pod mirrors by key, with the hash of the parent they were derived from.
+    pod_memo: HashMap<Key, (String, Derived)>,
     /// Remote-discovery mirrors' slices (name, spec hash) by mirror key, with a fingerprint
     /// of what they were derived from (the Service's hash and the endpoint groups).
     rd_memo: HashMap<Key, (u64, Vec<(String, String)>)>,
@@ -140,15 +180,18 @@ impl Memory {
         }
         let gw_fp = fingerprint(gateway);
         let ready: HashSet<Key> = crate::remote::ready(&view.slices);
+        let hostnames = crate::remote::hostnames(&view.slices);
         let rd_slices = crate::remote::by_service(&view.rd_slices);
+        let services = mirrored_services(view);
+        let owners = headless::pod_owners(&services, &hostnames, plan);
         let mut out = Diff::default();
         // Mirror Services and mirror slices this pass wants (ours that are not are removed).
         let mut desired_keys: HashSet<Key> = HashSet::new();
         let mut desired_slices: HashSet<Key> = HashSet::new();
-        let (mut creates, mut updates) = (Vec::new(), Vec::new());
+        let mut queue = Queue::default();
         let mut namespaces_to_create = BTreeMap::new();
         let mut seen: HashSet<Key> = HashSet::new();
-        for (remote, via) in mirrored_services(view) {
+        for (remote, via) in services {
             let (ns, name) = (&remote.namespace.to_string(), &remote.name.to_string());
             let nm = |reason, message: String| NotMirrored {
                 namespace: ns.clone(),
@@ -179,14 +222,21 @@ impl Memory {
             seen.insert(memo_key);
             let derived = match derived {
                 Ok(d) => d,
-                Err(
-                    e @ (InvalidService::ExternalName
-                    | InvalidService::Headless
-                    | InvalidService::NoPorts
-                    | InvalidService::NameTooLong(_)),
-                ) => {
+                Err(e) => {
                     out.not_mirrored
                         .push(nm(Reason::InvalidService, e.to_string()));
+                    continue;
+                }
+            };
+            // A headless mirror needs pods to mirror.
+            let hosts = match (derived.headless, hostnames.get(&(ns.clone(), name.clone()))) {
+                (false, _) => None,
+                (true, Some(hosts)) => Some(hosts),
+                (true, None) => {
+                    out.not_mirrored.push(nm(
+                        Reason::InvalidService,
+                        InvalidService::NoHostnames.to_string(),
+                    ));
                     continue;
                 }
             };
@@ -195,6 +245,15 @@ impl Memory {
             desired_keys.insert(key.clone());
             if via == Via::Gateway {
                 desired_slices.insert(key.clone());
+            }
+            // Per-pod mirrors are wanted whatever holds their parent back below, so ours
+            // stay; only scale-down, unexport or the parent's going removes them.
+            let pods = hosts
+                .map(|h| headless::pods(&remote, h, plan, &owners, &mut out.not_mirrored))
+                .unwrap_or_default();
+            for p in &pods {
+                desired_keys.insert(p.key.clone());
+                desired_slices.insert(p.key.clone());
             }
             if local.namespaces.get("", ns).is_none() {
                 if plan.create_namespaces {
@@ -247,7 +306,11 @@ impl Memory {
                     out.not_mirrored.push(nm(Reason::Error, msg));
                     continue;
                 }
-                out.mirrored.push(key.clone());
+                out.mirrored.push(Mirrored {
+                    key: key.clone(),
+                    remote: name.clone(),
+                    mode: Mode::RemoteDiscovery,
+                });
                 let write_svc = self.stale(true, &key, actual.as_ref(), &derived.hash, now);
                 let mut new = actual.is_none();
                 let mut to_write = Vec::new();
@@ -270,11 +333,7 @@ impl Memory {
                     claim_svc: write_svc && actual.is_none(),
                     slices: to_write,
                 };
-                if new {
-                    creates.push(op);
-                } else {
-                    updates.push(op);
-                }
+                queue.push(op, new);
                 continue;
             }
             let actual = local.services.get(ns, &mname);
@@ -288,6 +347,32 @@ impl Memory {
             let foreign = foreign.map(|kind| (kind, mname.as_str()));
             if let Some(msg) = self.held_back(&key, foreign, now, &mut out.new_conflicts) {
                 out.not_mirrored.push(nm(Reason::Error, msg));
+                continue;
+            }
+            // A cluster IP cannot be set or cleared in place: a mirror that must change between
+            // headless and not (the remote Service was replaced) is deleted, and created anew
+            // by the next pass.
+            if let Some(a) = actual.as_ref().filter(|a| a.headless != derived.headless) {
+                self.written.remove(&(true, ns.clone(), mname.clone()));
+                queue.push(Op::DeleteService(key.clone(), a.uid.clone()), false);
+                continue;
+            }
+            if derived.headless {
+                let parent = headless::Parent {
+                    key: &key,
+                    remote: &remote,
+                    hash: &derived.hash,
+                    actual: (actual.as_ref(), actual_slice.as_ref()),
+                    svc: &mut desired_svc,
+                };
+                let cx = headless::Cx {
+                    plan,
+                    local,
+                    gateway,
+                    gw_fp,
+                    now,
+                };
+                self.headless(cx, parent, &pods, &mut out, &mut queue);
                 continue;
             }
             let is_ready = ready.contains(&(ns.clone(), name.clone()));
@@ -306,7 +391,11 @@ impl Memory {
                     sh
                 }
             };
-            out.mirrored.push(key.clone());
+            out.mirrored.push(Mirrored {
+                key: key.clone(),
+                remote: name.clone(),
+                mode: Mode::Gateway,
+            });
             let write_svc = self.stale(true, &key, actual.as_ref(), &derived.hash, now);
             let write_slice = self.stale(false, &key, actual_slice.as_ref(), &slice_hash, now);
             if !(write_svc || write_slice) {
@@ -315,21 +404,19 @@ impl Memory {
             let op = Op::Mirror {
                 key: key.clone(),
                 remote: remote.clone(),
+                shape: Shape::Plain,
                 remote_ready: is_ready,
                 write_svc,
                 claim_svc: write_svc && actual.is_none(),
                 write_slice,
                 claim_slice: write_slice && actual_slice.is_none(),
             };
-            if actual.is_none() || actual_slice.is_none() {
-                creates.push(op);
-            } else {
-                updates.push(op);
-            }
+            queue.push(op, actual.is_none() || actual_slice.is_none());
         }
         self.memo.retain(|k, _| seen.contains(k));
         self.slice_memo.retain(|k, _| desired_keys.contains(k));
         self.rd_memo.retain(|k, _| desired_keys.contains(k));
+        self.pod_memo.retain(|k, _| desired_keys.contains(k));
         self.conflicts.retain(|k, _| desired_keys.contains(k));
         // Orphans: ours, for this cluster, with no remote twin.
         // What we wrote of them no longer vouches for anything: were the same object wanted
@@ -352,8 +439,8 @@ impl Memory {
             .into_keys()
             .map(Op::CreateNamespace)
             .collect();
-        out.ops.extend(creates);
-        out.ops.extend(updates);
+        out.ops.extend(queue.creates);
+        out.ops.extend(queue.updates);
         out.ops.extend(deletes);
         Some(out)
     }
@@ -451,6 +538,24 @@ fn derived_of(svc: &Service) -> Derived {
     Derived {
         name: svc.metadata.name.clone().unwrap_or_default(),
         hash: mirror::spec_hash(&svc.metadata),
+        headless: mirror::is_headless(svc),
+    }
+}
+
+/// The writes of a pass, creates apart from updates (creates go first).
+#[derive(Default)]
+struct Queue {
+    creates: Vec<Op>,
+    updates: Vec<Op>,
+}
+
+impl Queue {
+    fn push(&mut self, op: Op, create: bool) {
+        if create {
+            self.creates.push(op);
+        } else {
+            self.updates.push(op);
+        }
     }
 }
 
@@ -460,6 +565,7 @@ pub(crate) fn derive(remote: &RemoteSvc, plan: &Plan, via: Via) -> Service {
     mirror::service(&remote.to_service(), plan, via).unwrap_or_default()
 }
 
+mod headless;
 mod status;
 #[cfg(test)]
 mod tests;

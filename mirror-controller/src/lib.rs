@@ -317,7 +317,8 @@ impl std::fmt::Debug for Context {
 type Feeder = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Local watches shared by all workers, metadata-only, into compact stores: our mirror
-/// Services and EndpointSlices (label `mirrored-service=true`), and Namespace names.
+/// Services (with their cluster IPs) and EndpointSlices labelled `mirrored-service=true`, and
+/// Namespace names.
 fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
     let (tx, rx) = watch::channel(0u64);
     let tx = Arc::new(tx);
@@ -325,12 +326,11 @@ fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
         <(store::Compact, store::Compact, store::Compact)>::default();
     let ours = watcher::Config::default()
         .labels(&format!("{}=true", strait_core::labels::MIRRORED_SERVICE));
-    fn feed<S, K>(s: S, store: &store::Compact, tx: Arc<watch::Sender<u64>>) -> Feeder
+    fn feed<S, K>(s: S, mut writer: store::Writer<K>, tx: Arc<watch::Sender<u64>>) -> Feeder
     where
         S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
         K: kube::Resource + Send + 'static,
     {
-        let mut writer = store::writer::<K>(store.clone());
         Box::pin(async move {
             let mut s = std::pin::pin!(s);
             while let Some(ev) = s.next().await {
@@ -343,13 +343,12 @@ fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
         })
     }
     let feeders = vec![
+        // Whole Services, not metadata: a pass reads their cluster IPs (a headless mirror's
+        // slice lists its per-pod mirrors by them; a mirror that must change between
+        // headless and not is replaced).
         feed(
-            watcher::watcher(
-                Api::<PartialObjectMeta<Service>>::all(client.clone()),
-                ours.clone(),
-            )
-            .default_backoff(),
-            &services,
+            watcher::watcher(Api::<Service>::all(client.clone()), ours.clone()).default_backoff(),
+            store::service_writer(services.clone()),
             tx.clone(),
         ),
         feed(
@@ -358,7 +357,7 @@ fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
                 ours,
             )
             .default_backoff(),
-            &slices,
+            store::writer(slices.clone()),
             tx.clone(),
         ),
         feed(
@@ -367,7 +366,7 @@ fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
                 watcher::Config::default(),
             )
             .default_backoff(),
-            &namespaces,
+            store::writer(namespaces.clone()),
             tx,
         ),
     ];

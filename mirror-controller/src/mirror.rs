@@ -1,7 +1,8 @@
 //! The mirror of a remote Service, as a pure function of the remote Service, the Link and the
 //! gateway's state (a mirror reached through the gateway) or the remote pods (a mirror for
 //! remote discovery). The controller compares these with what exists and writes only
-//! differences.
+//! differences. A headless remote Service with hostnames (a StatefulSet's) gets a headless
+//! mirror and one mirror per pod ([`headless`]).
 
 use crate::plan::Plan;
 use crate::remote::{PodMeta, RdSlice, SlicePort};
@@ -26,8 +27,18 @@ const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub enum InvalidService {
     #[error("type ExternalName cannot be mirrored")]
     ExternalName,
-    #[error("headless Services are not mirrored")]
-    Headless,
+    #[error(
+        "headless Services are not mirrored by this Link (mirrorHeadlessServices: false); set it to true to mirror them with one mirror per pod"
+    )]
+    HeadlessOff,
+    #[error(
+        "headless Services are not mirrored for remote discovery; export it through the gateway (the Link's selector or a ServiceExport) to get one mirror per pod"
+    )]
+    HeadlessRemoteDiscovery,
+    #[error(
+        "a headless Service is mirrored only while its endpoints have hostnames (a StatefulSet's pods); this one has none"
+    )]
+    NoHostnames,
     #[error("the Service has no ports")]
     NoPorts,
     #[error("mirror name {0:?} is longer than 63 characters")]
@@ -69,7 +80,9 @@ pub fn is_ours(meta: &ObjectMeta, cluster: &str) -> bool {
 }
 
 /// The mirror Service for `remote`. A remote-discovery mirror says so in a label
-/// ([`labels::REMOTE_DISCOVERY`]) and names no gateway identity.
+/// ([`labels::REMOTE_DISCOVERY`]) and names no gateway identity. The mirror of a headless
+/// Service is headless too (and names no gateway identity: its endpoints are the mirrors of
+/// its pods, [`headless::pod_service`]).
 pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, InvalidService> {
     let name = remote.metadata.name.as_deref().unwrap_or_default();
     let ns = remote.metadata.namespace.as_deref().unwrap_or_default();
@@ -77,8 +90,11 @@ pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, Inval
     if spec.type_.as_deref() == Some("ExternalName") {
         return Err(InvalidService::ExternalName);
     }
-    if spec.cluster_ip.as_deref() == Some("None") {
-        return Err(InvalidService::Headless);
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    match (headless, via) {
+        (true, Via::RemoteDiscovery) => return Err(InvalidService::HeadlessRemoteDiscovery),
+        (true, Via::Gateway) if !plan.mirror_headless => return Err(InvalidService::HeadlessOff),
+        _ => {}
     }
     let ports: Vec<ServicePort> = spec
         .ports
@@ -128,7 +144,7 @@ pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, Inval
         labels::REMOTE_RESOURCE_VERSION.into(),
         remote.metadata.resource_version.clone().unwrap_or_default(),
     );
-    if via == Via::Gateway {
+    if via == Via::Gateway && !headless {
         annos.insert(
             labels::REMOTE_GATEWAY_IDENTITY.into(),
             plan.gateway_identity.clone(),
@@ -144,6 +160,7 @@ pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, Inval
         },
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
+            cluster_ip: headless.then(|| "None".into()),
             ports: Some(ports),
             ..Default::default()
         }),
@@ -151,6 +168,11 @@ pub fn service(remote: &Service, plan: &Plan, via: Via) -> Result<Service, Inval
     };
     stamp(&mut svc.metadata, &svc.spec);
     Ok(svc)
+}
+
+/// Whether mirror `svc` is headless.
+pub fn is_headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
 }
 
 /// The EndpointSlice of mirror `mirror`: the gateway's addresses at the gateway port.
@@ -190,11 +212,7 @@ pub fn slice(
             app_protocol: None,
         })
         .collect();
-    let mut labels_: BTreeMap<String, String> = BTreeMap::new();
-    labels_.insert(SERVICE_NAME_LABEL.into(), name.clone());
-    labels_.insert(MANAGED_BY_LABEL.into(), FIELD_MANAGER.into());
-    labels_.insert(labels::MIRRORED_SERVICE.into(), "true".into());
-    labels_.insert(labels::CLUSTER_NAME.into(), plan.cluster.clone());
+    let labels_ = slice_labels(&name, plan);
     let mut annos = BTreeMap::new();
     annos.insert(
         labels::REMOTE_GATEWAY_IDENTITY.into(),
@@ -349,11 +367,7 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
                     app_protocol: p.app_protocol.as_deref().map(String::from),
                 })
                 .collect();
-            let mut lbls: BTreeMap<String, String> = BTreeMap::new();
-            lbls.insert(SERVICE_NAME_LABEL.into(), name.clone());
-            lbls.insert(MANAGED_BY_LABEL.into(), FIELD_MANAGER.into());
-            lbls.insert(labels::MIRRORED_SERVICE.into(), "true".into());
-            lbls.insert(labels::CLUSTER_NAME.into(), plan.cluster.clone());
+            let mut lbls = slice_labels(&name, plan);
             lbls.insert(labels::REMOTE_DISCOVERY.into(), plan.cluster.clone());
             let annos = g
                 .identity
@@ -382,6 +396,16 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
 
 fn stamp<T: serde::Serialize>(meta: &mut ObjectMeta, body: &T) {
     stamp_with(meta, body)
+}
+
+/// The labels of every slice of mirror `service`.
+fn slice_labels(service: &str, plan: &Plan) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert(SERVICE_NAME_LABEL.into(), service.to_owned());
+    l.insert(MANAGED_BY_LABEL.into(), FIELD_MANAGER.into());
+    l.insert(labels::MIRRORED_SERVICE.into(), "true".into());
+    l.insert(labels::CLUSTER_NAME.into(), plan.cluster.clone());
+    l
 }
 
 /// Writes [`SPEC_HASH`]: a hash of the metadata we set and the body.
@@ -414,5 +438,6 @@ pub fn up_to_date(actual: &ObjectMeta, desired: &ObjectMeta) -> bool {
     get(actual).is_some() && get(actual) == get(desired)
 }
 
+pub mod headless;
 #[cfg(test)]
 pub(crate) mod tests;

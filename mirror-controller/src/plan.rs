@@ -42,6 +42,8 @@ pub struct Plan {
     pub excluded_labels: Vec<String>,
     pub excluded_annotations: Vec<String>,
     pub create_namespaces: bool,
+    /// `mirrorHeadlessServices` (default `true`).
+    pub mirror_headless: bool,
     /// What the Link asks for that this controller does not do, said in its status.
     pub warnings: Vec<String>,
 }
@@ -137,6 +139,7 @@ impl Plan {
             excluded_labels: spec.excluded_labels.clone(),
             excluded_annotations: spec.excluded_annotations.clone(),
             create_namespaces: spec.create_namespaces.unwrap_or(false),
+            mirror_headless: spec.mirror_headless_services.unwrap_or(true),
             warnings,
         })
     }

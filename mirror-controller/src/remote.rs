@@ -1,7 +1,8 @@
 //! Compact remote stores. Of each remote Service the Link exports, only what its mirror is
 //! derived from (name, namespace, resourceVersion, the labels and annotations the mirror
 //! copies, ports, and whether it is headless or ExternalName); of each remote EndpointSlice,
-//! only its Service's name, and only while it has a ready endpoint; of each remote
+//! only its Service's name, whether it has a ready endpoint and its endpoints' hostnames
+//! (kept only while it has either); of each remote
 //! `ServiceExport`, only its key. Only for Services mirrored for remote discovery: the ready
 //! addresses and ports of their EndpointSlices, and of every pod its service account and
 //! whether it is meshed. A reflector of even trimmed `Service` objects costs a few
@@ -150,28 +151,68 @@ pub type Map<V> = relist::Shared<Key, V>;
 
 /// Remote Services, compacted.
 pub type Services = Map<Arc<RemoteSvc>>;
-/// Remote EndpointSlices with a ready endpoint: the name of their Service.
-pub type Slices = Map<Box<str>>;
+/// Remote EndpointSlices with a ready endpoint or a hostname, summarised.
+pub type Slices = Map<Arc<SliceSummary>>;
 /// The keys of remote `ServiceExport`s (each exports the Service with its key).
 pub type Exports = Map<()>;
+
+/// Of a remote EndpointSlice, what mirrors read: its Service, whether any endpoint is ready,
+/// and its endpoints that have a hostname (a StatefulSet's pods), for headless mirrors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceSummary {
+    pub service: Box<str>,
+    pub ready: bool,
+    /// Each endpoint's hostname and whether it is ready, in the slice's order.
+    pub hostnames: Box<[(Box<str>, bool)]>,
+}
+
+impl SliceSummary {
+    /// The summary of `es`; `None` without a Service label, or when no endpoint is ready and
+    /// none has a hostname (nothing a mirror reads).
+    pub fn of(es: &EndpointSlice) -> Option<Self> {
+        let svc = es.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+        // Unset `ready` means ready, as the API says.
+        let is_ready = |e: &k8s_openapi::api::discovery::v1::Endpoint| {
+            e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+        };
+        let hostnames: Box<[(Box<str>, bool)]> = es
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((Box::from(e.hostname.as_deref()?), is_ready(e))))
+            .collect();
+        let ready = es.endpoints.iter().any(is_ready);
+        (ready || !hostnames.is_empty()).then(|| Self {
+            service: svc.as_str().into(),
+            ready,
+            hostnames,
+        })
+    }
+}
 
 /// (namespace, Service name) of every remote Service with a ready endpoint.
 pub fn ready(slices: &Slices) -> HashSet<Key> {
     slices
         .read()
         .iter()
-        .map(|((ns, _), svc)| (ns.clone(), svc.to_string()))
+        .filter(|(_, s)| s.ready)
+        .map(|((ns, _), s)| (ns.clone(), s.service.to_string()))
         .collect()
 }
 
-/// Of a remote EndpointSlice, its Service when any endpoint is ready (unset counts as ready).
-pub fn ready_service(es: &EndpointSlice) -> Option<Box<str>> {
-    let ready = es
-        .endpoints
-        .iter()
-        .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
-    let svc = es.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    ready.then(|| svc.as_str().into())
+/// The hostnames of each remote Service's endpoints, by (namespace, Service name), and
+/// whether an endpoint of that hostname is ready. Only Services with hostnames appear.
+pub fn hostnames(slices: &Slices) -> HashMap<Key, BTreeMap<Box<str>, bool>> {
+    let mut out: HashMap<Key, BTreeMap<Box<str>, bool>> = HashMap::new();
+    for ((ns, _), s) in slices.read().iter() {
+        if s.hostnames.is_empty() {
+            continue;
+        }
+        let hosts = out.entry((ns.clone(), s.service.to_string())).or_default();
+        for (h, ready) in s.hostnames.iter() {
+            *hosts.entry(h.clone()).or_default() |= *ready;
+        }
+    }
+    out
 }
 
 /// The label that ties an EndpointSlice to its Service.
@@ -373,9 +414,11 @@ pub fn exports_writer(store: Exports) -> Writer<PartialObjectMeta<ServiceExport>
     writer(store, |_: &PartialObjectMeta<ServiceExport>| Some(()))
 }
 
-/// A writer of remote EndpointSlice readiness.
-pub fn slices_writer(store: Slices) -> Writer<EndpointSlice, Box<str>> {
-    writer(store, ready_service)
+/// A writer of remote EndpointSlice summaries.
+pub fn slices_writer(store: Slices) -> Writer<EndpointSlice, Arc<SliceSummary>> {
+    writer(store, |es: &EndpointSlice| {
+        SliceSummary::of(es).map(Arc::new)
+    })
 }
 
 #[cfg(test)]

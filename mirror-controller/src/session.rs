@@ -262,7 +262,7 @@ struct Session {
     status: watch::Sender<LinkStatus>,
     trigger: Arc<Notify>,
     view: RemoteView,
-    slices_w: remote::Writer<EndpointSlice, Box<str>>,
+    slices_w: remote::Writer<EndpointSlice, Arc<remote::SliceSummary>>,
     services_w: remote::Writer<Service, Arc<remote::RemoteSvc>>,
     exported_w: remote::Writer<Service, Arc<remote::RemoteSvc>>,
     exports_w: remote::Writer<ExportMeta, ()>,

@@ -6,6 +6,7 @@
 //! whole map at `InitDone`, so a deletion missed during a watch outage disappears with the
 //! re-list.
 
+use k8s_openapi::api::core::v1::Service;
 use kube::api::ObjectMeta;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,11 @@ pub struct Meta {
     pub cluster: Option<String>,
     /// [`crate::mirror::SPEC_HASH`].
     pub hash: Option<String>,
+    /// The cluster IP of a Service, where the store keeps it (a headless mirror's slice lists
+    /// its per-pod mirrors by it).
+    pub cluster_ip: Option<std::net::IpAddr>,
+    /// A Service that is headless (`clusterIP: None`).
+    pub headless: bool,
 }
 
 impl Meta {
@@ -44,6 +50,18 @@ impl Meta {
                 .as_ref()
                 .and_then(|a| a.get(crate::mirror::SPEC_HASH))
                 .cloned(),
+            cluster_ip: None,
+            headless: false,
+        }
+    }
+
+    /// [`Meta::of`] a Service, with its cluster IP.
+    pub fn of_service(svc: &Service) -> Self {
+        let ip = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+        Self {
+            cluster_ip: ip.and_then(|ip| ip.parse().ok()),
+            headless: ip == Some("None"),
+            ..Self::of(&svc.metadata)
         }
     }
 
@@ -135,10 +153,16 @@ pub fn writer<K: kube::Resource + 'static>(store: Compact) -> Writer<K> {
     })
 }
 
+/// A writer of every Service's [`Meta`], with its cluster IP, into `store`.
+pub fn service_writer(store: Compact) -> Writer<Service> {
+    relist::Writer::new(store, |s: &Service| {
+        Some((relist::name_key(s), Some(Meta::of_service(s))))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Service;
     use kube::runtime::watcher::Event;
 
     fn svc(name: &str, cluster: Option<&str>) -> Service {
@@ -176,5 +200,32 @@ mod tests {
         w.apply(&Event::<Service>::Init);
         w.apply(&Event::<Service>::InitDone);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn the_service_writer_keeps_cluster_ips_and_headlessness() {
+        let store = Compact::default();
+        let mut w = service_writer(store.clone());
+        let mut a = svc("web-0-east", Some("east"));
+        a.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+            cluster_ip: Some("198.19.0.7".into()),
+            ..Default::default()
+        });
+        w.apply(&Event::<Service>::Init);
+        w.apply(&Event::InitApply(a));
+        let mut h = svc("db-east", Some("east"));
+        h.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+            cluster_ip: Some("None".into()),
+            ..Default::default()
+        });
+        w.apply(&Event::InitApply(h));
+        w.apply(&Event::InitApply(svc("pending-east", Some("east"))));
+        w.apply(&Event::<Service>::InitDone);
+        let a = store.get("ns", "web-0-east").expect("a");
+        assert_eq!(a.cluster_ip, Some("198.19.0.7".parse().expect("ip")));
+        assert!(a.is_ours("east") && !a.headless);
+        let h = store.get("ns", "db-east").expect("h");
+        assert!(h.headless && h.cluster_ip.is_none());
+        assert_eq!(store.get("ns", "pending-east").expect("p").cluster_ip, None);
     }
 }

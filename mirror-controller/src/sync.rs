@@ -3,7 +3,7 @@
 //! writes (at most `write_concurrency` in flight, each proving ownership, [`crate::write`]),
 //! and publishes the status. A pass with a failed write is retried with backoff.
 
-use crate::diff::{self, Key, Local, Memory, Op};
+use crate::diff::{self, Key, Local, Memory, Op, Shape};
 use crate::gateway::GatewayState;
 use crate::mirror::{self, GatewayView, Via};
 use crate::plan::Plan;
@@ -162,7 +162,7 @@ impl Sync {
             tracing::info!(link = %self.link, writes = n_ops, elapsed_ms = started.elapsed().as_millis() as u64, "sync pass wrote changes");
         }
         self.memory.expire(Instant::now());
-        let status = diff::status(&self.plan, d.not_mirrored, &d.mirrored, &errors);
+        let status = diff::status(d.not_mirrored, &d.mirrored, &errors);
         ctx.metrics
             .mirrors
             .get_or_create(&crate::metrics::Metrics::link(&self.link))
@@ -184,6 +184,7 @@ impl Sync {
                 Op::Mirror {
                     key,
                     remote,
+                    shape,
                     remote_ready,
                     write_svc,
                     claim_svc,
@@ -197,6 +198,12 @@ impl Sync {
                     };
                     // The Service first: a slice is never written for a name that is not ours.
                     let svc = diff::derive(&remote, &plan, Via::Gateway);
+                    let svc = match &shape {
+                        Shape::Pod { hostname } => {
+                            mirror::headless::pod_service(&svc, hostname, key.1.clone(), &plan)
+                        }
+                        Shape::Plain | Shape::Headless(_) => svc,
+                    };
                     let mut wrote = Vec::new();
                     let mut created = None;
                     if write_svc {
@@ -209,7 +216,14 @@ impl Sync {
                         }
                     }
                     if write_slice {
-                        let es = mirror::slice(&svc, &plan, &gateway, remote_ready);
+                        let es = match &shape {
+                            Shape::Headless(endpoints) => {
+                                mirror::headless::headless_slice(&svc, &plan, endpoints)
+                            }
+                            Shape::Plain | Shape::Pod { .. } => {
+                                mirror::slice(&svc, &plan, &gateway, remote_ready)
+                            }
+                        };
                         match write(&client, &metrics, &es, claim_slice, cluster).await {
                             Ok(w) => wrote.push((false, key.clone(), w.hash)),
                             // Someone else's slice has the mirror's name: it would lend its

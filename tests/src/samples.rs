@@ -33,6 +33,8 @@ pub struct Workload {
     tcp_only: bool,
     replicas: u32,
     pod_annotations: Vec<(String, String)>,
+    /// A StatefulSet governed by this headless Service, instead of a Deployment.
+    stateful: Option<String>,
 }
 
 impl Workload {
@@ -46,7 +48,15 @@ impl Workload {
             tcp_only: false,
             replicas: 1,
             pod_annotations: Vec::new(),
+            stateful: None,
         }
+    }
+
+    /// A StatefulSet (pods `<name>-0`, `<name>-1`, … started in parallel) whose pods get
+    /// hostnames under headless Service `service` ([`headless_service`]).
+    pub fn stateful(mut self, service: &str) -> Self {
+        self.stateful = Some(service.into());
+        self
     }
 
     /// A named container port, with an HTTP readiness probe on it.
@@ -101,6 +111,13 @@ impl Workload {
                 "\n        ports: [{{name: {p}, containerPort: {n}}}]\n        readinessProbe: {{{probe}, periodSeconds: 1}}"
             )
         });
+        let (kind, stateful) = match &self.stateful {
+            None => ("Deployment", String::new()),
+            Some(svc) => (
+                "StatefulSet",
+                format!("\n  serviceName: {svc}\n  podManagementPolicy: Parallel"),
+            ),
+        };
         format!(
             r#"---
 apiVersion: v1
@@ -108,9 +125,9 @@ kind: ServiceAccount
 metadata: {{name: {name}, namespace: {ns}}}
 ---
 apiVersion: apps/v1
-kind: Deployment
+kind: {kind}
 metadata: {{name: {name}, namespace: {ns}}}
-spec:
+spec:{stateful}
   replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
@@ -147,6 +164,12 @@ pub fn service_of(ns: &str, name: &str, app: &str, ports: &[(&str, u16, &str)]) 
     format!(
         "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  selector: {{app: {app}}}\n  ports: [{ports}]\n"
     )
+}
+
+/// A headless Service (`clusterIP: None`) selecting `app: NAME`: a StatefulSet's, whose pods
+/// get DNS names `<pod>.<name>.<ns>.svc...`.
+pub fn headless_service(ns: &str, name: &str, ports: &[(&str, u16, &str)]) -> String {
+    service(ns, name, ports).replacen("spec:\n", "spec:\n  clusterIP: None\n", 1)
 }
 
 /// What east serves in the demo and the suite: `web` (HTTP/1 and HTTP/2 on port 80),
@@ -186,5 +209,23 @@ mod tests {
         assert!(y.contains(r#"strait.dev/opaque-ports: "9000""#), "{y}");
         assert!(y.contains("tcpSocket: {port: tcp}"), "{y}");
         assert!(y.contains(r#"args: ["serve-tcp", "9000"]"#), "{y}");
+    }
+
+    #[test]
+    fn a_stateful_workload_is_a_statefulset_under_its_headless_service() {
+        let y = Workload::new("shop", "db", &["serve-echo-http", "8080"])
+            .replicas(3)
+            .stateful("db")
+            .yaml();
+        assert!(y.contains("kind: StatefulSet"), "{y}");
+        assert!(
+            y.contains("serviceName: db\n  podManagementPolicy: Parallel\n  replicas: 3"),
+            "{y}"
+        );
+        let svc = headless_service("shop", "db", &[("http", 80, "http")]);
+        assert!(
+            svc.contains("spec:\n  clusterIP: None\n  selector: {app: db}"),
+            "{svc}"
+        );
     }
 }

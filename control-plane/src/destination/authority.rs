@@ -4,6 +4,9 @@
 //!
 //! ```text
 //! <svc>.<ns>.svc.<cluster-domain>[:port]   fully qualified, what proxies send
+//! <host>.<svc>.<ns>.svc.<cluster-domain>[:port]
+//!                                          one pod of a headless Service, by its hostname
+//!                                          (a StatefulSet's pod; only fully qualified)
 //! <svc>.<ns>.svc[:port]                    short forms, for people and tools
 //! <svc>.<ns>[:port]
 //! <ip>[:port], [<ipv6>][:port]             a Service's cluster IP or a pod address
@@ -44,8 +47,13 @@ impl std::fmt::Display for ServiceKey {
 /// What a lookup names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// A Service by name, and the Service port asked for.
-    Service { service: ServiceKey, port: u16 },
+    /// A Service by name, and the Service port asked for; with `hostname`, only its
+    /// endpoint of that hostname.
+    Service {
+        service: ServiceKey,
+        port: u16,
+        hostname: Option<String>,
+    },
     /// An address: a cluster IP or a pod IP, and the port.
     Addr { ip: IpAddr, port: u16 },
 }
@@ -81,18 +89,21 @@ pub fn parse(path: &str, cluster_domain: &str) -> Result<Target, AuthorityError>
     };
     let labels: Vec<&str> = host.split('.').collect();
     let domain: Vec<&str> = cluster_domain.trim_end_matches('.').split('.').collect();
-    let (svc, ns) = match labels.as_slice() {
-        [svc, ns] => (*svc, *ns),
-        [svc, ns, "svc"] => (*svc, *ns),
-        [svc, ns, "svc", rest @ ..] if rest == domain.as_slice() => (*svc, *ns),
+    let (host, svc, ns) = match labels.as_slice() {
+        [svc, ns] => (None, *svc, *ns),
+        [svc, ns, "svc"] => (None, *svc, *ns),
+        [svc, ns, "svc", rest @ ..] if rest == domain.as_slice() => (None, *svc, *ns),
+        [host, svc, ns, "svc", rest @ ..] if rest == domain.as_slice() => (Some(*host), *svc, *ns),
         _ => return Err(not_a_service()),
     };
-    if !strait_core::identity::is_dns_label(svc) || !strait_core::identity::is_dns_label(ns) {
+    let is_label = strait_core::identity::is_dns_label;
+    if !is_label(svc) || !is_label(ns) || host.is_some_and(|h| !is_label(h)) {
         return Err(not_a_service());
     }
     Ok(Target::Service {
         service: ServiceKey::new(ns, svc),
         port,
+        hostname: host.map(str::to_owned),
     })
 }
 
@@ -133,6 +144,7 @@ mod tests {
         Ok(Target::Service {
             service: ServiceKey::new(ns, name),
             port,
+            hostname: None,
         })
     }
 
@@ -157,6 +169,18 @@ mod tests {
         assert_eq!(
             parse("web.shop.svc.east.example:9", "east.example"),
             svc("shop", "web", 9)
+        );
+    }
+
+    #[test]
+    fn a_pod_of_a_headless_service_by_hostname() {
+        assert_eq!(
+            parse("Web-0.web.shop.svc.cluster.local:5432", "cluster.local"),
+            Ok(Target::Service {
+                service: ServiceKey::new("shop", "web"),
+                port: 5432,
+                hostname: Some("web-0".into()),
+            })
         );
     }
 
@@ -208,7 +232,9 @@ mod tests {
             "a.b.c.d:80",
             "web.shop.svc.other.domain:80",
             "web.shop.svc.cluster:80",
-            "pod.web.shop.svc.cluster.local:80",
+            "web-0.web.shop.svc:80",
+            "a_b.web.shop.svc.cluster.local:80",
+            "x.web-0.web.shop.svc.cluster.local:80",
             "-x.shop:80",
         ] {
             assert!(

@@ -434,6 +434,7 @@ mod tests {
                     ips: vec![ip.parse().unwrap()],
                     ready: *ready,
                     pod: None,
+                    hostname: None,
                 })
                 .collect(),
             identity: None,

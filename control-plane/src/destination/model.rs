@@ -48,6 +48,8 @@ pub struct SliceEndpoint {
     pub ready: bool,
     /// The pod behind the address, when the slice names one.
     pub pod: Option<String>,
+    /// The endpoint's hostname (a StatefulSet's pod: `<hostname>.<svc>.<ns>.svc...`).
+    pub hostname: Option<String>,
 }
 
 /// An EndpointSlice, as far as discovery cares.
@@ -174,6 +176,7 @@ impl SliceInfo {
                     .as_ref()
                     .filter(|r| r.kind.as_deref() == Some("Pod"))
                     .and_then(|r| r.name.clone()),
+                hostname: e.hostname.clone(),
             })
             .collect();
         let info = Self {

@@ -36,10 +36,12 @@ pub struct DestinationService {
     pub(super) metrics: Metrics,
 }
 
-/// A resolved lookup: the topic to follow and the port asked for.
+/// A resolved lookup: the topic to follow, the port asked for and, for one pod of a
+/// headless Service, its hostname.
 struct Resolved {
     topic: TopicKey,
     port: u16,
+    hostname: Option<String>,
 }
 
 impl DestinationService {
@@ -66,7 +68,11 @@ impl DestinationService {
         let target =
             authority::parse(path, &self.config.cluster_domain).map_err(|e| invalid(&e))?;
         match target {
-            Target::Service { service, port } => {
+            Target::Service {
+                service,
+                port,
+                hostname,
+            } => {
                 let info = self.index.service(&service);
                 let result = match &info {
                     Some(svc) if svc.external_name => {
@@ -89,6 +95,7 @@ impl DestinationService {
                     Resolved {
                         topic: TopicKey::Service(service),
                         port,
+                        hostname,
                     },
                     result,
                 ))
@@ -104,6 +111,7 @@ impl DestinationService {
                         Resolved {
                             topic: TopicKey::Service(key),
                             port,
+                            hostname: None,
                         },
                         result,
                     ));
@@ -120,6 +128,7 @@ impl DestinationService {
                     Resolved {
                         topic: TopicKey::Pod(ip),
                         port,
+                        hostname: None,
                     },
                     result,
                 ))
@@ -138,10 +147,15 @@ impl Destination for DestinationService {
         request: Request<pb::GetDestination>,
     ) -> Result<Response<Self::GetStream>, Status> {
         let path = request.into_inner().path;
-        let Resolved { topic, port } = self.resolve(Method::Get, &path).await?;
+        let Resolved {
+            topic,
+            port,
+            hostname,
+        } = self.resolve(Method::Get, &path).await?;
         let state = GetState {
             sub: self.index.subscribe(topic),
             port,
+            hostname,
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             diff: Diff::default(),
@@ -157,7 +171,7 @@ impl Destination for DestinationService {
                 // Fails only when the topic is gone, i.e. the server is shutting down.
                 st.sub.rx().changed().await.ok()?;
                 let view = st.sub.rx().borrow_and_update().clone();
-                let next = translate::endpoints(&view, st.port, &st.config);
+                let next = translate::endpoints(&view, st.port, st.hostname.as_deref(), &st.config);
                 let updates = st.diff.update(next);
                 st.queue.extend(updates);
             }
@@ -170,7 +184,8 @@ impl Destination for DestinationService {
         request: Request<pb::GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
         let path = request.into_inner().path;
-        let Resolved { topic, port } = self.resolve(Method::GetProfile, &path).await?;
+        // A pod by hostname has its Service's profile.
+        let Resolved { topic, port, .. } = self.resolve(Method::GetProfile, &path).await?;
         let state = ProfileState {
             sub: self.index.subscribe(topic),
             port,
@@ -198,6 +213,7 @@ impl Destination for DestinationService {
 struct GetState {
     sub: Subscription,
     port: u16,
+    hostname: Option<String>,
     config: Arc<DestinationConfig>,
     metrics: Metrics,
     diff: Diff,
@@ -248,7 +264,7 @@ pub(super) fn profile(view: &View, port: u16, cfg: &DestinationConfig) -> pb::De
                 .is_some_and(|s| s.opaque_ports.contains(&port));
         }
         View::Pod { ip, pod } => {
-            let eps = translate::endpoints(view, port, cfg);
+            let eps = translate::endpoints(view, port, None, cfg);
             let addr = std::net::SocketAddr::new(*ip, port);
             p.opaque_protocol = pod
                 .as_ref()

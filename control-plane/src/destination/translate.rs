@@ -11,6 +11,8 @@
 //!   its endpoints' identity (meshed pods: TLS and the H2 hint, as for a local meshed pod);
 //!   a slice without one lists pods without a proxy (plain). No authority override: the
 //!   remote pod's proxy serves the target port itself.
+//! - A lookup of one pod by hostname (`<host>.<svc>.<ns>.svc.<domain>`) gets only the
+//!   endpoints with that hostname.
 //! - Only ready endpoints are sent. An empty set is `NoEndpoints { exists }`, `exists` saying
 //!   whether the Service is there at all.
 
@@ -36,8 +38,13 @@ pub struct Endpoints {
     pub set_labels: HashMap<String, String>,
 }
 
-/// The endpoints of `view` for the requested `port`.
-pub fn endpoints(view: &View, port: u16, cfg: &DestinationConfig) -> Endpoints {
+/// The endpoints of `view` for the requested `port` (only those with `hostname`, if given).
+pub fn endpoints(
+    view: &View,
+    port: u16,
+    hostname: Option<&str>,
+    cfg: &DestinationConfig,
+) -> Endpoints {
     match view {
         View::Pod { ip, pod } => {
             let Some(((ns, name), pod)) = pod else {
@@ -80,7 +87,10 @@ pub fn endpoints(view: &View, port: u16, cfg: &DestinationConfig) -> Endpoints {
                     },
                     None => port,
                 };
-                for ep in slice.endpoints.iter().filter(|e| e.ready) {
+                let wanted = |e: &&super::model::SliceEndpoint| {
+                    e.ready && hostname.is_none_or(|h| e.hostname.as_deref() == Some(h))
+                };
+                for ep in slice.endpoints.iter().filter(wanted) {
                     for ip in &ep.ips {
                         let addr = SocketAddr::new(*ip, target);
                         let wa = match &svc.mirror {
@@ -305,6 +315,7 @@ mod tests {
                     ips: vec![ip.parse().unwrap()],
                     ready: *ready,
                     pod: pod.map(str::to_owned),
+                    hostname: pod.map(str::to_owned),
                 })
                 .collect(),
             identity: None,
@@ -354,7 +365,7 @@ mod tests {
             )],
             &[("web-1", pod(true, &[])), ("web-2", pod(false, &[]))],
         );
-        let eps = endpoints(&v, 80, &cfg());
+        let eps = endpoints(&v, 80, None, &cfg());
         assert!(eps.exists);
         assert_eq!(eps.addrs.len(), 2, "only ready endpoints");
         let meshed = &eps.addrs[&sa("198.18.0.1:8080")];
@@ -373,13 +384,41 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_by_hostname_gets_its_own_endpoint_only() {
+        let v = view(
+            Some(svc(None)),
+            vec![slice(
+                &[
+                    ("198.18.0.1", true, Some("web-0")),
+                    ("198.18.0.2", true, Some("web-1")),
+                    ("198.18.0.3", false, Some("web-2")),
+                ],
+                8080,
+            )],
+            &[("web-0", pod(true, &[])), ("web-1", pod(true, &[]))],
+        );
+        let one = endpoints(&v, 80, Some("web-1"), &cfg());
+        assert!(one.exists);
+        assert_eq!(
+            one.addrs.keys().copied().collect::<Vec<_>>(),
+            [sa("198.18.0.2:8080")]
+        );
+        assert!(one.addrs[&sa("198.18.0.2:8080")].tls_identity.is_some());
+        // Not ready, or no such pod: the Service exists, with no endpoint for that name.
+        for name in ["web-2", "web-9"] {
+            let none = endpoints(&v, 80, Some(name), &cfg());
+            assert!(none.exists && none.addrs.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
     fn opaque_ports_use_opaque_transport() {
         let v = view(
             Some(svc(None)),
             vec![slice(&[("198.18.0.1", true, Some("web-1"))], 3306)],
             &[("web-1", pod(true, &[3306]))],
         );
-        let eps = endpoints(&v, 80, &cfg());
+        let eps = endpoints(&v, 80, None, &cfg());
         let hint = eps.addrs[&sa("198.18.0.1:3306")].protocol_hint.unwrap();
         assert_eq!(hint.opaque_transport.unwrap().inbound_port, 4143);
         assert!(matches!(
@@ -402,7 +441,7 @@ mod tests {
             vec![slice(&[("198.18.64.1", true, None)], 4143)],
             &[],
         );
-        let eps = endpoints(&v, 80, &cfg());
+        let eps = endpoints(&v, 80, None, &cfg());
         let gw = &eps.addrs[&sa("198.18.64.1:4143")];
         assert_eq!(
             gw.tls_identity
@@ -435,7 +474,7 @@ mod tests {
             8080,
         );
         let v = view(Some(svc(Some(mirror))), vec![Arc::new(meshed), plain], &[]);
-        let eps = endpoints(&v, 80, &cfg());
+        let eps = endpoints(&v, 80, None, &cfg());
         assert_eq!(eps.addrs.len(), 2, "only ready endpoints");
         let m = &eps.addrs[&sa("198.18.64.2:8080")];
         assert_eq!(
@@ -469,12 +508,12 @@ mod tests {
             &[],
         );
         assert!(
-            endpoints(&v, 9000, &cfg())
+            endpoints(&v, 9000, None, &cfg())
                 .addrs
                 .contains_key(&sa("198.18.0.1:9000"))
         );
         let gone = view(None, vec![], &[]);
-        assert_eq!(endpoints(&gone, 80, &cfg()), Endpoints::default());
+        assert_eq!(endpoints(&gone, 80, None, &cfg()), Endpoints::default());
     }
 
     fn set(addrs: &[&str]) -> Endpoints {

@@ -77,6 +77,11 @@ pub struct LinkSpec {
     /// Create a missing local namespace instead of reporting `MissingNamespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_namespaces: Option<bool>,
+    /// Mirror headless Services whose endpoints have hostnames (a StatefulSet's pods) as a
+    /// headless mirror plus one mirror per pod, `<hostname>-<targetClusterName>` (default
+    /// `true`). `false` reports them `InvalidService`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_headless_services: Option<bool>,
 }
 
 /// Where and how often to probe the remote gateway.
@@ -191,6 +196,17 @@ pub struct ServiceCounts {
     pub invalid_service: u32,
     pub missing_namespace: u32,
     pub error: u32,
+    /// The mirrored, by how their traffic goes: through the gateway (a ClusterIP mirror),
+    /// straight to the remote pods (remote discovery), or a headless mirror with one mirror
+    /// per pod (counted in `podMirrors`).
+    #[serde(default)]
+    pub through_gateway: u32,
+    #[serde(default)]
+    pub remote_discovery: u32,
+    #[serde(default)]
+    pub headless: u32,
+    #[serde(default)]
+    pub pod_mirrors: u32,
 }
 
 /// Why a Service is not mirrored.

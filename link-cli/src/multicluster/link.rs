@@ -328,6 +328,7 @@ pub async fn link(args: LinkArgs) -> anyhow::Result<()> {
         excluded_labels: Vec::new(),
         excluded_annotations: Vec::new(),
         create_namespaces: None,
+        mirror_headless_services: None,
     };
     spec = apply_sets(spec, &args.sets)?;
     ensure!(

@@ -1,38 +1,43 @@
 //! The Link status of a pass, from what the diff found and how the writes ended.
 
-use super::Key;
-use crate::plan::Plan;
+use super::{Key, Mirrored, Mode};
 use std::collections::HashMap;
 use strait_k8s_api::LinkStatus;
 use strait_k8s_api::link::{NOT_MIRRORED_CAP, NotMirrored, Reason};
 
-/// The Link status of a pass: counts by reason, and the not-mirrored list sorted and capped
-/// at [`NOT_MIRRORED_CAP`] (with a count of the rest). A mirror whose write failed
-/// (`errors`, by mirror key) counts as `Error`, under its remote name.
+/// The Link status of a pass: counts by reason and by mode, and the not-mirrored list sorted
+/// and capped at [`NOT_MIRRORED_CAP`] (with a count of the rest). A mirror whose write failed
+/// (`errors`, by mirror key) counts as `Error`, under its remote name. `mirrored` counts
+/// remote Services; per-pod mirrors are counted apart, in `podMirrors`.
 pub(crate) fn status(
-    plan: &Plan,
     mut not_mirrored: Vec<NotMirrored>,
-    mirrored: &[Key],
+    mirrored: &[Mirrored],
     errors: &HashMap<Key, String>,
 ) -> LinkStatus {
     let mut status = LinkStatus::default();
-    let mut ok = 0u32;
-    for key in mirrored {
-        match errors.get(key) {
-            None => ok += 1,
-            Some(msg) => not_mirrored.push(NotMirrored {
-                namespace: key.0.clone(),
-                name: key
-                    .1
-                    .strip_suffix(&format!("-{}", plan.cluster))
-                    .unwrap_or(&key.1)
-                    .to_string(),
+    let s = &mut status.services;
+    for m in mirrored {
+        if let Some(msg) = errors.get(&m.key) {
+            let message: String = msg.chars().take(200).collect();
+            not_mirrored.push(NotMirrored {
+                namespace: m.key.0.clone(),
+                name: m.remote.clone(),
                 reason: Reason::Error,
-                message: msg.chars().take(200).collect(),
-            }),
+                message: match m.mode {
+                    Mode::Pod => format!("{}: {message}", m.key.1),
+                    _ => message,
+                },
+            });
+            continue;
+        }
+        match m.mode {
+            Mode::Gateway => s.through_gateway += 1,
+            Mode::RemoteDiscovery => s.remote_discovery += 1,
+            Mode::Headless => s.headless += 1,
+            Mode::Pod => s.pod_mirrors += 1,
         }
     }
-    status.services.mirrored = ok;
+    s.mirrored = s.through_gateway + s.remote_discovery + s.headless;
     for n in &not_mirrored {
         match n.reason {
             Reason::InvalidService => status.services.invalid_service += 1,
@@ -52,13 +57,20 @@ pub(crate) fn status(
 mod tests {
     use super::*;
 
-    fn key(ns: &str, name: &str) -> Key {
-        (ns.to_string(), name.to_string())
+    fn mirrored(ns: &str, remote: &str, mode: Mode) -> Mirrored {
+        let name = match mode {
+            Mode::Pod => format!("{remote}-0-east"),
+            _ => format!("{remote}-east"),
+        };
+        Mirrored {
+            key: (ns.to_string(), name),
+            remote: remote.to_string(),
+            mode,
+        }
     }
 
     #[test]
     fn status_counts_by_reason_and_caps_the_not_mirrored_list() {
-        let p = crate::diff::tests::plan(serde_json::json!({}));
         let nm = |i: usize, reason| NotMirrored {
             namespace: "shop".into(),
             name: format!("svc-{i:03}"),
@@ -71,20 +83,27 @@ mod tests {
             .collect();
         not_mirrored.extend((120..130).map(|i| nm(i, Reason::MissingNamespace)));
         let mirrored = [
-            key("shop", "a-east"),
-            key("shop", "b-east"),
-            key("aaa", "c-east"),
+            mirrored("shop", "a", Mode::Gateway),
+            mirrored("shop", "b", Mode::RemoteDiscovery),
+            mirrored("shop", "db", Mode::Headless),
+            mirrored("shop", "db", Mode::Pod),
+            mirrored("aaa", "c", Mode::Gateway),
         ];
-        let errors = HashMap::from([(key("aaa", "c-east"), "x".repeat(300))]);
-        let s = status(&p, not_mirrored, &mirrored, &errors);
+        let errors = HashMap::from([(mirrored[4].key.clone(), "x".repeat(300))]);
+        let s = status(not_mirrored, &mirrored, &errors);
+        let c = &s.services;
+        assert_eq!(
+            (c.mirrored, c.invalid_service, c.missing_namespace, c.error),
+            (3, 120, 10, 1)
+        );
         assert_eq!(
             (
-                s.services.mirrored,
-                s.services.invalid_service,
-                s.services.missing_namespace,
-                s.services.error
+                c.through_gateway,
+                c.remote_discovery,
+                c.headless,
+                c.pod_mirrors
             ),
-            (2, 120, 10, 1)
+            (1, 1, 1, 1)
         );
         assert_eq!(s.not_mirrored.len(), NOT_MIRRORED_CAP);
         assert_eq!(s.not_mirrored_omitted, 131 - NOT_MIRRORED_CAP as u32);
@@ -98,7 +117,7 @@ mod tests {
         assert_eq!(s.not_mirrored[1].name, "svc-000");
         assert_eq!(s.not_mirrored[99].name, "svc-098");
         // Nothing to report: an empty list, nothing omitted.
-        let s = status(&p, Vec::new(), &mirrored[..1], &HashMap::new());
+        let s = status(Vec::new(), &mirrored[..1], &HashMap::new());
         assert_eq!(
             (
                 s.services.mirrored,

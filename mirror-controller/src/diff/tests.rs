@@ -26,7 +26,13 @@ pub(super) fn plan(extra: serde_json::Value) -> Plan {
 }
 
 /// A remote Service `ns/name` at resourceVersion `rv`, with `spec` (ports 80 by default).
-fn remote(plan: &Plan, ns: &str, name: &str, rv: &str, spec: serde_json::Value) -> Arc<RemoteSvc> {
+pub(super) fn remote(
+    plan: &Plan,
+    ns: &str,
+    name: &str,
+    rv: &str,
+    spec: serde_json::Value,
+) -> Arc<RemoteSvc> {
     let mut s = serde_json::json!({"ports": [{"name": "http", "port": 80}]});
     if let (Some(s), Some(e)) = (s.as_object_mut(), spec.as_object()) {
         s.extend(e.clone());
@@ -41,30 +47,37 @@ fn remote(plan: &Plan, ns: &str, name: &str, rv: &str, spec: serde_json::Value) 
     Arc::new(RemoteSvc::compact(&svc, plan).unwrap())
 }
 
-fn key(ns: &str, name: &str) -> Key {
+pub(super) fn key(ns: &str, name: &str) -> Key {
     (ns.to_string(), name.to_string())
 }
 
-fn ours(hash: &str) -> Meta {
+pub(super) fn ours(hash: &str) -> Meta {
     Meta {
         uid: Some(format!("uid-{hash}")),
         cluster: Some(EAST.into()),
         hash: Some(hash.into()),
+        cluster_ip: None,
+        headless: false,
     }
 }
 
+/// The keys of what a pass counts mirrored.
+pub(super) fn mirrored(d: &Diff) -> Vec<Key> {
+    d.mirrored.iter().map(|m| m.key.clone()).collect()
+}
+
 /// The remote view and the local stores of one test.
-struct World {
-    plan: Plan,
-    view: RemoteView,
-    services: Compact,
-    slices: Compact,
-    namespaces: Compact,
-    gateway: GatewayView,
+pub(super) struct World {
+    pub plan: Plan,
+    pub view: RemoteView,
+    pub services: Compact,
+    pub slices: Compact,
+    pub namespaces: Compact,
+    pub gateway: GatewayView,
 }
 
 impl World {
-    fn new(plan: Plan) -> Self {
+    pub fn new(plan: Plan) -> Self {
         Self {
             plan,
             view: RemoteView::listed(true),
@@ -82,23 +95,23 @@ impl World {
     }
 
     /// Selected by the Link's `selector` (in the store its watch feeds).
-    fn select(&self, s: &Arc<RemoteSvc>) {
+    pub fn select(&self, s: &Arc<RemoteSvc>) {
         self.view.services.clone().upsert(s.key(), s.clone());
     }
 
     /// Kept by the all-Services watch, exported by a `ServiceExport` or not.
-    fn kept_for_export(&self, s: &Arc<RemoteSvc>, exported: bool) {
+    pub fn kept_for_export(&self, s: &Arc<RemoteSvc>, exported: bool) {
         self.view.exported.clone().upsert(s.key(), s.clone());
         if exported {
             self.view.exports.clone().upsert(s.key(), ());
         }
     }
 
-    fn remote_discovery(&self, s: &Arc<RemoteSvc>) {
+    pub fn remote_discovery(&self, s: &Arc<RemoteSvc>) {
         self.view.rd_services.clone().upsert(s.key(), s.clone());
     }
 
-    fn local(&self) -> Local<'_> {
+    pub fn local(&self) -> Local<'_> {
         Local {
             services: &self.services,
             slices: &self.slices,
@@ -106,7 +119,7 @@ impl World {
         }
     }
 
-    fn diff(&self, memory: &mut Memory, now: Instant) -> Diff {
+    pub fn diff(&self, memory: &mut Memory, now: Instant) -> Diff {
         memory
             .diff(&self.plan, &self.view, self.local(), &self.gateway, now)
             .expect("a complete view")
@@ -114,20 +127,47 @@ impl World {
 
     /// What the API server would hold after `ops` succeeded: the local stores updated as
     /// the reflectors would show them.
-    fn apply(&self, ops: &[Op]) {
+    pub fn apply(&self, ops: &[Op]) {
         for op in ops {
             match op {
                 Op::Mirror {
                     key,
                     remote,
+                    shape,
                     remote_ready,
                     ..
                 } => {
-                    let svc = derive(remote, &self.plan, Via::Gateway);
-                    let es = mirror::slice(&svc, &self.plan, &self.gateway, *remote_ready);
-                    self.services
-                        .clone()
-                        .upsert(key.clone(), ours(&mirror::spec_hash(&svc.metadata)));
+                    let parent = derive(remote, &self.plan, Via::Gateway);
+                    let svc = match shape {
+                        Shape::Pod { hostname } => mirror::headless::pod_service(
+                            &parent,
+                            hostname,
+                            key.1.clone(),
+                            &self.plan,
+                        ),
+                        _ => parent,
+                    };
+                    let es = match shape {
+                        Shape::Headless(eps) => {
+                            mirror::headless::headless_slice(&svc, &self.plan, eps)
+                        }
+                        _ => mirror::slice(&svc, &self.plan, &self.gateway, *remote_ready),
+                    };
+                    // A Service created gets a cluster IP, 198.19.0.<n>, in creation order;
+                    // a headless one none.
+                    let ip = match self.services.get(&key.0, &key.1) {
+                        Some(m) => m.cluster_ip,
+                        None => format!("198.19.0.{}", self.services.len() + 1).parse().ok(),
+                    };
+                    let headless = mirror::is_headless(&svc);
+                    self.services.clone().upsert(
+                        key.clone(),
+                        Meta {
+                            cluster_ip: ip.filter(|_| !headless),
+                            headless,
+                            ..ours(&mirror::spec_hash(&svc.metadata))
+                        },
+                    );
                     self.slices
                         .clone()
                         .upsert(key.clone(), ours(&mirror::spec_hash(&es.metadata)));
@@ -159,6 +199,19 @@ impl World {
     }
 }
 
+/// A remote slice of Service `svc`, ready or not, with endpoints of these (hostname, ready).
+pub(super) fn summary_of(
+    svc: &str,
+    ready: bool,
+    hosts: &[(&str, bool)],
+) -> Arc<crate::remote::SliceSummary> {
+    Arc::new(crate::remote::SliceSummary {
+        service: svc.into(),
+        ready: ready || hosts.iter().any(|(_, r)| *r),
+        hostnames: hosts.iter().map(|(h, r)| (Box::from(*h), *r)).collect(),
+    })
+}
+
 fn key_of(m: &kube::api::ObjectMeta) -> Key {
     key(
         m.namespace.as_deref().unwrap_or_default(),
@@ -171,15 +224,23 @@ fn summary(op: &Op) -> String {
     match op {
         Op::Mirror {
             key,
+            shape,
             write_svc,
             claim_svc,
             write_slice,
             claim_slice,
             ..
-        } => format!(
-            "mirror {}/{} svc={write_svc}/{claim_svc} slice={write_slice}/{claim_slice}",
-            key.0, key.1
-        ),
+        } => {
+            let (kind, eps) = match shape {
+                Shape::Plain => ("mirror", String::new()),
+                Shape::Headless(e) => ("headless", format!(" eps={}", e.len())),
+                Shape::Pod { .. } => ("pod", String::new()),
+            };
+            format!(
+                "{kind} {}/{} svc={write_svc}/{claim_svc} slice={write_slice}/{claim_slice}{eps}",
+                key.0, key.1
+            )
+        }
         Op::RdMirror {
             key,
             write_svc,
@@ -199,7 +260,7 @@ fn summary(op: &Op) -> String {
     }
 }
 
-fn summaries(d: &Diff) -> Vec<String> {
+pub(super) fn summaries(d: &Diff) -> Vec<String> {
     d.ops.iter().map(summary).collect()
 }
 
@@ -214,13 +275,13 @@ fn a_new_export_is_created_then_costs_nothing() {
         summaries(&d),
         ["mirror shop/web-east svc=true/true slice=true/true"]
     );
-    assert_eq!(d.mirrored, [key("shop", "web-east")]);
+    assert_eq!(mirrored(&d), [key("shop", "web-east")]);
     assert!(d.not_mirrored.is_empty());
     w.apply(&d.ops);
     // Level-triggered: the store shows what was written, so nothing is written again.
     let d = w.diff(&mut m, now);
     assert!(d.ops.is_empty(), "{:?}", summaries(&d));
-    assert_eq!(d.mirrored, [key("shop", "web-east")]);
+    assert_eq!(mirrored(&d), [key("shop", "web-east")]);
     // A new remote version is an update of the Service alone (the slice does not carry
     // it), and the name is ours now: no claim.
     w.select(&remote(&w.plan, "shop", "web", "2", serde_json::json!({})));
@@ -275,7 +336,7 @@ fn the_gateway_and_remote_readiness_change_only_the_slice() {
                 .view
                 .slices
                 .clone()
-                .upsert(key("shop", "web-abc"), "web".into()),
+                .upsert(key("shop", "web-abc"), summary_of("web", true, &[])),
             "gateway down" => w.gateway.alive = false,
             _ => w.gateway.addrs = vec!["198.18.0.11".parse().unwrap()],
         }
@@ -315,7 +376,7 @@ fn invalid_services_are_refused_with_their_reason() {
         (
             "headless",
             serde_json::json!({"clusterIP": "None"}),
-            "headless Services are not mirrored",
+            "mirrored only while its endpoints have hostnames",
         ),
         (
             "dns",
@@ -433,7 +494,7 @@ fn a_name_taken_by_someone_else_is_left_alone_and_checked_again() {
     let foreign = |cluster: Option<&str>| Meta {
         uid: Some("theirs".into()),
         cluster: cluster.map(String::from),
-        hash: None,
+        ..Meta::default()
     };
     // (whose object holds the name, which kind) -> the message
     let table = [

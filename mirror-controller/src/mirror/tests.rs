@@ -94,9 +94,18 @@ fn invalid_services() {
     if let Some(s) = r.spec.as_mut() {
         s.cluster_ip = Some("None".into());
     }
+    assert!(service(&r, &plan(), Via::Gateway).is_ok());
     assert_eq!(
-        service(&r, &plan(), Via::Gateway),
-        Err(InvalidService::Headless)
+        service(&r, &plan(), Via::RemoteDiscovery),
+        Err(InvalidService::HeadlessRemoteDiscovery)
+    );
+    let off = crate::plan::Plan {
+        mirror_headless: false,
+        ..plan()
+    };
+    assert_eq!(
+        service(&r, &off, Via::Gateway),
+        Err(InvalidService::HeadlessOff)
     );
     let mut r = remote();
     if let Some(s) = r.spec.as_mut() {

@@ -159,6 +159,55 @@ fn slices_keep_only_ready_services() {
 }
 
 #[test]
+fn slices_keep_hostnames_ready_or_not() {
+    let slice = |name: &str, eps: serde_json::Value| -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": {SERVICE_NAME_LABEL: "db"}},
+            "addressType": "IPv4",
+            "endpoints": eps,
+        }))
+        .expect("slice")
+    };
+    let store = Slices::default();
+    let mut w = slices_writer(store.clone());
+    w.apply(&Event::Init);
+    w.apply(&Event::InitApply(slice(
+        "db-a",
+        serde_json::json!([
+            {"addresses": ["10.0.0.1"], "hostname": "db-0"},
+            {"addresses": ["10.0.0.2"], "hostname": "db-1", "conditions": {"ready": false}},
+        ]),
+    )));
+    // Not ready and no hostname: nothing a mirror reads, so not kept.
+    w.apply(&Event::InitApply(slice(
+        "db-b",
+        serde_json::json!([{"addresses": ["10.0.0.3"], "conditions": {"ready": false}}]),
+    )));
+    w.apply(&Event::InitDone);
+    assert_eq!(store.len(), 1);
+    let key = ("shop".to_string(), "db".to_string());
+    let hosts = hostnames(&store);
+    assert_eq!(
+        hosts[&key],
+        BTreeMap::from([("db-0".into(), true), ("db-1".into(), false)])
+    );
+    // A not-ready pod is still listed, so its mirror stays while it restarts.
+    w.apply(&Event::Apply(slice(
+        "db-a",
+        serde_json::json!([
+            {"addresses": ["10.0.0.1"], "hostname": "db-0", "conditions": {"ready": false}},
+        ]),
+    )));
+    assert_eq!(
+        hostnames(&store)[&key],
+        BTreeMap::from([("db-0".into(), false)])
+    );
+    assert!(ready(&store).is_empty());
+    w.apply(&Event::Delete(slice("db-a", serde_json::json!([]))));
+    assert!(hostnames(&store).is_empty());
+}
+
+#[test]
 fn remote_discovery_keeps_addresses_of_its_services_only() {
     let mut plan = plan();
     plan.remote_discovery = Some(kube::core::Selector::from_iter([(

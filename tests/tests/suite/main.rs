@@ -13,7 +13,9 @@
 //! In order: `check --multicluster` passes and `gateways` shows the peer alive, on each side;
 //! traffic by DNS name reaches each exported service with the client's identity seen at the
 //! gateway; the Link's label and annotation exclusions hold on the mirror; remote discovery
-//! reaches west's pod directly, that pod's proxy seeing the caller's own identity. Then the
+//! reaches west's pod directly, that pod's proxy seeing the caller's own identity; east's
+//! StatefulSet is reached pod by pod by hostname, and its per-pod mirrors follow a scale-down
+//! and an unexport. Then the
 //! faults, each with its outcome: east's gateway gone (mirrors not ready, calls refused at
 //! once; back, the same client is served again), east's API server stopped across an export
 //! and an unexport (nothing deleted meanwhile, traffic keeps flowing, converges when back),
@@ -32,6 +34,7 @@ mod linked_support;
 mod nodes_support;
 
 mod faults;
+mod headless;
 mod traffic;
 
 use faults::*;
@@ -67,6 +70,8 @@ async fn two_linked_clusters_carry_traffic_both_ways_and_recover_from_faults() {
     clock.lap("HTTP/1, gRPC and TCP through the gateway");
     remote_discovery(&pair).await;
     clock.lap("remote discovery");
+    headless::statefulset_by_pod_name(&pair).await;
+    clock.lap("a StatefulSet by pod hostname, scaled down, unexported");
     gateway_gone(&pair).await;
     clock.lap("fault: east's gateway gone and back");
     api_server_outage(&mut pair).await;

@@ -8,7 +8,7 @@ use crate::{ECHO, GREETER, NS, WEB};
 use serde_json::Value;
 use strait_e2e::samples::{self, Workload};
 
-/// East serves web (HTTP), greeter (gRPC) and echo (TCP) and runs `caller`; west runs
+/// East serves web (HTTP), greeter (gRPC), echo (TCP) and StatefulSet db, and runs `caller`; west runs
 /// `client` and serves `users`. All injected; east's three exported through the gateway,
 /// west's users for remote discovery. East's web Service carries labels and annotations the
 /// Link excludes.
@@ -20,6 +20,7 @@ pub async fn workloads(pair: &Pair) {
         Workload::new(NS, "caller", &["serve", "8081"]).yaml(),
         // A second Service on web's pods, exported later (during an outage).
         samples::service_of(NS, "web-v2", "web", &[("http", 80, "http")]),
+        crate::headless::statefulset(),
     ]
     .concat();
     let west_yaml = [
@@ -38,6 +39,7 @@ pub async fn workloads(pair: &Pair) {
             for d in ["web", "greeter", "echo", "caller"] {
                 rollout(east, NS, d).await;
             }
+            crate::headless::rolled_out(east).await;
         },
         async {
             for d in ["client", "users"] {
@@ -67,7 +69,7 @@ pub async fn workloads(pair: &Pair) {
     ])
     .await
     .unwrap();
-    let out = strait_at(east, &["export", "web", "greeter", "echo", "-n", NS])
+    let out = strait_at(east, &["export", "web", "greeter", "echo", "db", "-n", NS])
         .await
         .unwrap();
     assert!(out.contains("service/echo exported"), "{out}");

@@ -397,7 +397,16 @@ async fn mirrors(
         let Some(remote) = remotes.get(&cluster) else {
             continue;
         };
-        let remote_name = name.strip_suffix(&format!("-{cluster}")).unwrap_or(&name);
+        // A pod's mirror is a mirror of its headless parent's remote Service.
+        let mirror_of = svc
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::HEADLESS_MIRROR_SVC_NAME))
+            .unwrap_or(&name);
+        let remote_name = mirror_of
+            .strip_suffix(&format!("-{cluster}"))
+            .unwrap_or(mirror_of);
         match Api::<Service>::namespaced(remote.clone(), &ns)
             .get(remote_name)
             .await
