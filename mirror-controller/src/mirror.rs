@@ -189,22 +189,9 @@ pub fn slice(
         .addrs
         .iter()
         .filter(|a| a.is_ipv4() == v4)
-        .map(|a| Endpoint {
-            addresses: vec![a.to_string()],
-            conditions: Some(EndpointConditions {
-                ready: Some(ready),
-                serving: Some(ready),
-                terminating: Some(false),
-            }),
-            ..Default::default()
-        })
+        .map(|a| endpoint(*a, ready))
         .collect();
-    let ports = mirror
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_ref())
-        .into_iter()
-        .flatten()
+    let ports = ports_of(mirror)
         .map(|p| EndpointPort {
             name: Some(p.name.clone().unwrap_or_default()),
             port: Some(i32::from(plan.gateway_port)),
@@ -345,18 +332,7 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
     let mut out = Vec::new();
     for g in groups {
         for (chunk, addrs) in g.addrs.chunks(MAX_SLICE_ENDPOINTS).enumerate() {
-            let endpoints = addrs
-                .iter()
-                .map(|a| Endpoint {
-                    addresses: vec![a.to_string()],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(true),
-                        serving: Some(true),
-                        terminating: Some(false),
-                    }),
-                    ..Default::default()
-                })
-                .collect();
+            let endpoints = addrs.iter().map(|a| endpoint(*a, true)).collect();
             let ports = g
                 .ports
                 .iter()
@@ -396,6 +372,28 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
 
 fn stamp<T: serde::Serialize>(meta: &mut ObjectMeta, body: &T) {
     stamp_with(meta, body)
+}
+
+/// An endpoint at `addr`, ready and serving or neither.
+fn endpoint(addr: IpAddr, ready: bool) -> Endpoint {
+    Endpoint {
+        addresses: vec![addr.to_string()],
+        conditions: Some(EndpointConditions {
+            ready: Some(ready),
+            serving: Some(ready),
+            terminating: Some(false),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The ports of Service `svc`.
+fn ports_of(svc: &Service) -> impl Iterator<Item = &ServicePort> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
 }
 
 /// The labels of every slice of mirror `service`.

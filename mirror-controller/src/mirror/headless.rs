@@ -13,9 +13,9 @@
 //! names the pod and the remote gateway resolves that name to that pod alone. Per-pod mirrors
 //! carry [`labels::HEADLESS_MIRROR_SVC_NAME`], naming their parent.
 
-use super::{InvalidService, Plan, SPEC_HASH, slice_labels, stamp_with};
+use super::{InvalidService, Plan, SPEC_HASH, endpoint, ports_of, slice_labels, stamp_with};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use kube::api::ObjectMeta;
 use std::net::IpAddr;
 use strait_core::labels;
@@ -86,22 +86,11 @@ pub fn headless_slice(parent: &Service, plan: &Plan, endpoints: &[PodEndpoint]) 
         .iter()
         .filter(|e| e.ip.is_ipv4() == v4)
         .map(|e| Endpoint {
-            addresses: vec![e.ip.to_string()],
             hostname: Some(e.hostname.to_string()),
-            conditions: Some(EndpointConditions {
-                ready: Some(e.ready),
-                serving: Some(e.ready),
-                terminating: Some(false),
-            }),
-            ..Default::default()
+            ..endpoint(e.ip, e.ready)
         })
         .collect();
-    let ports = parent
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_ref())
-        .into_iter()
-        .flatten()
+    let ports = ports_of(parent)
         .map(|p| EndpointPort {
             name: Some(p.name.clone().unwrap_or_default()),
             port: Some(p.port),
