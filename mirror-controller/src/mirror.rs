@@ -205,21 +205,14 @@ pub fn slice(
         labels::REMOTE_GATEWAY_IDENTITY.into(),
         plan.gateway_identity.clone(),
     );
-    let mut es = EndpointSlice {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: mirror.metadata.namespace.clone(),
-            labels: Some(labels_),
-            annotations: Some(annos),
-            ..Default::default()
-        },
-        address_type: if v4 { "IPv4" } else { "IPv6" }.into(),
-        endpoints,
-        ports: Some(ports),
+    let meta = ObjectMeta {
+        name: Some(name),
+        namespace: mirror.metadata.namespace.clone(),
+        labels: Some(labels_),
+        annotations: Some(annos),
+        ..Default::default()
     };
-    let body = (&es.address_type, &es.endpoints, &es.ports);
-    stamp_with(&mut es.metadata, &body);
-    es
+    stamped_slice(meta, v4, endpoints, ports)
 }
 
 /// The most endpoints one EndpointSlice holds (the API's own limit is 1000).
@@ -350,21 +343,14 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
                 .iter()
                 .map(|id| (labels::REMOTE_IDENTITY.to_string(), id.clone()))
                 .collect();
-            let mut es = EndpointSlice {
-                metadata: ObjectMeta {
-                    name: Some(rd_slice_name(&name, g, chunk)),
-                    namespace: mirror.metadata.namespace.clone(),
-                    labels: Some(lbls),
-                    annotations: Some(annos),
-                    ..Default::default()
-                },
-                address_type: if g.ipv6 { "IPv6" } else { "IPv4" }.into(),
-                endpoints,
-                ports: Some(ports),
+            let meta = ObjectMeta {
+                name: Some(rd_slice_name(&name, g, chunk)),
+                namespace: mirror.metadata.namespace.clone(),
+                labels: Some(lbls),
+                annotations: Some(annos),
+                ..Default::default()
             };
-            let body = (&es.address_type, &es.endpoints, &es.ports);
-            stamp_with(&mut es.metadata, &body);
-            out.push(es);
+            out.push(stamped_slice(meta, !g.ipv6, endpoints, ports));
         }
     }
     out
@@ -372,6 +358,24 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
 
 fn stamp<T: serde::Serialize>(meta: &mut ObjectMeta, body: &T) {
     stamp_with(meta, body)
+}
+
+/// A mirror slice of `v4` (or IPv6) addresses, stamped with its [`SPEC_HASH`].
+fn stamped_slice(
+    metadata: ObjectMeta,
+    v4: bool,
+    endpoints: Vec<Endpoint>,
+    ports: Vec<EndpointPort>,
+) -> EndpointSlice {
+    let mut es = EndpointSlice {
+        metadata,
+        address_type: if v4 { "IPv4" } else { "IPv6" }.into(),
+        endpoints,
+        ports: Some(ports),
+    };
+    let body = (&es.address_type, &es.endpoints, &es.ports);
+    stamp_with(&mut es.metadata, &body);
+    es
 }
 
 /// An endpoint at `addr`, ready and serving or neither.

@@ -13,7 +13,9 @@
 //! names the pod and the remote gateway resolves that name to that pod alone. Per-pod mirrors
 //! carry [`labels::HEADLESS_MIRROR_SVC_NAME`], naming their parent.
 
-use super::{InvalidService, Plan, SPEC_HASH, endpoint, ports_of, slice_labels, stamp_with};
+use super::{
+    InvalidService, Plan, SPEC_HASH, endpoint, ports_of, slice_labels, stamp_with, stamped_slice,
+};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use kube::api::ObjectMeta;
@@ -98,20 +100,13 @@ pub fn headless_slice(parent: &Service, plan: &Plan, endpoints: &[PodEndpoint]) 
             app_protocol: p.app_protocol.clone(),
         })
         .collect();
-    let mut es = EndpointSlice {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: parent.metadata.namespace.clone(),
-            labels: Some(slice_labels(&name, plan)),
-            ..Default::default()
-        },
-        address_type: if v4 { "IPv4" } else { "IPv6" }.into(),
-        endpoints,
-        ports: Some(ports),
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: parent.metadata.namespace.clone(),
+        labels: Some(slice_labels(&name, plan)),
+        ..Default::default()
     };
-    let body = (&es.address_type, &es.endpoints, &es.ports);
-    stamp_with(&mut es.metadata, &body);
-    es
+    stamped_slice(meta, v4, endpoints, ports)
 }
 
 #[cfg(test)]
