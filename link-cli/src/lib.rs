@@ -10,6 +10,7 @@
 
 pub mod inject;
 pub mod install;
+pub mod kube_args;
 pub mod multicluster;
 
 use anyhow::Context;

@@ -2,7 +2,7 @@
 
 use crate::assets::{self, Assets, NodeAssets};
 use crate::error::{Error, io};
-use crate::net::Slot;
+use crate::net::{Slot, free_port};
 use crate::node::{Node, NodeNetwork};
 use crate::pki::ClusterPki;
 use crate::process::Process;
@@ -496,12 +496,6 @@ async fn kubeconfig_client(
     let kubeconfig = kube::config::Kubeconfig::read_from(&path)?;
     let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     Ok(kube::Client::try_from(cfg)?)
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-pub(crate) fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::NoPort)?;
-    Ok(l.local_addr().map_err(Error::NoPort)?.port())
 }
 
 impl std::fmt::Debug for Cluster {

@@ -466,3 +466,9 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), Error> {
         })
     }
 }
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> Result<u16, Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::NoPort)?;
+    Ok(l.local_addr().map_err(Error::NoPort)?.port())
+}

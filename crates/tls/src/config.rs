@@ -5,8 +5,7 @@ use crate::TlsError;
 use crate::ca::TrustAnchors;
 use crate::creds::{CertResolver, CredentialsReceiver};
 use crate::leaf::identity_of;
-// webhook.rs imports the provider from here; `crate::provider` is its home.
-pub(crate) use crate::provider::provider;
+use crate::provider::provider;
 use crate::verify::ExactIdentity;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, CommonState, ServerConfig};

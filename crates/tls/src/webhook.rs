@@ -10,7 +10,7 @@
 
 use crate::TlsError;
 use crate::ca::{CLOCK_SKEW, Issuer, random_serial};
-use crate::config::provider;
+use crate::provider::provider;
 use rcgen::{
     CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, SanType,

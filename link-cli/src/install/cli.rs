@@ -71,7 +71,7 @@ pub struct McUninstallArgs {
     uninstall: UninstallArgs,
     /// The cluster to check for Links.
     #[command(flatten)]
-    kube: crate::multicluster::KubeArgs,
+    kube: crate::kube_args::KubeArgs,
 }
 
 fn print(objects: &[serde_json::Value], output: Output) -> Result<(), InstallError> {
@@ -128,7 +128,7 @@ pub async fn multicluster_uninstall(args: McUninstallArgs) -> Result<(), Install
 
 /// Every Link in the cluster, as (namespace, name); none when the CRD is not installed.
 async fn list_links(
-    cluster: &crate::multicluster::KubeArgs,
+    cluster: &crate::kube_args::KubeArgs,
 ) -> Result<Vec<(String, String)>, InstallError> {
     use kube::api::{Api, ListParams};
     let err = |e: &dyn std::fmt::Display| InstallError::Cluster(e.to_string());

@@ -4,9 +4,9 @@
 //! client certificate of its bootstrap RBAC identity; both serve only on 127.0.0.1.
 
 use crate::assets::NodeAssets;
-use crate::cluster::free_port;
 use crate::error::Error;
 use crate::net::Slot;
+use crate::net::free_port;
 use crate::pki::ClusterPki;
 use crate::process::Process;
 use std::path::Path;
