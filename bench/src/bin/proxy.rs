@@ -10,40 +10,28 @@
 //! cargo run --release -p strait-bench --bin proxy [-- <seconds per phase, default 10>]
 //! ```
 //!
-//! Everything runs on loopback in explicit mode (no iptables): the client proxy's target is
-//! the server proxy's inbound address, which an in-process destination service maps to an
-//! endpoint with the server's identity and the HTTP/2 hint, as for two meshed pods. Each
-//! proxy is this binary re-executed as `strait-proxy` (its own process, so RSS is its own).
+//! Everything runs on loopback in explicit mode (no iptables), the pair as
+//! [`strait_bench::pair`] starts it; each proxy is this binary re-executed, so its RSS is its
+//! own.
 //! Bounded: at most 60 s per phase, 1,000 req/s, 1,000 idle connections.
 
-use anyhow::{Context, bail};
-use base64::Engine;
+use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use linkerd2_proxy_api::destination as pb;
-use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::pin::Pin;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant, SystemTime};
-use strait_core::identity::Identity;
+use std::time::{Duration, Instant};
+use strait_bench::pair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ROLE: &str = "STRAIT_BENCH_ROLE";
 const RATE: u64 = 1000;
 const IDLE_CONNS: usize = 1000;
 
 fn main() -> anyhow::Result<()> {
-    if std::env::var(ROLE).as_deref() == Ok("proxy") {
-        // Re-executed as a proxy: the same entry point as the strait-proxy binary.
-        return match strait_proxy::cli::main() {
-            c if c == std::process::ExitCode::SUCCESS => Ok(()),
-            _ => bail!("proxy failed"),
-        };
+    if let Some(proxy) = pair::run_as_proxy_if_asked() {
+        return proxy;
     }
     let secs: u64 = std::env::args()
         .nth(1)
@@ -58,159 +46,6 @@ fn main() -> anyhow::Result<()> {
         .build()?
         .block_on(bench(Duration::from_secs(secs)))
 }
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b
-        .as_bytes()
-        .chunks(64)
-        .filter_map(|c| std::str::from_utf8(c).ok())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-fn write_creds(
-    dir: &Path,
-    anchor: &strait_tls::Issuer,
-    issuer: &strait_tls::Issuer,
-    id: &Identity,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let req = strait_tls::generate_csr(id)?;
-    let leaf = issuer.issue(
-        &req.csr,
-        id,
-        strait_tls::DEFAULT_LEAF_LIFETIME,
-        SystemTime::now(),
-    )?;
-    let chain: String = leaf.chain().iter().map(|c| pem("CERTIFICATE", c)).collect();
-    std::fs::write(dir.join("ca.crt"), anchor.cert_pem())?;
-    std::fs::write(dir.join("tls.crt"), chain)?;
-    std::fs::write(
-        dir.join("tls.key"),
-        pem("PRIVATE KEY", req.key.secret_der()),
-    )?;
-    Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Proxy {
-    child: Child,
-    admin: SocketAddr,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proxy {
-    fn rss_kb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-async fn spawn_proxy(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Proxy> {
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.env(ROLE, "proxy")
-        .env("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", dir.join("ca.crt"))
-        .env("STRAIT_PROXY_IDENTITY_CERT", dir.join("tls.crt"))
-        .env("STRAIT_PROXY_IDENTITY_KEY", dir.join("tls.key"))
-        .env("STRAIT_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
-        .env("STRAIT_PROXY_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let proxy = Proxy {
-        child: cmd.spawn()?,
-        admin,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(admin).await {
-            s.write_all(b"GET /ready HTTP/1.0\r\n\r\n").await?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).await?;
-            if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
-                return Ok(proxy);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("proxy on admin {admin} never became ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A destination service that maps every target to one meshed endpoint.
-struct OneEndpoint {
-    addr: SocketAddr,
-    identity: String,
-}
-
-type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Destination for OneEndpoint {
-    type GetStream = Stream<pb::Update>;
-    type GetProfileStream = Stream<pb::DestinationProfile>;
-
-    async fn get(
-        &self,
-        _: tonic::Request<pb::GetDestination>,
-    ) -> Result<tonic::Response<Self::GetStream>, tonic::Status> {
-        let wa = pb::WeightedAddr {
-            addr: Some(self.addr.into()),
-            weight: 10000,
-            tls_identity: Some(pb::TlsIdentity {
-                strategy: Some(pb::tls_identity::Strategy::DnsLikeIdentity(
-                    pb::tls_identity::DnsLikeIdentity {
-                        name: self.identity.clone(),
-                    },
-                )),
-                server_name: None,
-            }),
-            protocol_hint: Some(pb::ProtocolHint {
-                protocol: Some(pb::protocol_hint::Protocol::H2(pb::protocol_hint::H2 {})),
-                opaque_transport: None,
-            }),
-            ..Default::default()
-        };
-        let first = pb::Update {
-            update: Some(pb::update::Update::Add(pb::WeightedAddrSet {
-                addrs: vec![wa],
-                metric_labels: Default::default(),
-            })),
-        };
-        let s = futures::stream::iter([Ok(first)]).chain(futures::stream::pending());
-        Ok(tonic::Response::new(Box::pin(s)))
-    }
-
-    async fn get_profile(
-        &self,
-        _: tonic::Request<pb::GetDestination>,
-    ) -> Result<tonic::Response<Self::GetProfileStream>, tonic::Status> {
-        Err(tonic::Status::not_found("no profiles"))
-    }
-}
-
-use futures::StreamExt;
 
 async fn serve_app() -> anyhow::Result<SocketAddr> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -298,58 +133,13 @@ async fn run_load(target: SocketAddr, dur: Duration) -> Latencies {
 
 async fn bench(dur: Duration) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let now = SystemTime::now();
-    let anchor = strait_tls::Issuer::generate_anchor(
-        "cluster.local",
-        strait_tls::DEFAULT_ANCHOR_LIFETIME,
-        now,
-    )?;
-    let issuer = anchor.generate_issuer(
-        "identity.strait.cluster.local",
-        strait_tls::DEFAULT_ISSUER_LIFETIME,
-        now,
-    )?;
-    let server_id: Identity = "web.bench.serviceaccount.identity.strait.cluster.local".parse()?;
-    let client_id: Identity =
-        "client.bench.serviceaccount.identity.strait.cluster.local".parse()?;
-    write_creds(&tmp.path().join("server"), &anchor, &issuer, &server_id)?;
-    write_creds(&tmp.path().join("client"), &anchor, &issuer, &client_id)?;
-
+    let pki = pair::Pki::write(tmp.path())?;
     let app = serve_app().await?;
-    let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let dst_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let dst_addr = dst_l.local_addr()?;
-    let svc = DestinationServer::new(OneEndpoint {
-        addr: inbound,
-        identity: server_id.to_string(),
-    });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(dst_l)),
-    );
-
-    let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p)).to_string();
-    let server = spawn_proxy(
-        &tmp.path().join("server"),
-        &[
-            ("STRAIT_PROXY_INBOUND_LISTEN_ADDR", inbound.to_string()),
-            ("STRAIT_PROXY_INBOUND_TARGET", app.to_string()),
-            ("STRAIT_PROXY_OUTBOUND_LISTEN_ADDR", loopback(free_port()?)),
-        ],
-    )
-    .await?;
-    let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let client = spawn_proxy(
-        &tmp.path().join("client"),
-        &[
-            ("STRAIT_PROXY_OUTBOUND_LISTEN_ADDR", outbound.to_string()),
-            ("STRAIT_PROXY_OUTBOUND_TARGET", inbound.to_string()),
-            ("STRAIT_PROXY_INBOUND_LISTEN_ADDR", loopback(free_port()?)),
-            ("STRAIT_PROXY_DESTINATION_ADDR", dst_addr.to_string()),
-        ],
-    )
-    .await?;
+    let pair::Pair {
+        outbound,
+        client,
+        server,
+    } = pair::Pair::start(&pki, app, None).await?;
     let (idle_c, idle_s) = (client.rss_kb(), server.rss_kb());
 
     // Warm up both paths (connections, discovery).
@@ -408,6 +198,5 @@ async fn bench(dur: Duration) -> anyhow::Result<()> {
         held_s.saturating_sub(busy_before.1)
     );
     drop(conns);
-    let _ = (&client.admin, &server.admin);
     Ok(())
 }

@@ -1,0 +1,431 @@
+//! Added latency at fixed rates: Strait's proxy pair beside HAProxy's and nginx's, and a
+//! direct connection, all in one run, on the same upstream, pinned the same way.
+//!
+//! ```text
+//!  fortio load ──────────────────────────────────────────────────────────► fortio server (direct)
+//!  fortio load ──► strait client proxy ──mTLS (TLS 1.3), HTTP/2──► strait server proxy ──► server
+//!  fortio load ──► haproxy (client side) ──mTLS (TLS 1.3), HTTP/2──► haproxy (server side) ──► server
+//!  fortio load ──► nginx (client side) ──mTLS (TLS 1.3), HTTP/1.1 keep-alive──► nginx (server side) ──► server
+//! ```
+//!
+//! ```text
+//! bench/run                        # installs fortio, haproxy, nginx; runs this; writes bench/RESULTS.md
+//! cargo run --release -p strait-bench --bin peers -- --secs 10 --reps 3 --out bench/RESULTS.md
+//! ```
+//!
+//! Every proxy verifies its peer's certificate under one trust anchor, with the identities
+//! Strait's proxies use; none resumes TLS sessions (Strait never does). Proxies run on CPU 1,
+//! the load generator and the server on CPU 0 (`taskset`); each proxy has that one CPU.
+//! Each figure is the median of `--reps` runs of `--secs` seconds, with the spread (min–max).
+//! Bounded: at most 60 s a run, 5 runs, 2,000 req/s; loopback only.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use strait_bench::pair::{self, Pair, Pki, SERVER_ID, free_port, pinned};
+
+/// The CPU the proxies run on, and the one the load generator and the server run on.
+const PROXY_CPU: &str = "1";
+const LOAD_CPU: &str = "0";
+/// Requests a second, as Istio publishes them (1,000) and either side of it.
+const RATES: [u32; 3] = [500, 1000, 2000];
+/// Connections the load generator keeps open.
+const CONNECTIONS: u32 = 16;
+/// The response body, 1 KB.
+const BODY: u32 = 1024;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Seconds each run lasts (1–60).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+    secs: u64,
+    /// Runs of each figure (1–5); the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=5))]
+    reps: u32,
+    /// Where to write the results (markdown); printed to stdout too.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Some(proxy) = pair::run_as_proxy_if_asked() {
+        return proxy;
+    }
+    let args = Args::parse();
+    for tool in ["fortio", "haproxy", "nginx", "taskset"] {
+        if which(tool).is_none() {
+            bail!("{tool} is not on PATH: run bench/run, which installs it");
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> anyhow::Result<Proc> {
+    let log = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(Proc(
+        cmd.spawn().with_context(|| format!("starting {name}"))?,
+    ))
+}
+
+/// Waits until `addr` accepts connections; says what `log` holds if it never does.
+async fn listening(addr: SocketAddr, what: &str, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{what} never listened on {addr}; its log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// HAProxy as the client side (plain HTTP in, mTLS HTTP/2 out) and the server side (mTLS in,
+/// plain HTTP to `app`), two processes.
+async fn haproxy(
+    pki: &Pki,
+    dir: &Path,
+    app: SocketAddr,
+) -> anyhow::Result<(SocketAddr, [Proc; 2])> {
+    let (front, tls) = (loopback(free_port()?), loopback(free_port()?));
+    let pem = |side: &str| -> anyhow::Result<PathBuf> {
+        let d = pki.side(side);
+        let both = std::fs::read_to_string(d.join("tls.crt"))?
+            + &std::fs::read_to_string(d.join("tls.key"))?;
+        let p = dir.join(format!("haproxy-{side}.pem"));
+        std::fs::write(&p, both)?;
+        Ok(p)
+    };
+    let ca = pki.side("client").join("ca.crt");
+    let common = "global\n  maxconn 4096\n  tune.ssl.default-dh-param 2048\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n";
+    let client = format!(
+        "{common}frontend out\n  bind {front}\n  default_backend remote\nbackend remote\n  server s {tls} ssl crt {} ca-file {} verify required verifyhost {SERVER_ID} sni str({SERVER_ID}) ssl-min-ver TLSv1.3 alpn h2 no-ssl-reuse\n",
+        pem("client")?.display(),
+        ca.display()
+    );
+    let server = format!(
+        "{common}frontend in\n  bind {tls} ssl crt {} ca-file {} verify required ssl-min-ver TLSv1.3 alpn h2,http/1.1 no-tls-tickets\n  default_backend app\nbackend app\n  server a {app}\n",
+        pem("server")?.display(),
+        ca.display()
+    );
+    let mut procs = Vec::new();
+    for (side, cfg) in [("server", server), ("client", client)] {
+        let path = dir.join(format!("haproxy-{side}.cfg"));
+        std::fs::write(&path, cfg)?;
+        let mut cmd = pinned(Some(PROXY_CPU), Path::new("haproxy"));
+        cmd.arg("-db").arg("-f").arg(&path);
+        procs.push(spawn(
+            "haproxy",
+            cmd,
+            &dir.join(format!("haproxy-{side}.log")),
+        )?);
+    }
+    let log = |side: &str| dir.join(format!("haproxy-{side}.log"));
+    listening(tls, "haproxy (server side)", &log("server")).await?;
+    listening(front, "haproxy (client side)", &log("client")).await?;
+    let procs: [Proc; 2] = procs
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two haproxies"))?;
+    Ok((front, procs))
+}
+
+/// nginx as the client side (plain HTTP in, mTLS HTTP/1.1 keep-alive out) and the server side
+/// (mTLS in, plain HTTP to `app`), two processes with one worker each.
+async fn nginx(pki: &Pki, dir: &Path, app: SocketAddr) -> anyhow::Result<(SocketAddr, [Proc; 2])> {
+    let (front, tls) = (loopback(free_port()?), loopback(free_port()?));
+    let (c, s) = (pki.side("client"), pki.side("server"));
+    let mut procs = Vec::new();
+    for side in ["server", "client"] {
+        let prefix = dir.join(format!("nginx-{side}"));
+        std::fs::create_dir_all(prefix.join("logs"))?;
+        let common = format!(
+            "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\nevents {{ worker_connections 10000; }}\nhttp {{\n  access_log off;\n  keepalive_requests 10000000;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n",
+            p = prefix.display()
+        );
+        let body = if side == "server" {
+            format!(
+                "  upstream app {{ server {app}; keepalive 64; }}\n  server {{\n    listen {tls} ssl;\n    ssl_certificate {crt};\n    ssl_certificate_key {key};\n    ssl_client_certificate {ca};\n    ssl_verify_client on;\n    ssl_verify_depth 3;\n    ssl_protocols TLSv1.3;\n    ssl_session_tickets off;\n    ssl_session_cache off;\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+                crt = s.join("tls.crt").display(),
+                key = s.join("tls.key").display(),
+                ca = s.join("ca.crt").display()
+            )
+        } else {
+            format!(
+                "  upstream remote {{ server {tls}; keepalive 64; }}\n  server {{\n    listen {front};\n    location / {{\n      proxy_pass https://remote;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_ssl_certificate {crt};\n      proxy_ssl_certificate_key {key};\n      proxy_ssl_trusted_certificate {ca};\n      proxy_ssl_verify on;\n      proxy_ssl_verify_depth 3;\n      proxy_ssl_name {SERVER_ID};\n      proxy_ssl_server_name on;\n      proxy_ssl_protocols TLSv1.3;\n      proxy_ssl_session_reuse off;\n    }}\n  }}\n}}\n",
+                crt = c.join("tls.crt").display(),
+                key = c.join("tls.key").display(),
+                ca = c.join("ca.crt").display()
+            )
+        };
+        let path = prefix.join("nginx.conf");
+        std::fs::write(&path, common + &body)?;
+        let mut cmd = pinned(Some(PROXY_CPU), Path::new("nginx"));
+        cmd.arg("-p").arg(&prefix).arg("-c").arg(&path);
+        procs.push(spawn("nginx", cmd, &prefix.join("logs/stdout.log"))?);
+    }
+    let log = |side: &str| dir.join(format!("nginx-{side}/logs/error.log"));
+    listening(tls, "nginx (server side)", &log("server")).await?;
+    listening(front, "nginx (client side)", &log("client")).await?;
+    let procs: [Proc; 2] = procs
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two nginxes"))?;
+    Ok((front, procs))
+}
+
+/// One fortio run: latencies in ms (p50, p90, p99, p99.9, max), and the requests that failed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    ms: [f64; 5],
+    failed: u64,
+}
+
+fn fortio_load(target: SocketAddr, rate: u32, secs: u64, out: &Path) -> anyhow::Result<Run> {
+    let mut cmd = pinned(Some(LOAD_CPU), Path::new("fortio"));
+    cmd.args(["load", "-quiet", "-qps"])
+        .arg(rate.to_string())
+        .arg("-t")
+        .arg(format!("{secs}s"))
+        .arg("-c")
+        .arg(CONNECTIONS.to_string())
+        .args(["-p", "50,90,99,99.9", "-json"])
+        .arg(out)
+        .arg(format!("http://{target}/?size={BODY}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let status = cmd.status().context("running fortio load")?;
+    if !status.success() {
+        bail!("fortio load against {target} failed ({status})");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out)?)?;
+    let h = &v["DurationHistogram"];
+    let pct = |p: f64| {
+        h["Percentiles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["Percentile"].as_f64() == Some(p))
+            .and_then(|e| e["Value"].as_f64())
+            .map_or(f64::NAN, |s| s * 1000.0)
+    };
+    let total = h["Count"].as_u64().unwrap_or(0);
+    let ok = v["RetCodes"]["200"].as_u64().unwrap_or(0);
+    Ok(Run {
+        ms: [
+            pct(50.0),
+            pct(90.0),
+            pct(99.0),
+            pct(99.9),
+            h["Max"].as_f64().map_or(f64::NAN, |s| s * 1000.0),
+        ],
+        failed: total.saturating_sub(ok),
+    })
+}
+
+/// Of several runs: the median of each figure, its spread (min, max), and the failures.
+type Summary = ([f64; 5], [(f64, f64); 5], u64);
+
+/// The median of each figure over `runs`, with its spread.
+fn median(runs: &[Run]) -> Summary {
+    let mut med = [0.0; 5];
+    let mut spread = [(0.0, 0.0); 5];
+    for i in 0..5 {
+        let mut v: Vec<f64> = runs.iter().map(|r| r.ms[i]).collect();
+        v.sort_by(f64::total_cmp);
+        med[i] = v[v.len() / 2];
+        spread[i] = (v[0], v[v.len() - 1]);
+    }
+    (med, spread, runs.iter().map(|r| r.failed).sum())
+}
+
+fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .map(|l| l.trim().to_owned())
+        .unwrap_or_default();
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    format!("{cores} cores ({cpu}), {mem} memory, Linux {kernel}")
+}
+
+fn version(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(if o.stdout.is_empty() {
+                &o.stderr
+            } else {
+                &o.stdout
+            })
+            .into_owned();
+            text.lines().next().unwrap_or_default().trim().to_owned()
+        })
+        .unwrap_or_default()
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let pki = Pki::write(dir)?;
+    let app = loopback(free_port()?);
+    let mut server = pinned(Some(LOAD_CPU), Path::new("fortio"));
+    server
+        .arg("server")
+        .arg("-http-port")
+        .arg(app.to_string())
+        .args([
+            "-grpc-port",
+            "disabled",
+            "-redirect-port",
+            "disabled",
+            "-quiet",
+        ]);
+    let _server = spawn("fortio server", server, &dir.join("fortio-server.log"))?;
+    listening(app, "fortio server", &dir.join("fortio-server.log")).await?;
+    let strait = Pair::start(&pki, app, Some(PROXY_CPU)).await?;
+    let (haproxy_front, _haproxy) = haproxy(&pki, dir, app).await?;
+    let (nginx_front, _nginx) = nginx(&pki, dir, app).await?;
+    let paths: [(&str, SocketAddr); 4] = [
+        ("direct", app),
+        ("Strait proxy pair", strait.outbound),
+        ("HAProxy pair", haproxy_front),
+        ("nginx pair", nginx_front),
+    ];
+    // Warm every path (connections, discovery, TLS).
+    for (_, target) in paths {
+        fortio_load(target, 200, 1, &dir.join("warm.json"))?;
+    }
+    let mut table: BTreeMap<(u32, usize), Summary> = BTreeMap::new();
+    for rate in RATES {
+        for (i, (name, target)) in paths.iter().enumerate() {
+            let mut runs = Vec::new();
+            for rep in 0..args.reps {
+                let out = dir.join(format!("{rate}-{i}-{rep}.json"));
+                runs.push(fortio_load(*target, rate, args.secs, &out)?);
+            }
+            let m = median(&runs);
+            eprintln!(
+                "{rate} req/s {name}: p50 {:.3} ms, p99 {:.3} ms",
+                m.0[0], m.0[2]
+            );
+            table.insert((rate, i), m);
+        }
+    }
+
+    let mut md = String::new();
+    writeln!(md, "# Benchmarks: Strait beside its peers")?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Written by `bench/run` (`cargo run --release -p strait-bench --bin peers -- --secs {} --reps {}`).",
+        args.secs, args.reps
+    )?;
+    writeln!(md)?;
+    writeln!(md, "- machine: {}", machine())?;
+    writeln!(
+        md,
+        "- strait: {} (release build)",
+        version("git", &["describe", "--always", "--dirty"])
+    )?;
+    writeln!(
+        md,
+        "- {}; {}; fortio {}",
+        version("haproxy", &["-v"]),
+        version("nginx", &["-v"]),
+        version("fortio", &["version"])
+    )?;
+    writeln!(
+        md,
+        "- load: `fortio load -qps RATE -c {CONNECTIONS} -t {}s` of `GET /?size={BODY}` (1 KB answers from `fortio server`), HTTP/1.1 keep-alive; proxies pinned to CPU {PROXY_CPU}, load and server to CPU {LOAD_CPU}",
+        args.secs
+    )?;
+    writeln!(
+        md,
+        "- each figure: the median of {} runs, (min–max) beside it; ms",
+        args.reps
+    )?;
+    writeln!(md)?;
+    writeln!(md, "## 1. Added latency at fixed rates (HTTP/1.1, 1 KB)")?;
+    for rate in RATES {
+        writeln!(md)?;
+        writeln!(md, "### {rate} req/s")?;
+        writeln!(md)?;
+        writeln!(
+            md,
+            "| path | p50 | p90 | p99 | p99.9 | max | failed | added p99 |"
+        )?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+        let direct_p99 = table.get(&(rate, 0)).map_or(f64::NAN, |m| m.0[2]);
+        for (i, (name, _)) in paths.iter().enumerate() {
+            let Some((med, spread, failed)) = table.get(&(rate, i)) else {
+                continue;
+            };
+            let cells: Vec<String> = (0..5)
+                .map(|k| format!("{:.3} ({:.3}–{:.3})", med[k], spread[k].0, spread[k].1))
+                .collect();
+            let added = if i == 0 {
+                "—".to_owned()
+            } else {
+                format!("{:+.3}", med[2] - direct_p99)
+            };
+            writeln!(
+                md,
+                "| {name} | {} | {failed} | {added} |",
+                cells.join(" | ")
+            )?;
+        }
+    }
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Not measured yet (issue 20): HTTP/2 load, throughput and CPU per GB through the gateway, new mTLS connections per second, memory per 1,000 connections beside the peers, CPU per 1,000 requests, the mirror controller at scale beside a bare client (`--bin mirror` measures it on its own)."
+    )?;
+    print!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &md).with_context(|| format!("writing {}", out.display()))?;
+    }
+    drop(strait);
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! A Strait proxy pair on loopback, as two meshed pods would run it, for the benchmarks that
+//! measure it (`proxy`, `peers`):
+//!
+//! ```text
+//!  load ──► client proxy :outbound ──mTLS, HTTP/2──► server proxy :inbound ──► app
+//! ```
+//!
+//! Explicit mode (no iptables): the client proxy's target is the server proxy's inbound
+//! address, which an in-process destination service maps to one endpoint with the server's
+//! identity and the HTTP/2 hint. Each proxy is the benchmark's own binary re-executed as
+//! `strait-proxy` ([`run_as_proxy_if_asked`]), so its RSS and CPU are its own.
+
+use anyhow::bail;
+use base64::Engine;
+use futures::StreamExt;
+use linkerd2_proxy_api::destination as pb;
+use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime};
+use strait_core::identity::Identity;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ROLE: &str = "STRAIT_BENCH_ROLE";
+
+/// The server side's identity.
+pub const SERVER_ID: &str = "web.bench.serviceaccount.identity.strait.cluster.local";
+/// The client side's identity.
+pub const CLIENT_ID: &str = "client.bench.serviceaccount.identity.strait.cluster.local";
+
+/// Runs the proxy instead of the benchmark when this process was re-executed as one; call
+/// first in `main`. `Some(exit)` when it ran.
+pub fn run_as_proxy_if_asked() -> Option<anyhow::Result<()>> {
+    if std::env::var(ROLE).as_deref() != Ok("proxy") {
+        return None;
+    }
+    Some(match strait_proxy::cli::main() {
+        c if c == std::process::ExitCode::SUCCESS => Ok(()),
+        _ => Err(anyhow::anyhow!("proxy failed")),
+    })
+}
+
+/// `der` as PEM.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A trust anchor and an issuer, and under `dir` a folder per side (`server`, `client`)
+/// holding `ca.crt` (the anchor), `tls.crt` (leaf and issuer) and `tls.key` (PKCS#8).
+#[derive(Debug)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn write(dir: &Path) -> anyhow::Result<Self> {
+        let now = SystemTime::now();
+        let anchor = strait_tls::Issuer::generate_anchor(
+            "cluster.local",
+            strait_tls::DEFAULT_ANCHOR_LIFETIME,
+            now,
+        )?;
+        let issuer = anchor.generate_issuer(
+            "identity.strait.cluster.local",
+            strait_tls::DEFAULT_ISSUER_LIFETIME,
+            now,
+        )?;
+        for (side, id) in [("server", SERVER_ID), ("client", CLIENT_ID)] {
+            let id: Identity = id.parse()?;
+            let d = dir.join(side);
+            std::fs::create_dir_all(&d)?;
+            let req = strait_tls::generate_csr(&id)?;
+            let leaf = issuer.issue(&req.csr, &id, strait_tls::DEFAULT_LEAF_LIFETIME, now)?;
+            let chain: String = leaf.chain().iter().map(|c| pem("CERTIFICATE", c)).collect();
+            std::fs::write(d.join("ca.crt"), anchor.cert_pem())?;
+            std::fs::write(d.join("tls.crt"), chain)?;
+            std::fs::write(d.join("tls.key"), pem("PRIVATE KEY", req.key.secret_der()))?;
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The folder of `side` (`server` or `client`).
+    pub fn side(&self, side: &str) -> PathBuf {
+        self.dir.join(side)
+    }
+}
+
+/// A proxy process, killed when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    child: Child,
+    pub admin: SocketAddr,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// `cmd`, pinned to `cpu` with taskset when given.
+pub fn pinned(cpu: Option<&str>, program: &Path) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+async fn spawn_proxy(
+    creds: &Path,
+    cpu: Option<&str>,
+    env: &[(&str, String)],
+) -> anyhow::Result<Proxy> {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut cmd = pinned(cpu, &std::env::current_exe()?);
+    cmd.env(ROLE, "proxy")
+        .env("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", creds.join("ca.crt"))
+        .env("STRAIT_PROXY_IDENTITY_CERT", creds.join("tls.crt"))
+        .env("STRAIT_PROXY_IDENTITY_KEY", creds.join("tls.key"))
+        .env("STRAIT_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
+        .env("STRAIT_PROXY_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let proxy = Proxy {
+        child: cmd.spawn()?,
+        admin,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(admin).await {
+            s.write_all(b"GET /ready HTTP/1.0\r\n\r\n").await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
+                return Ok(proxy);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("proxy on admin {admin} never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A destination service that maps every target to one meshed endpoint.
+struct OneEndpoint {
+    addr: SocketAddr,
+    identity: String,
+}
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Destination for OneEndpoint {
+    type GetStream = Stream<pb::Update>;
+    type GetProfileStream = Stream<pb::DestinationProfile>;
+
+    async fn get(
+        &self,
+        _: tonic::Request<pb::GetDestination>,
+    ) -> Result<tonic::Response<Self::GetStream>, tonic::Status> {
+        let wa = pb::WeightedAddr {
+            addr: Some(self.addr.into()),
+            weight: 10000,
+            tls_identity: Some(pb::TlsIdentity {
+                strategy: Some(pb::tls_identity::Strategy::DnsLikeIdentity(
+                    pb::tls_identity::DnsLikeIdentity {
+                        name: self.identity.clone(),
+                    },
+                )),
+                server_name: None,
+            }),
+            protocol_hint: Some(pb::ProtocolHint {
+                protocol: Some(pb::protocol_hint::Protocol::H2(pb::protocol_hint::H2 {})),
+                opaque_transport: None,
+            }),
+            ..Default::default()
+        };
+        let first = pb::Update {
+            update: Some(pb::update::Update::Add(pb::WeightedAddrSet {
+                addrs: vec![wa],
+                metric_labels: Default::default(),
+            })),
+        };
+        let s = futures::stream::iter([Ok(first)]).chain(futures::stream::pending());
+        Ok(tonic::Response::new(Box::pin(s)))
+    }
+
+    async fn get_profile(
+        &self,
+        _: tonic::Request<pb::GetDestination>,
+    ) -> Result<tonic::Response<Self::GetProfileStream>, tonic::Status> {
+        Err(tonic::Status::not_found("no profiles"))
+    }
+}
+
+/// A running pair in front of `app`: send to `outbound`.
+#[derive(Debug)]
+pub struct Pair {
+    pub outbound: SocketAddr,
+    pub client: Proxy,
+    pub server: Proxy,
+}
+
+impl Pair {
+    /// Starts the destination service (in this process) and both proxies (pinned to `cpu`).
+    pub async fn start(pki: &Pki, app: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Self> {
+        let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let dst_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let dst_addr = dst_l.local_addr()?;
+        let svc = DestinationServer::new(OneEndpoint {
+            addr: inbound,
+            identity: SERVER_ID.to_owned(),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(dst_l)),
+        );
+        let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p)).to_string();
+        let server = spawn_proxy(
+            &pki.side("server"),
+            cpu,
+            &[
+                ("STRAIT_PROXY_INBOUND_LISTEN_ADDR", inbound.to_string()),
+                ("STRAIT_PROXY_INBOUND_TARGET", app.to_string()),
+                ("STRAIT_PROXY_OUTBOUND_LISTEN_ADDR", loopback(free_port()?)),
+            ],
+        )
+        .await?;
+        let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let client = spawn_proxy(
+            &pki.side("client"),
+            cpu,
+            &[
+                ("STRAIT_PROXY_OUTBOUND_LISTEN_ADDR", outbound.to_string()),
+                ("STRAIT_PROXY_OUTBOUND_TARGET", inbound.to_string()),
+                ("STRAIT_PROXY_INBOUND_LISTEN_ADDR", loopback(free_port()?)),
+                ("STRAIT_PROXY_DESTINATION_ADDR", dst_addr.to_string()),
+            ],
+        )
+        .await?;
+        Ok(Self {
+            outbound,
+            client,
+            server,
+        })
+    }
+}
