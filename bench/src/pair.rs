@@ -11,7 +11,6 @@
 //! `strait-proxy` ([`run_as_proxy_if_asked`]), so its RSS and CPU are its own.
 
 use anyhow::bail;
-use base64::Engine;
 use futures::StreamExt;
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
@@ -19,8 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use strait_core::identity::Identity;
+use strait_tls::testing::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROLE: &str = "STRAIT_BENCH_ROLE";
@@ -42,20 +42,6 @@ pub fn run_as_proxy_if_asked() -> Option<anyhow::Result<()>> {
     })
 }
 
-/// `der` as PEM.
-pub fn pem(label: &str, der: &[u8]) -> String {
-    let b = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b
-        .as_bytes()
-        .chunks(64)
-        .filter_map(|c| std::str::from_utf8(c).ok())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -64,7 +50,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A trust anchor and an issuer, and under `dir` a folder per side (`server`, `client`)
-/// holding `ca.crt` (the anchor), `tls.crt` (leaf and issuer) and `tls.key` (PKCS#8).
+/// holding `ca.crt` (the anchor), `tls.crt` (leaf and issuer) and `tls.key` (PKCS#8), as
+/// [`TestPki::write_leaf_files`] writes them.
 #[derive(Debug)]
 pub struct Pki {
     pub dir: PathBuf,
@@ -72,27 +59,11 @@ pub struct Pki {
 
 impl Pki {
     pub fn write(dir: &Path) -> anyhow::Result<Self> {
-        let now = SystemTime::now();
-        let anchor = strait_tls::Issuer::generate_anchor(
-            "cluster.local",
-            strait_tls::DEFAULT_ANCHOR_LIFETIME,
-            now,
-        )?;
-        let issuer = anchor.generate_issuer(
-            "identity.strait.cluster.local",
-            strait_tls::DEFAULT_ISSUER_LIFETIME,
-            now,
-        )?;
+        let pki = TestPki::new();
         for (side, id) in [("server", SERVER_ID), ("client", CLIENT_ID)] {
-            let id: Identity = id.parse()?;
             let d = dir.join(side);
             std::fs::create_dir_all(&d)?;
-            let req = strait_tls::generate_csr(&id)?;
-            let leaf = issuer.issue(&req.csr, &id, strait_tls::DEFAULT_LEAF_LIFETIME, now)?;
-            let chain: String = leaf.chain().iter().map(|c| pem("CERTIFICATE", c)).collect();
-            std::fs::write(d.join("ca.crt"), anchor.cert_pem())?;
-            std::fs::write(d.join("tls.crt"), chain)?;
-            std::fs::write(d.join("tls.key"), pem("PRIVATE KEY", req.key.secret_der()))?;
+            pki.write_leaf_files(&id.parse::<Identity>()?, &d, "tls");
         }
         Ok(Self {
             dir: dir.to_owned(),
