@@ -338,13 +338,7 @@ impl Memory {
             }
             let actual = local.services.get(ns, &mname);
             let actual_slice = local.slices.get(ns, &mname);
-            // Labelled as a mirror, but of another cluster: not ours either.
-            let foreign = match (&actual, &actual_slice) {
-                (Some(a), _) if !a.is_ours(&plan.cluster) => Some("Service"),
-                (_, Some(a)) if !a.is_ours(&plan.cluster) => Some("EndpointSlice"),
-                _ => None,
-            };
-            let foreign = foreign.map(|kind| (kind, mname.as_str()));
+            let foreign = foreign(plan, actual.as_ref(), actual_slice.as_ref(), &mname);
             if let Some(msg) = self.held_back(&key, foreign, now, &mut out.new_conflicts) {
                 out.not_mirrored.push(nm(Reason::Error, msg));
                 continue;
@@ -532,6 +526,24 @@ fn mirrored_services(view: &RemoteView) -> Vec<(Arc<RemoteSvc>, Via)> {
         }
     }
     all
+}
+
+/// Which of a mirror's Service and slice named `name` is someone else's, if either is
+/// (labelled as a mirror, but of another cluster, is not ours either).
+fn foreign<'n>(
+    plan: &Plan,
+    svc: Option<&Meta>,
+    slice: Option<&Meta>,
+    name: &'n str,
+) -> Option<(&'static str, &'n str)> {
+    let theirs = |m: Option<&Meta>| m.is_some_and(|m| !m.is_ours(&plan.cluster));
+    if theirs(svc) {
+        Some(("Service", name))
+    } else if theirs(slice) {
+        Some(("EndpointSlice", name))
+    } else {
+        None
+    }
 }
 
 fn derived_of(svc: &Service) -> Derived {

@@ -316,9 +316,9 @@ impl std::fmt::Debug for Context {
 
 type Feeder = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Local watches shared by all workers, metadata-only, into compact stores: our mirror
-/// Services (with their cluster IPs) and EndpointSlices labelled `mirrored-service=true`, and
-/// Namespace names.
+/// Local watches shared by all workers, into compact stores: our mirror Services (with their
+/// cluster IPs) and EndpointSlices labelled `mirrored-service=true` (slices metadata-only),
+/// and Namespace names (metadata-only).
 fn local_stores(client: kube::Client) -> (LocalStores, Vec<Feeder>) {
     let (tx, rx) = watch::channel(0u64);
     let tx = Arc::new(tx);

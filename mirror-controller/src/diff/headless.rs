@@ -132,6 +132,15 @@ pub(super) struct Parent<'a> {
     pub svc: &'a mut Option<Service>,
 }
 
+/// The headless mirror of `remote`, derived once a pass and only on a memo miss.
+fn parent_service<'s>(
+    svc: &'s mut Option<Service>,
+    remote: &RemoteSvc,
+    plan: &Plan,
+) -> &'s Service {
+    svc.get_or_insert_with(|| derive(remote, plan, Via::Gateway))
+}
+
 impl Memory {
     /// Decides the writes of headless mirror `parent` (not held back) and of its `pods`'
     /// mirrors, and counts them mirrored.
@@ -152,20 +161,11 @@ impl Memory {
         } = cx;
         let (ns, remote_name) = parent.remote.key();
         let remote = parent.remote;
-        let derive_parent = |svc: &mut Option<Service>| -> Service {
-            svc.get_or_insert_with(|| derive(remote, plan, Via::Gateway))
-                .clone()
-        };
         for pod in pods {
             let pname = &pod.key.1;
             let actual = local.services.get(&ns, pname);
             let actual_slice = local.slices.get(&ns, pname);
-            let foreign = match (&actual, &actual_slice) {
-                (Some(a), _) if !a.is_ours(&plan.cluster) => Some("Service"),
-                (_, Some(a)) if !a.is_ours(&plan.cluster) => Some("EndpointSlice"),
-                _ => None,
-            };
-            let foreign = foreign.map(|kind| (kind, pname.as_str()));
+            let foreign = super::foreign(plan, actual.as_ref(), actual_slice.as_ref(), pname);
             if let Some(msg) = self.held_back(&pod.key, foreign, now, &mut out.new_conflicts) {
                 out.not_mirrored.push(NotMirrored {
                     namespace: ns.clone(),
@@ -175,11 +175,19 @@ impl Memory {
                 });
                 continue;
             }
+            let mut pod_svc: Option<Service> = None;
+            let mut derive_pod = || {
+                pod_svc
+                    .get_or_insert_with(|| {
+                        let p = parent_service(parent.svc, remote, plan);
+                        pod_service(p, &pod.hostname, pname.clone(), plan)
+                    })
+                    .clone()
+            };
             let pod_hash = match self.pod_memo.get(&pod.key) {
                 Some((h, d)) if h == parent.hash => d.hash.clone(),
                 _ => {
-                    let p = derive_parent(&mut *parent.svc);
-                    let d = super::derived_of(&pod_service(&p, &pod.hostname, pname.clone(), plan));
+                    let d = super::derived_of(&derive_pod());
                     let h = d.hash.clone();
                     self.pod_memo
                         .insert(pod.key.clone(), (parent.hash.to_owned(), d));
@@ -191,8 +199,7 @@ impl Memory {
                     sh.clone()
                 }
                 _ => {
-                    let p = derive_parent(&mut *parent.svc);
-                    let svc = pod_service(&p, &pod.hostname, pname.clone(), plan);
+                    let svc = derive_pod();
                     let sh =
                         mirror::spec_hash(&mirror::slice(&svc, plan, gateway, pod.ready).metadata);
                     self.slice_memo.insert(
@@ -242,8 +249,10 @@ impl Memory {
         let slice_hash = match self.slice_memo.get(key) {
             Some((h, f, _, sh)) if h == parent.hash && *f == fp => sh.clone(),
             _ => {
-                let p = derive_parent(&mut *parent.svc);
-                let sh = mirror::spec_hash(&headless_slice(&p, plan, &endpoints).metadata);
+                let sh = mirror::spec_hash(
+                    &headless_slice(parent_service(parent.svc, remote, plan), plan, &endpoints)
+                        .metadata,
+                );
                 self.slice_memo
                     .insert(key.clone(), (parent.hash.to_owned(), fp, false, sh.clone()));
                 sh
