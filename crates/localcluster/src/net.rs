@@ -275,6 +275,28 @@ impl Drop for Slot {
             }
         }
         let _ = run("ip", &["route", "del", "blackhole", TEST_RANGE]);
+        release_netns_dir();
+    }
+}
+
+/// Where `ip netns` keeps its namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+/// Whether [`NETNS_DIR`] is a mount point of this mount namespace.
+pub fn netns_dir_mounted() -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(NETNS_DIR))
+}
+
+/// The first `ip netns add` bind-mounts [`NETNS_DIR`] on itself (to share its mounts); once
+/// no slot is held and no namespace is left, that mount is the last thing a run made, so it
+/// goes too. A plain unmount: should some namespace be mounted in it meanwhile, it fails and
+/// the mount stays.
+fn release_netns_dir() {
+    if list_netns().is_empty() && netns_dir_mounted() {
+        let _ = run("umount", &[NETNS_DIR]);
     }
 }
 

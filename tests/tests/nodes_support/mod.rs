@@ -247,6 +247,10 @@ impl Traces {
                 .filter(|r| routes.iter().any(|x| x.starts_with(r.as_str())))
                 .map(|r| format!("route {r}")),
         );
+        // With no namespace left (ours or anyone's), the bind mount `ip netns` made goes too.
+        if netns.is_empty() && net::netns_dir_mounted() {
+            left.push("mount /run/netns".to_owned());
+        }
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
         for d in &self.dirs {
             let d = d.display().to_string();
