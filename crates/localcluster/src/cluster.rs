@@ -80,6 +80,22 @@ impl Cluster {
     /// Starts etcd and kube-apiserver and waits until `/readyz` answers ok. Several clusters
     /// can start concurrently (`tokio::try_join!`).
     pub async fn start(config: ClusterConfig) -> Result<Self, Error> {
+        // A port found free can be taken before etcd or the API server binds it (any socket's
+        // ephemeral port may land on it): start again on new ports, a few times.
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(config.clone()).await {
+                Err(e) if attempt < ATTEMPTS && e.is_port_taken() => {
+                    tracing::warn!(cluster = %config.name, attempt, error = %e, "a port was taken meanwhile; starting again");
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn start_once(config: ClusterConfig) -> Result<Self, Error> {
         let name = config.name.clone();
         let (slot, assets, node_assets, images, dir, pki) = tokio::task::spawn_blocking({
             let config = config.clone();

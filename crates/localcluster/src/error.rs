@@ -102,7 +102,32 @@ pub enum Error {
     AddressesExhausted { cluster: String },
 }
 
+impl Error {
+    /// Whether a process exited because a port it was to listen on was taken.
+    pub fn is_port_taken(&self) -> bool {
+        matches!(self, Error::Exited { tail, .. } if tail.contains("address already in use"))
+    }
+}
+
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
     move |source| Error::Io { what, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_told_from_other_exits() {
+        let exited = |tail: &str| Error::Exited {
+            process: "kube-apiserver of cluster west".into(),
+            status: "exit status: 1".into(),
+            log: PathBuf::from("kube-apiserver.log"),
+            tail: tail.into(),
+        };
+        assert!(exited("listen tcp 127.0.0.1:45181: bind: address already in use").is_port_taken());
+        assert!(!exited("open /tmp/apiserver.crt: no such file or directory").is_port_taken());
+        assert!(!Error::NoSlot(4).is_port_taken());
+    }
 }
