@@ -131,7 +131,7 @@ impl Memory {
             desired_slices.insert(mkey.clone());
             let foreign = slices.iter().find_map(|(n, _)| {
                 let a = cx.local.slices.get(&ns, n)?;
-                (!a.is_ours(&plan.cluster)).then(|| ("EndpointSlice", n.as_str()))
+                (!a.is_ours(&plan.cluster)).then_some(("EndpointSlice", n.as_str()))
             });
             if let Some(msg) = self.held_back(&mkey, foreign, cx.now, &mut out.new_conflicts) {
                 out.not_mirrored.push(nm(Reason::Error, msg));

@@ -38,26 +38,30 @@ fn cluster(c: &str) -> Source {
     Source::Cluster(c.into())
 }
 
+/// (what, reports, the local member, the oldest, its ports)
+type Case = (
+    &'static str,
+    Vec<Report>,
+    Option<MemberInfo>,
+    Source,
+    &'static [(&'static str, i32)],
+);
+
 #[test]
 fn the_oldest_member_gives_the_ports() {
-    let http = [("http", 80)];
-    let cases: Vec<(
-        &str,
-        Vec<Report>,
-        Option<MemberInfo>,
-        Source,
-        &[(&str, i32)],
-    )> = vec![
+    const HTTP: &[(&str, i32)] = &[("http", 80)];
+    let http = HTTP;
+    let cases: Vec<Case> = vec![
         (
             "one remote member",
-            vec![report("east", Some(member(10, &http)))],
+            vec![report("east", Some(member(10, http)))],
             None,
             cluster("east"),
-            &http,
+            HTTP,
         ),
         (
             "the local member is older",
-            vec![report("east", Some(member(10, &http)))],
+            vec![report("east", Some(member(10, http)))],
             Some(member(5, &[("http", 81)])),
             Source::Local,
             &[("http", 81)],
@@ -65,12 +69,12 @@ fn the_oldest_member_gives_the_ports() {
         (
             "a younger member's ports do not count",
             vec![
-                report("east", Some(member(10, &http))),
+                report("east", Some(member(10, http))),
                 report("north", Some(member(20, &[("http", 8080)]))),
             ],
             None,
             cluster("east"),
-            &http,
+            HTTP,
         ),
     ];
     for (what, reports, local, oldest, ports) in cases {
