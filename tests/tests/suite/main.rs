@@ -15,7 +15,8 @@
 //! gateway; the Link's label and annotation exclusions hold on the mirror; remote discovery
 //! reaches west's pod directly, that pod's proxy seeing the caller's own identity; east's
 //! StatefulSet is reached pod by pod by hostname, and its per-pod mirrors follow a scale-down
-//! and an unexport. Then the
+//! and an unexport; a federated Service with a member in each cluster is answered by both,
+//! loses east's endpoints when east's member leaves and is gone with the last. Then the
 //! faults, each with its outcome: east's gateway gone (mirrors not ready, calls refused at
 //! once; back, the same client is served again), east's API server stopped across an export
 //! and an unexport (nothing deleted meanwhile, traffic keeps flowing, converges when back),
@@ -34,6 +35,7 @@ mod linked_support;
 mod nodes_support;
 
 mod faults;
+mod federated;
 mod headless;
 mod traffic;
 
@@ -72,6 +74,8 @@ async fn two_linked_clusters_carry_traffic_both_ways_and_recover_from_faults() {
     clock.lap("remote discovery");
     headless::statefulset_by_pod_name(&pair).await;
     clock.lap("a StatefulSet by pod hostname, scaled down, unexported");
+    federated::across_clusters(&pair).await;
+    clock.lap("a federated Service answered by both clusters, shrunk, gone");
     gateway_gone(&pair).await;
     clock.lap("fault: east's gateway gone and back");
     api_server_outage(&mut pair).await;
