@@ -200,6 +200,9 @@ impl Balancers {
         let Ok(mut map) = self.0.lock() else {
             return Arc::new(Balancer::spawn(rx.clone(), connector));
         };
+        if let Some(b) = map.get(target) {
+            return b.clone();
+        }
         map.entry(target.to_owned())
             .or_insert_with(|| Arc::new(Balancer::spawn(rx.clone(), connector)))
             .clone()

@@ -98,29 +98,32 @@ impl EndpointClient {
     }
 }
 
-/// Makes the URI absolute (scheme and authority from the Host header) as hyper's pool needs.
+/// Makes the URI absolute (scheme and authority from the Host header) as hyper's pool needs,
+/// reusing the request's path bytes rather than formatting and parsing a new URI.
 fn absolute_uri<B>(req: &mut Request<B>) {
     if req.uri().authority().is_some() && req.uri().scheme().is_some() {
         return;
     }
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    if let Ok(uri) = format!("http://{host}{pq}").parse() {
-        *req.uri_mut() = uri;
+    let authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| {
+                http::uri::Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(h.as_bytes()))
+                    .ok()
+            })
+            .unwrap_or_else(|| http::uri::Authority::from_static("localhost")),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => tracing::debug!(error = %e, "request URI left as it was"),
     }
 }
 
@@ -136,4 +139,39 @@ pub fn is_caused_by<'a, T: std::error::Error + 'static>(
         cur = err.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn absolute(uri: &str, host: Option<&str>) -> String {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(http::header::HOST, h);
+        }
+        let mut req = b.body(()).unwrap();
+        absolute_uri(&mut req);
+        req.uri().to_string()
+    }
+
+    #[test]
+    fn a_uri_is_made_absolute_from_the_host_header() {
+        assert_eq!(
+            absolute("/a/b?x=1", Some("web.shop:8080")),
+            "http://web.shop:8080/a/b?x=1"
+        );
+        assert_eq!(absolute("/", None), "http://localhost/");
+        assert_eq!(
+            absolute("http://api:80/p", Some("other")),
+            "http://api:80/p",
+            "an absolute URI is kept"
+        );
+        assert_eq!(
+            absolute("/p", Some("bad host")),
+            "http://localhost/p",
+            "a Host that is no authority is not used"
+        );
+    }
 }

@@ -18,7 +18,7 @@ use crate::http_client::{Body, EndpointClient};
 use crate::http_server::error_response;
 use crate::http_server::status_for;
 use crate::io::{BoxIo, CountingIo, PrefixedIo};
-use crate::metrics::{Direction, Flow, TrafficLabels};
+use crate::metrics::{Direction, Flow, HttpSeries};
 use crate::outbound::http::success;
 use http::{HeaderValue, Request, Response, Version};
 use http_body_util::BodyExt;
@@ -142,7 +142,7 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
     match proto {
         Protocol::Http1 | Protocol::H2 => {
             let client = ctx.app_clients.get(&ctx.connector, target);
-            let st = Arc::new((client, labels, ctx.clone()));
+            let st = Arc::new((client, ctx.metrics.http_series(labels), ctx.clone()));
             crate::http_server::serve(io, ctx.stop.clone(), move |req| forward(req, st.clone()))
                 .await;
         }
@@ -163,22 +163,17 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
 
 async fn forward(
     mut req: Request<Incoming>,
-    st: Arc<(EndpointClient, TrafficLabels, Ctx)>,
+    st: Arc<(EndpointClient, HttpSeries, Ctx)>,
 ) -> Response<Body> {
-    let (client, labels, ctx) = &*st;
+    let (client, series, ctx) = &*st;
     let start = Instant::now();
     let was_h2 = req.version() == Version::HTTP_2;
     let downgrade = req.headers_mut().remove(L5D_ORIG_PROTO).is_some();
-    ctx.metrics.request(labels);
+    series.request();
     let fut = client.send(req, was_h2 && !downgrade);
     match tokio::time::timeout(ctx.cfg.request_timeout, fut).await {
         Ok(Ok(mut rsp)) => {
-            ctx.metrics.response(
-                labels.clone(),
-                rsp.status().as_u16(),
-                success(&rsp),
-                start.elapsed(),
-            );
+            series.response(rsp.status().as_u16(), success(&rsp), start.elapsed());
             if downgrade {
                 *rsp.version_mut() = Version::HTTP_2;
                 rsp.headers_mut()
@@ -190,15 +185,13 @@ async fn forward(
             let (status, kind) = status_for(&*e);
             tracing::info!(error = %e, %status, "inbound request failed");
             ctx.metrics.http_error(Direction::Inbound, kind);
-            ctx.metrics
-                .response(labels.clone(), status.as_u16(), false, start.elapsed());
+            series.response(status.as_u16(), false, start.elapsed());
             error_response(status, kind)
         }
         Err(_) => {
             ctx.metrics
                 .http_error(Direction::Inbound, "response_timeout");
-            ctx.metrics
-                .response(labels.clone(), 504, false, start.elapsed());
+            series.response(504, false, start.elapsed());
             error_response(http::StatusCode::GATEWAY_TIMEOUT, "response_timeout")
         }
     }

@@ -192,20 +192,16 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, labels: &TrafficLabels) {
-        self.requests.get_or_create(labels).inc();
-    }
-
-    pub fn response(&self, labels: TrafficLabels, status: u16, success: bool, elapsed: Duration) {
-        let labels = ResponseLabels {
-            traffic: labels,
-            status_code: status,
-            classification: if success { "success" } else { "failure" },
-        };
-        self.responses.get_or_create(&labels).inc();
-        self.latency
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64() * 1000.0);
+    /// The HTTP series of one label set, looked up once: a request on it then costs an
+    /// atomic add, a response a short scan of the statuses seen so far, an add and an
+    /// observation, with no label hashing or allocation.
+    pub fn http_series(&self, labels: TrafficLabels) -> HttpSeries {
+        HttpSeries(Arc::new(SeriesInner {
+            requests: self.requests.get_or_create(&labels).clone(),
+            responses: Mutex::new(Vec::new()),
+            labels,
+            families: self.clone(),
+        }))
     }
 
     pub fn http_error(&self, direction: Direction, error: &'static str) {
@@ -218,6 +214,67 @@ impl Metrics {
         self.tcp_errors
             .get_or_create(&ErrorLabels { direction, error })
             .inc();
+    }
+}
+
+/// The HTTP series of one label set ([`Metrics::http_series`]); cheap to clone.
+#[derive(Clone, Debug)]
+pub struct HttpSeries(Arc<SeriesInner>);
+
+#[derive(Debug)]
+struct SeriesInner {
+    labels: TrafficLabels,
+    requests: Counter,
+    /// By status code and classification: a handful per label set in practice.
+    responses: Mutex<Vec<ResponseSeries>>,
+    families: Metrics,
+}
+
+#[derive(Debug)]
+struct ResponseSeries {
+    status: u16,
+    success: bool,
+    total: Counter,
+    latency: Histogram,
+}
+
+impl HttpSeries {
+    pub fn labels(&self) -> &TrafficLabels {
+        &self.0.labels
+    }
+
+    pub fn request(&self) {
+        self.0.requests.inc();
+    }
+
+    pub fn response(&self, status: u16, success: bool, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let Ok(mut seen) = self.0.responses.lock() else {
+            return;
+        };
+        if let Some(r) = seen
+            .iter()
+            .find(|r| r.status == status && r.success == success)
+        {
+            r.total.inc();
+            r.latency.observe(ms);
+            return;
+        }
+        let m = &self.0.families;
+        let labels = ResponseLabels {
+            traffic: self.0.labels.clone(),
+            status_code: status,
+            classification: if success { "success" } else { "failure" },
+        };
+        let r = ResponseSeries {
+            status,
+            success,
+            total: m.responses.get_or_create(&labels).clone(),
+            latency: m.latency.get_or_create(&labels).clone(),
+        };
+        r.total.inc();
+        r.latency.observe(ms);
+        seen.push(r);
     }
 }
 
@@ -285,16 +342,23 @@ mod tests {
             tls: true,
             dst: None,
         });
-        m.request(&l);
-        m.response(l.clone(), 200, true, Duration::from_millis(3));
+        let series = m.http_series(l.clone());
+        series.request();
+        series.response(200, true, Duration::from_millis(3));
+        // A second series of the same labels counts into the same samples.
+        let again = m.http_series(l.clone());
+        again.request();
+        again.response(200, true, Duration::from_millis(5));
+        again.response(503, false, Duration::from_millis(1));
         let g = m.tcp_open(l);
         g.read.inc_by(5);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
         for want in [
             "request_total{direction=\"inbound\",authority=\"web:80\",tls=\"true\",client_id=\"web.shop.serviceaccount.identity.strait.cluster.local\"",
-            "response_total{",
-            "classification=\"success\"",
+            "status_code=\"200\",classification=\"success\"} 2",
+            "status_code=\"503\",classification=\"failure\"} 1",
+            "response_latency_ms_count{",
             "response_latency_ms_bucket{",
             "tcp_open_total{",
             "tcp_open_connections{",
@@ -302,6 +366,11 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("request_total{") && l.ends_with("} 2")),
+            "both series' requests in one sample:\n{text}"
+        );
         drop(g);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
