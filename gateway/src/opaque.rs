@@ -9,5 +9,5 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::io::copy_bidirectional(&mut client, &mut target).await
+    strait_proxy::io::copy_bidirectional(&mut client, &mut target).await
 }

@@ -155,7 +155,7 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
                     return Ok(());
                 }
             };
-            let _ = tokio::io::copy_bidirectional(&mut io, &mut app).await;
+            let _ = crate::io::copy_bidirectional(&mut io, &mut app).await;
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Byte streams: a boxed stream type, a stream that replays bytes already read during
-//! protocol detection, and a stream that counts bytes into metrics.
+//! protocol detection, a stream that counts bytes into metrics, and the copy that joins two
+//! streams of opaque TCP.
 
 use bytes::{Buf, Bytes};
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +15,20 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// A type-erased stream.
 pub type BoxIo = Box<dyn Io>;
+
+/// Each direction's buffer when copying opaque TCP: one TLS record's plaintext (16 KiB), so
+/// a full read becomes one record and one write instead of tokio's default 8 KiB halves.
+pub const COPY_BUFFER: usize = 16 * 1024;
+
+/// Copies between `a` and `b` until both directions end (a half-close is forwarded as a
+/// shutdown of the other side's write half): bytes a → b, bytes b → a.
+pub async fn copy_bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, COPY_BUFFER, COPY_BUFFER).await
+}
 
 /// A stream whose first bytes were already read; they are replayed before the rest.
 #[derive(Debug)]

@@ -70,7 +70,7 @@ pub async fn forward<I: Io>(io: I, orig: OrigDstAddr, res: Resolution, ctx: &Ctx
     });
     let guard = ctx.metrics.tcp_open(labels);
     let mut client = CountingIo::new(io, guard.read.clone(), guard.write.clone());
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut conn).await {
+    if let Err(e) = crate::io::copy_bidirectional(&mut client, &mut conn).await {
         tracing::debug!(%orig, error = %e, "outbound TCP closed with an error");
     }
 }
