@@ -4,6 +4,7 @@
 //! connection, a peer proxy). Every binary here is bounded in count and time, stops by itself,
 //! and sends traffic only to loopback or to namespaces the run created.
 
+pub mod mtls;
 pub mod pair;
 
 /// The processes a benchmark watches, read from `/proc`.

@@ -210,6 +210,8 @@ impl Destination for OneEndpoint {
 #[derive(Debug)]
 pub struct Pair {
     pub outbound: SocketAddr,
+    /// The server proxy's mTLS listener.
+    pub inbound: SocketAddr,
     pub client: Proxy,
     pub server: Proxy,
 }
@@ -254,6 +256,7 @@ impl Pair {
         .await?;
         Ok(Self {
             outbound,
+            inbound,
             client,
             server,
         })

@@ -139,6 +139,7 @@ async fn bench(dur: Duration) -> anyhow::Result<()> {
         outbound,
         client,
         server,
+        ..
     } = pair::Pair::start(&pki, app, None).await?;
     let (idle_c, idle_s) = (client.rss_kb(), server.rss_kb());
 
