@@ -109,6 +109,7 @@ impl State {
             return Action::await_change();
         }
         tracing::info!(link = %name, "starting Link worker");
+        self.ctx.federation.expect(&name);
         let task = tokio::spawn(worker::run(self.ctx.clone(), link));
         // Replacing the entry drops (aborts) the old worker; the mirrors stay.
         workers.insert(name, Running { spec_hash, task });
@@ -123,6 +124,8 @@ impl State {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name),
         );
+        // Its members leave their federated Services (their slices go below).
+        self.ctx.federation.forget(&name);
         // A deleted Link's token expiry would otherwise stay, and alert, forever.
         self.ctx
             .metrics

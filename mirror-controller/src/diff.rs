@@ -16,8 +16,10 @@
 //! view is complete (after the first list and after every re-list), so orphans are never
 //! deleted on a partial list. A name held by someone else's object is reported and left
 //! alone, and checked again after [`CONFLICT_RECHECK`]. A headless Service with hostnames
-//! gets a headless mirror and one mirror per pod ([`headless`]).
+//! gets a headless mirror and one mirror per pod ([`headless`]); a member of a federated
+//! Service gets its slice(s) of that Service ([`federated`]).
 
+use crate::federation::Decision;
 use crate::mirror::headless::PodEndpoint;
 use crate::mirror::{self, GatewayView, InvalidService, RdGroup, Via};
 use crate::plan::{Plan, WayIn, way_in};
@@ -71,6 +73,8 @@ pub(crate) enum Mode {
     Headless,
     /// One pod's mirror (counted apart: it is no remote Service of its own).
     Pod,
+    /// A member's slice(s) of a federated Service (counted apart: no mirror).
+    Federated,
 }
 
 /// A mirror the pass wants: its key, the remote Service it mirrors and how.
@@ -108,6 +112,18 @@ pub(crate) enum Op {
         groups: Vec<RdGroup>,
         write_svc: bool,
         claim_svc: bool,
+        slices: Vec<(String, bool)>,
+    },
+    /// Apply the slices named in `slices` (with whether each must be claimed first) in which
+    /// this Link lists its member `remote` of federated Service `<svc>-federated`: the
+    /// gateway, or the remote pods when it is selected for remote discovery too.
+    FederatedSlices {
+        key: Key,
+        remote: Arc<RemoteSvc>,
+        /// Through the gateway: whether the remote Service has a ready endpoint.
+        remote_ready: bool,
+        /// Pod to pod: the remote pods, grouped as the slices list them.
+        remote_discovery: Option<Vec<RdGroup>>,
         slices: Vec<(String, bool)>,
     },
     DeleteService(Key, Option<String>),
@@ -173,6 +189,7 @@ impl Memory {
         view: &RemoteView,
         local: Local<'_>,
         gateway: &GatewayView,
+        federation: &Decision,
         now: Instant,
     ) -> Option<Diff> {
         if !view.synced() {
@@ -407,11 +424,23 @@ impl Memory {
             };
             queue.push(op, actual.is_none() || actual_slice.is_none());
         }
+        let cx = federated::Cx {
+            plan,
+            view,
+            local,
+            gateway,
+            decision: federation,
+            ready: &ready,
+            rd_slices: &rd_slices,
+            now,
+        };
+        self.federated(cx, &mut out, &mut queue, &mut desired_slices);
         self.memo.retain(|k, _| seen.contains(k));
         self.slice_memo.retain(|k, _| desired_keys.contains(k));
         self.rd_memo.retain(|k, _| desired_keys.contains(k));
         self.pod_memo.retain(|k, _| desired_keys.contains(k));
-        self.conflicts.retain(|k, _| desired_keys.contains(k));
+        self.conflicts
+            .retain(|k, _| desired_keys.contains(k) || desired_slices.contains(k));
         // Orphans: ours, for this cluster, with no remote twin.
         // What we wrote of them no longer vouches for anything: were the same object wanted
         // again within the grace, it must be written again (remote-discovery slices come
@@ -577,6 +606,7 @@ pub(crate) fn derive(remote: &RemoteSvc, plan: &Plan, via: Via) -> Service {
     mirror::service(&remote.to_service(), plan, via).unwrap_or_default()
 }
 
+mod federated;
 mod headless;
 mod status;
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //!                                         │    └─ token renewal (renew.rs): TokenRequest on the remote ─► patch the Secret
 //!                                         ├─ gateway (gateway.rs): resolve (hickory, TTL) + probe (TLS 1.3, identity)
 //!                                         └─ sync (sync.rs): diff (diff.rs, pure) ─► create / JSON patch (write.rs, bounded), GC
+//!                                              └─ federated members ─► federation.rs: <svc>-federated (one reconciler)
 //!  local watches (compact stores of our mirrors, their slices, Namespaces) ─┘ shared by every worker
 //!  admin :9999 ─► /metrics, /ready
 //! ```
@@ -82,6 +83,7 @@ pub mod cli;
 pub mod controller;
 pub mod credentials;
 mod diff;
+pub mod federation;
 mod gateway;
 pub mod lease;
 pub mod metrics;
@@ -200,6 +202,8 @@ pub struct Context {
     pub keep_mirrors_on_delete: bool,
     pub exports_recheck: Duration,
     pub credentials_renew_at_percent: u8,
+    /// Where the workers' federated members meet the federation reconciler.
+    pub federation: Arc<federation::Hub>,
 }
 
 /// Runs the controller until leadership is lost (an error) or the task is dropped; dropping
@@ -292,9 +296,13 @@ async fn lead(
         keep_mirrors_on_delete: config.keep_mirrors_on_delete,
         exports_recheck: config.exports_recheck,
         credentials_renew_at_percent: config.credentials_renew_at_percent,
+        federation: Arc::default(),
     });
     metrics.ready.store(true, Ordering::Relaxed);
-    controller::run(ctx).await;
+    tokio::select! {
+        () = controller::run(ctx.clone()) => {}
+        () = federation::run(ctx) => {}
+    }
 }
 
 /// The innermost cause, for logs (the outer message names the step).

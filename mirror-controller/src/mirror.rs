@@ -183,6 +183,64 @@ pub fn slice(
     remote_ready: bool,
 ) -> EndpointSlice {
     let name = mirror.metadata.name.clone().unwrap_or_default();
+    let ports = ports_of(mirror).map(|p| (p.name.clone().unwrap_or_default(), p.protocol.clone()));
+    let ns = mirror.metadata.namespace.clone();
+    gateway_slice(
+        name.clone(),
+        &name,
+        ns,
+        ports,
+        plan,
+        gateway,
+        remote_ready,
+        None,
+    )
+}
+
+/// The slice in which a Link lists its cluster's member `remote` of federated Service
+/// `<svc>-federated`: `<svc>-federated-<cluster>`, the gateway at the gateway port, with the
+/// gateway's identity and the member's FQDN (the authority the gateway routes by) on the
+/// slice, since the federated Service has several.
+pub fn federated_slice(
+    remote: &crate::remote::RemoteSvc,
+    plan: &Plan,
+    gateway: &GatewayView,
+    remote_ready: bool,
+) -> EndpointSlice {
+    let federated = labels::federated_name(&remote.name);
+    let ports = remote.ports.iter().map(|p| {
+        (
+            p.name.as_deref().unwrap_or_default().to_string(),
+            Some(p.protocol.as_deref().unwrap_or("TCP").to_string()),
+        )
+    });
+    let fq = labels::service_fqdn(&remote.name, &remote.namespace, &plan.cluster_domain);
+    gateway_slice(
+        labels::federated_slice_name(&federated, &plan.cluster),
+        &federated,
+        Some(remote.namespace.to_string()),
+        ports,
+        plan,
+        gateway,
+        remote_ready,
+        Some(fq),
+    )
+}
+
+/// A slice named `name` of Service `service` that lists the gateway, ready while it is alive
+/// and the remote Service has a ready endpoint; every port (name, protocol) is the gateway
+/// port.
+#[allow(clippy::too_many_arguments)]
+fn gateway_slice(
+    name: String,
+    service: &str,
+    namespace: Option<String>,
+    ports: impl Iterator<Item = (String, Option<String>)>,
+    plan: &Plan,
+    gateway: &GatewayView,
+    remote_ready: bool,
+    remote_fq_name: Option<String>,
+) -> EndpointSlice {
     let ready = gateway.alive && remote_ready;
     let v4 = gateway.addrs.iter().any(IpAddr::is_ipv4) || gateway.addrs.is_empty();
     let endpoints = gateway
@@ -191,31 +249,32 @@ pub fn slice(
         .filter(|a| a.is_ipv4() == v4)
         .map(|a| endpoint(*a, ready))
         .collect();
-    let ports = ports_of(mirror)
-        .map(|p| EndpointPort {
-            name: Some(p.name.clone().unwrap_or_default()),
+    let ports = ports
+        .map(|(name, protocol)| EndpointPort {
+            name: Some(name),
             port: Some(i32::from(plan.gateway_port)),
-            protocol: p.protocol.clone(),
+            protocol,
             app_protocol: None,
         })
         .collect();
-    let labels_ = slice_labels(&name, plan);
     let mut annos = BTreeMap::new();
     annos.insert(
         labels::REMOTE_GATEWAY_IDENTITY.into(),
         plan.gateway_identity.clone(),
     );
+    if let Some(fq) = remote_fq_name {
+        annos.insert(labels::REMOTE_SVC_FQ_NAME.into(), fq);
+    }
     let meta = ObjectMeta {
         name: Some(name),
-        namespace: mirror.metadata.namespace.clone(),
-        labels: Some(labels_),
+        namespace,
+        labels: Some(slice_labels(service, plan)),
         annotations: Some(annos),
         ..Default::default()
     };
     stamped_slice(meta, v4, endpoints, ports)
 }
 
-/// The most endpoints one EndpointSlice holds (the API's own limit is 1000).
 pub const MAX_SLICE_ENDPOINTS: usize = 1000;
 
 /// Ready endpoints of a remote-discovery mirror that go in one EndpointSlice (or several,
@@ -322,6 +381,31 @@ pub fn rd_slice_name(mirror: &str, group: &RdGroup, chunk: usize) -> String {
 /// only ready remote endpoints are kept. The gateway plays no part.
 pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<EndpointSlice> {
     let name = mirror.metadata.name.clone().unwrap_or_default();
+    let ns = mirror.metadata.namespace.clone().unwrap_or_default();
+    rd_slices_of(&name, &name, &ns, plan, groups)
+}
+
+/// The slices in which a Link lists its cluster's member `remote` of federated Service
+/// `<svc>-federated` pod to pod (it is selected for remote discovery too): named
+/// `<svc>-federated-<cluster>-<hash>`, as [`rd_slices`] names a mirror's.
+pub fn federated_rd_slices(
+    remote: &crate::remote::RemoteSvc,
+    plan: &Plan,
+    groups: &[RdGroup],
+) -> Vec<EndpointSlice> {
+    let federated = labels::federated_name(&remote.name);
+    let prefix = labels::federated_slice_name(&federated, &plan.cluster);
+    rd_slices_of(&federated, &prefix, &remote.namespace, plan, groups)
+}
+
+/// Remote-discovery slices of Service `service` in `ns`, named `<prefix>-<hash>[-<n>]`.
+fn rd_slices_of(
+    service: &str,
+    prefix: &str,
+    ns: &str,
+    plan: &Plan,
+    groups: &[RdGroup],
+) -> Vec<EndpointSlice> {
     let mut out = Vec::new();
     for g in groups {
         for (chunk, addrs) in g.addrs.chunks(MAX_SLICE_ENDPOINTS).enumerate() {
@@ -336,7 +420,7 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
                     app_protocol: p.app_protocol.as_deref().map(String::from),
                 })
                 .collect();
-            let mut lbls = slice_labels(&name, plan);
+            let mut lbls = slice_labels(service, plan);
             lbls.insert(labels::REMOTE_DISCOVERY.into(), plan.cluster.clone());
             let annos = g
                 .identity
@@ -344,8 +428,8 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
                 .map(|id| (labels::REMOTE_IDENTITY.to_string(), id.clone()))
                 .collect();
             let meta = ObjectMeta {
-                name: Some(rd_slice_name(&name, g, chunk)),
-                namespace: mirror.metadata.namespace.clone(),
+                name: Some(rd_slice_name(prefix, g, chunk)),
+                namespace: Some(ns.to_string()),
                 labels: Some(lbls),
                 annotations: Some(annos),
                 ..Default::default()
@@ -356,7 +440,7 @@ pub fn rd_slices(mirror: &Service, plan: &Plan, groups: &[RdGroup]) -> Vec<Endpo
     out
 }
 
-fn stamp<T: serde::Serialize>(meta: &mut ObjectMeta, body: &T) {
+pub(crate) fn stamp<T: serde::Serialize>(meta: &mut ObjectMeta, body: &T) {
     stamp_with(meta, body)
 }
 

@@ -35,6 +35,9 @@ pub struct Plan {
     pub selector: Option<Selector>,
     /// `remoteDiscoverySelector`; `None` when nil or empty. Takes precedence over `selector`.
     pub remote_discovery: Option<Selector>,
+    /// `federatedServiceSelector`; `None` when nil or empty. Independent of the others: a
+    /// remote Service may be mirrored and a federated member at once.
+    pub federated: Option<Selector>,
     /// The remote mesh's control namespace and trust domain, as `gatewayIdentity` names them:
     /// what remote pods' identities end with.
     pub remote_control_namespace: String,
@@ -47,11 +50,6 @@ pub struct Plan {
     /// What the Link asks for that this controller does not do, said in its status.
     pub warnings: Vec<String>,
 }
-
-/// The warning a Link with a `federatedServiceSelector` gets.
-pub const FEDERATED_UNSUPPORTED: &str = "federatedServiceSelector is set, but this strait-mirror \
-    does not make federated Services (<svc>-federated): the Services it selects are mirrored \
-    only if selector, remoteDiscoverySelector or a ServiceExport selects them";
 
 /// Why a Link cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -104,15 +102,10 @@ impl Plan {
             "remoteDiscoverySelector",
             spec.remote_discovery_selector.as_ref(),
         )?;
-        // Parsed so a bad selector is refused like the others; federation is not served.
         let federated = parse_selector(
             "federatedServiceSelector",
             spec.federated_service_selector.as_ref(),
         )?;
-        let warnings = federated
-            .map(|_| FEDERATED_UNSUPPORTED.to_string())
-            .into_iter()
-            .collect();
         let probe = &spec.probe_spec;
         let probe_period = parse_duration("period", &probe.period)?;
         let probe_timeout = parse_duration("timeout", &probe.timeout)?.min(probe_period);
@@ -134,13 +127,14 @@ impl Plan {
             failure_threshold: probe.failure_threshold.max(1),
             selector,
             remote_discovery,
+            federated,
             remote_control_namespace: gateway_identity.control_namespace().to_string(),
             remote_trust_domain: gateway_identity.trust_domain().to_string(),
             excluded_labels: spec.excluded_labels.clone(),
             excluded_annotations: spec.excluded_annotations.clone(),
             create_namespaces: spec.create_namespaces.unwrap_or(false),
             mirror_headless: spec.mirror_headless_services.unwrap_or(true),
-            warnings,
+            warnings: Vec::new(),
         })
     }
 
@@ -165,6 +159,17 @@ impl Plan {
     /// The label selector of the remote-discovery watch, or `None` when nothing is selected.
     pub fn remote_discovery_string(&self) -> Option<String> {
         self.remote_discovery.as_ref().map(|s| s.to_string())
+    }
+
+    /// Whether a remote Service with these labels is a member of its federated Service.
+    pub fn selects_federated(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.federated.as_ref().is_some_and(|s| s.matches(labels))
+    }
+
+    /// The label selector of the federated-members watch (remote, and of the local
+    /// members), or `None` when nothing is selected.
+    pub fn federated_string(&self) -> Option<String> {
+        self.federated.as_ref().map(|s| s.to_string())
     }
 
     /// How a remote Service with these labels, exported by a `ServiceExport` or not, is
@@ -367,22 +372,26 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_federated_selector_is_said_unsupported_and_a_bad_one_refused() {
+    fn a_federated_selector_selects_members_and_a_bad_one_is_refused() {
         let mut s = spec();
-        assert!(Plan::new(&s).expect("valid").warnings.is_empty());
-        // Empty matches nothing: nothing to warn about.
+        let member = BTreeMap::from([("mirror.strait.dev/federated".into(), "member".into())]);
+        assert!(!Plan::new(&s).expect("valid").selects_federated(&member));
+        // Empty matches nothing.
         s.federated_service_selector = Some(LabelSelector::default());
-        assert!(Plan::new(&s).expect("valid").warnings.is_empty());
+        let plan = Plan::new(&s).expect("valid");
+        assert!(!plan.selects_federated(&member));
+        assert_eq!(plan.federated_string(), None);
         s.federated_service_selector = Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                "mirror.strait.dev/federated".into(),
-                "member".into(),
-            )])),
+            match_labels: Some(member.clone()),
             ..Default::default()
         });
+        let plan = Plan::new(&s).expect("valid");
+        assert!(plan.warnings.is_empty());
+        assert!(plan.selects_federated(&member));
+        assert!(!plan.selects_federated(&BTreeMap::new()));
         assert_eq!(
-            Plan::new(&s).expect("valid").warnings,
-            vec![FEDERATED_UNSUPPORTED.to_string()]
+            plan.federated_string().as_deref(),
+            Some("mirror.strait.dev/federated=member")
         );
         s.federated_service_selector = Some(LabelSelector {
             match_expressions: Some(vec![

@@ -49,6 +49,9 @@ pub struct RemoteSvc {
     pub labels: Pairs,
     pub annotations: Pairs,
     pub ports: Box<[Port]>,
+    /// Its creationTimestamp, in seconds (a federated Service takes its ports and metadata
+    /// from its oldest member).
+    pub created: Option<i64>,
 }
 
 fn boxed(s: &Option<String>) -> Option<Box<str>> {
@@ -106,6 +109,7 @@ impl RemoteSvc {
                     app_protocol: boxed(&p.app_protocol),
                 })
                 .collect(),
+            created: m.creation_timestamp.as_ref().map(|t| t.0.as_second()),
         })
     }
 
@@ -371,6 +375,21 @@ fn writer<K: kube::Resource + 'static, V>(
 pub fn services_writer(store: Services, plan: Arc<Plan>) -> Writer<Service, Arc<RemoteSvc>> {
     writer(store, move |s: &Service| {
         RemoteSvc::of(s, &plan).map(Arc::new)
+    })
+}
+
+/// A writer of the remote Services that `plan`'s `federatedServiceSelector` selects, mirrors
+/// excepted (a mirror is no member: it would federate a federation).
+pub fn federated_writer(store: Services, plan: Arc<Plan>) -> Writer<Service, Arc<RemoteSvc>> {
+    writer(store, move |s: &Service| {
+        let none = BTreeMap::new();
+        let labels = s.metadata.labels.as_ref().unwrap_or(&none);
+        if !plan.selects_federated(labels)
+            || labels.contains_key(strait_core::labels::MIRRORED_SERVICE)
+        {
+            return None;
+        }
+        RemoteSvc::compact(s, &plan).map(Arc::new)
     })
 }
 

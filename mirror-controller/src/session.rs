@@ -78,6 +78,9 @@ pub(crate) struct RemoteView {
     pub rd_services: remote::Services,
     pub rd_slices: remote::RdSlices,
     pub pods: remote::Pods,
+    /// Selected by `federatedServiceSelector` (members of federated Services; only when the
+    /// Link has that selector).
+    pub fed_services: remote::Services,
     synced: Arc<AtomicBool>,
 }
 
@@ -92,6 +95,7 @@ impl RemoteView {
             rd_services: remote::Services::default(),
             rd_slices: remote::RdSlices::default(),
             pods: remote::Pods::default(),
+            fed_services: remote::Services::default(),
             synced: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -228,6 +232,7 @@ pub(crate) fn session(
         rd_services_w: remote::remote_discovery_writer(view.rd_services.clone(), plan.clone()),
         rd_slices_w: remote::rd_slices_writer(view.rd_slices.clone(), view.rd_services.clone()),
         pods_w: remote::pods_writer(view.pods.clone()),
+        fed_services_w: remote::federated_writer(view.fed_services.clone(), plan.clone()),
         rd_selected: BTreeSet::new(),
         rd_relist_at: None,
         plan,
@@ -252,6 +257,7 @@ struct Synced {
     /// The remote-discovery slices watch, since it last started from stopped.
     rd_slices: bool,
     pods: bool,
+    fed_services: bool,
 }
 
 struct Session {
@@ -269,6 +275,7 @@ struct Session {
     rd_services_w: remote::Writer<Service, Arc<remote::RemoteSvc>>,
     rd_slices_w: remote::Writer<EndpointSlice, Arc<remote::RdSlice>>,
     pods_w: remote::Writer<Pod, remote::PodMeta>,
+    fed_services_w: remote::Writer<Service, Arc<remote::RemoteSvc>>,
     /// The remote-discovery Services whose slices the current slices watch selects.
     rd_selected: BTreeSet<remote::Key>,
     /// When the remote-discovery slices watch is to be re-listed.
@@ -314,6 +321,13 @@ impl Session {
         let mut rd_slices: Option<Watch<EndpointSlice>> = None;
         self.synced.rd_services = rd.is_none();
         self.synced.pods = rd.is_none();
+        let mut fed_services: Option<Watch<Service>> = self.plan.federated_string().map(|sel| {
+            watch(
+                Api::<Service>::all(self.client.clone()),
+                watcher::Config::default().labels(&sel),
+            )
+        });
+        self.synced.fed_services = fed_services.is_none();
         let mut ping =
             tokio::time::interval_at(Instant::now() + CREDENTIALS_PING, CREDENTIALS_PING);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -358,6 +372,10 @@ impl Session {
                     self.pods_w.apply(&ev);
                     self.listed(&ev, "pods", |s| &mut s.pods);
                 }),
+                Some(ev) = next(&mut fed_services) => ev.map(|ev| {
+                    self.fed_services_w.apply(&ev);
+                    self.listed(&ev, "federated services", |s| &mut s.fed_services);
+                }),
                 _ = ping.tick() => {
                     if let Err(e) = self.client.apiserver_version().await {
                         tracing::warn!(link = %self.link, error = %e, "the remote API does not accept a request");
@@ -397,6 +415,7 @@ impl Session {
                 && (exported.is_none() || s.exported)
                 && s.rd_services
                 && s.pods
+                && s.fed_services
                 && (rd_slices.is_none() || s.rd_slices);
             self.view.synced.store(synced, Ordering::Release);
             self.trigger.notify_one();

@@ -59,6 +59,7 @@ impl Sync {
         status: watch::Sender<LinkStatus>,
     ) {
         let mut local = self.ctx.local.changed.clone();
+        let mut federation = self.ctx.federation.decision();
         let mut retry: Option<tokio::time::Instant> = None;
         let mut backoff = Duration::from_millis(500);
         loop {
@@ -67,13 +68,15 @@ impl Sync {
                 _ = trigger.notified() => {}
                 r = local.changed() => if r.is_err() { return },
                 r = gw.changed() => if r.is_err() { return },
+                r = federation.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(retry_at) => {}
             }
             tokio::time::sleep(COALESCE).await;
             let view = remote.borrow().clone();
             let Some(view) = view else { continue };
             let gateway = gw.borrow_and_update().clone();
-            let Some((s, failed)) = self.pass(&view, &gateway).await else {
+            let decision = federation.borrow_and_update().clone();
+            let Some((s, failed)) = self.pass(&view, &gateway, &decision).await else {
                 continue;
             };
             status.send_if_modified(|st| {
@@ -101,6 +104,7 @@ impl Sync {
         &mut self,
         view: &RemoteView,
         gateway: &GatewayState,
+        decision: &crate::federation::Decision,
     ) -> Option<(LinkStatus, bool)> {
         let ctx = self.ctx.clone();
         let local = Local {
@@ -114,7 +118,10 @@ impl Sync {
         };
         let d = self
             .memory
-            .diff(&self.plan, view, local, &gwv, Instant::now())?;
+            .diff(&self.plan, view, local, &gwv, decision, Instant::now())?;
+        // The view is complete: its federated members are what the reconciler should know.
+        ctx.federation
+            .report(&self.link, crate::federation::report(&self.plan, view));
         for _ in 0..d.new_conflicts {
             ctx.metrics.error(&self.link, "conflict");
         }
@@ -274,6 +281,42 @@ impl Sync {
                     if let Err(WriteError::Conflict { .. }) = &result {
                         take_back(&client, &metrics, &key, created, &mut wrote).await;
                     }
+                    Outcome {
+                        key: Some(key),
+                        wrote,
+                        result,
+                    }
+                }
+                Op::FederatedSlices {
+                    key,
+                    remote,
+                    remote_ready,
+                    remote_discovery,
+                    slices,
+                } => {
+                    let ns = key.0.clone();
+                    let mut wrote = Vec::new();
+                    let desired = match &remote_discovery {
+                        Some(groups) => mirror::federated_rd_slices(&remote, &plan, groups),
+                        None => vec![mirror::federated_slice(
+                            &remote,
+                            &plan,
+                            &gateway,
+                            remote_ready,
+                        )],
+                    };
+                    let result = async {
+                        for es in desired {
+                            let name = es.metadata.name.clone().unwrap_or_default();
+                            let Some((_, new)) = slices.iter().find(|(n, _)| *n == name) else {
+                                continue;
+                            };
+                            let w = write(&client, &metrics, &es, *new, cluster).await?;
+                            wrote.push((false, (ns.clone(), name), w.hash));
+                        }
+                        Ok(())
+                    }
+                    .await;
                     Outcome {
                         key: Some(key),
                         wrote,

@@ -64,6 +64,9 @@ pub(crate) async fn run(ctx: Arc<Context>, link: Arc<Link>) {
             tracing::warn!(link = %name, error = %e, "Link is invalid; not serving it");
             ctx.metrics.error(&name, "invalid_link");
             status_tx.send_modify(|s| s.link_error = Some(e.to_string()));
+            // It has no members; federated Services must not wait for it.
+            ctx.federation
+                .report(&name, crate::federation::Report::default());
             // Keep the status writer alive until the Link changes (the worker is then replaced).
             let _ = tasks.join_next().await;
             return;

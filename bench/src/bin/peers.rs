@@ -50,6 +50,39 @@ struct Args {
     /// Where to write the results (markdown); printed to stdout too.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only these paths (`direct`, `strait`, `haproxy`, `nginx`); every path when absent.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only these rates (req/s, at most 2,000); 500, 1,000 and 2,000 when absent.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=2000))]
+    rates: Vec<u32>,
+    /// The load's protocols: `h1` (HTTP/1.1 keep-alive), `h2` (HTTP/2, prior knowledge).
+    #[arg(long, value_delimiter = ',', default_values = ["h1", "h2"])]
+    protos: Vec<Proto>,
+    /// Spread the load's connections evenly in time (`fortio load -uniform`) instead of
+    /// fortio's default, where all of them send at the same instant (a diagnostic).
+    #[arg(long)]
+    uniform: bool,
+    /// Record into this folder, for each run, `perf stat` of every proxy on the path
+    /// (CPU, context switches, system calls) and `perf record` of Strait's proxies.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+}
+
+/// The protocol the load generator speaks to the first hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Proto {
+    H1,
+    H2,
+}
+
+impl Proto {
+    fn label(self) -> &'static str {
+        match self {
+            Self::H1 => "HTTP/1.1",
+            Self::H2 => "HTTP/2",
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,14 +147,22 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// A peer's pair: where the load goes in (HTTP/1.1, HTTP/2) and its two processes (server
+/// side, client side).
+struct PeerPair {
+    front: SocketAddr,
+    front_h2: SocketAddr,
+    procs: [Proc; 2],
+}
+
 /// HAProxy as the client side (plain HTTP in, mTLS HTTP/2 out) and the server side (mTLS in,
 /// plain HTTP to `app`), two processes.
-async fn haproxy(
-    pki: &Pki,
-    dir: &Path,
-    app: SocketAddr,
-) -> anyhow::Result<(SocketAddr, [Proc; 2])> {
-    let (front, tls) = (loopback(free_port()?), loopback(free_port()?));
+async fn haproxy(pki: &Pki, dir: &Path, app: SocketAddr) -> anyhow::Result<PeerPair> {
+    let (front, front_h2, tls) = (
+        loopback(free_port()?),
+        loopback(free_port()?),
+        loopback(free_port()?),
+    );
     let pem = |side: &str| -> anyhow::Result<PathBuf> {
         let d = pki.side(side);
         let both = std::fs::read_to_string(d.join("tls.crt"))?
@@ -133,7 +174,7 @@ async fn haproxy(
     let ca = pki.side("client").join("ca.crt");
     let common = "global\n  maxconn 4096\n  tune.ssl.default-dh-param 2048\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n";
     let client = format!(
-        "{common}frontend out\n  bind {front}\n  default_backend remote\nbackend remote\n  server s {tls} ssl crt {} ca-file {} verify required verifyhost {SERVER_ID} sni str({SERVER_ID}) ssl-min-ver TLSv1.3 alpn h2 no-ssl-reuse\n",
+        "{common}frontend out\n  bind {front}\n  bind {front_h2} proto h2\n  default_backend remote\nbackend remote\n  server s {tls} ssl crt {} ca-file {} verify required verifyhost {SERVER_ID} sni str({SERVER_ID}) ssl-min-ver TLSv1.3 alpn h2 no-ssl-reuse\n",
         pem("client")?.display(),
         ca.display()
     );
@@ -160,13 +201,21 @@ async fn haproxy(
     let procs: [Proc; 2] = procs
         .try_into()
         .map_err(|_| anyhow::anyhow!("two haproxies"))?;
-    Ok((front, procs))
+    Ok(PeerPair {
+        front,
+        front_h2,
+        procs,
+    })
 }
 
 /// nginx as the client side (plain HTTP in, mTLS HTTP/1.1 keep-alive out) and the server side
 /// (mTLS in, plain HTTP to `app`), two processes with one worker each.
-async fn nginx(pki: &Pki, dir: &Path, app: SocketAddr) -> anyhow::Result<(SocketAddr, [Proc; 2])> {
-    let (front, tls) = (loopback(free_port()?), loopback(free_port()?));
+async fn nginx(pki: &Pki, dir: &Path, app: SocketAddr) -> anyhow::Result<PeerPair> {
+    let (front, front_h2, tls) = (
+        loopback(free_port()?),
+        loopback(free_port()?),
+        loopback(free_port()?),
+    );
     let (c, s) = (pki.side("client"), pki.side("server"));
     let mut procs = Vec::new();
     for side in ["server", "client"] {
@@ -185,7 +234,7 @@ async fn nginx(pki: &Pki, dir: &Path, app: SocketAddr) -> anyhow::Result<(Socket
             )
         } else {
             format!(
-                "  upstream remote {{ server {tls}; keepalive 64; }}\n  server {{\n    listen {front};\n    location / {{\n      proxy_pass https://remote;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_ssl_certificate {crt};\n      proxy_ssl_certificate_key {key};\n      proxy_ssl_trusted_certificate {ca};\n      proxy_ssl_verify on;\n      proxy_ssl_verify_depth 3;\n      proxy_ssl_name {SERVER_ID};\n      proxy_ssl_server_name on;\n      proxy_ssl_protocols TLSv1.3;\n      proxy_ssl_session_reuse off;\n    }}\n  }}\n}}\n",
+                "  upstream remote {{ server {tls}; keepalive 64; }}\n  server {{\n    listen {front};\n    listen {front_h2} http2;\n    location / {{\n      proxy_pass https://remote;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_ssl_certificate {crt};\n      proxy_ssl_certificate_key {key};\n      proxy_ssl_trusted_certificate {ca};\n      proxy_ssl_verify on;\n      proxy_ssl_verify_depth 3;\n      proxy_ssl_name {SERVER_ID};\n      proxy_ssl_server_name on;\n      proxy_ssl_protocols TLSv1.3;\n      proxy_ssl_session_reuse off;\n    }}\n  }}\n}}\n",
                 crt = c.join("tls.crt").display(),
                 key = c.join("tls.key").display(),
                 ca = c.join("ca.crt").display()
@@ -203,7 +252,11 @@ async fn nginx(pki: &Pki, dir: &Path, app: SocketAddr) -> anyhow::Result<(Socket
     let procs: [Proc; 2] = procs
         .try_into()
         .map_err(|_| anyhow::anyhow!("two nginxes"))?;
-    Ok((front, procs))
+    Ok(PeerPair {
+        front,
+        front_h2,
+        procs,
+    })
 }
 
 /// One fortio run: latencies in ms (p50, p90, p99, p99.9, max), and the requests that failed.
@@ -211,11 +264,37 @@ async fn nginx(pki: &Pki, dir: &Path, app: SocketAddr) -> anyhow::Result<(Socket
 struct Run {
     ms: [f64; 5],
     failed: u64,
+    /// Requests sent.
+    count: u64,
+    /// CPU the path's proxies used, in clock ticks (1/100 s).
+    cpu_ticks: u64,
 }
 
-fn fortio_load(target: SocketAddr, rate: u32, secs: u64, out: &Path) -> anyhow::Result<Run> {
+/// How fortio loads a path.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    rate: u32,
+    secs: u64,
+    proto: Proto,
+    uniform: bool,
+}
+
+fn fortio_load(target: SocketAddr, load: Load, out: &Path) -> anyhow::Result<Run> {
+    let Load {
+        rate,
+        secs,
+        proto,
+        uniform,
+    } = load;
     let mut cmd = pinned(Some(LOAD_CPU), Path::new("fortio"));
-    cmd.args(["load", "-quiet", "-qps"])
+    cmd.args(["load", "-quiet"]);
+    if proto == Proto::H2 {
+        cmd.arg("-h2");
+    }
+    if uniform {
+        cmd.arg("-uniform");
+    }
+    cmd.arg("-qps")
         .arg(rate.to_string())
         .arg("-t")
         .arg(format!("{secs}s"))
@@ -253,23 +332,47 @@ fn fortio_load(target: SocketAddr, rate: u32, secs: u64, out: &Path) -> anyhow::
             h["Max"].as_f64().map_or(f64::NAN, |s| s * 1000.0),
         ],
         failed: total.saturating_sub(ok),
+        count: total,
+        cpu_ticks: 0,
     })
 }
 
-/// Of several runs: the median of each figure, its spread (min, max), and the failures.
-type Summary = ([f64; 5], [(f64, f64); 5], u64);
+/// Of several runs: the median of each figure and its spread (min, max), the failures, and
+/// the CPU the path's proxies used per 1,000 requests (ms, median and spread).
+struct Summary {
+    med: [f64; 5],
+    spread: [(f64, f64); 5],
+    failed: u64,
+    cpu: (f64, f64, f64),
+}
 
-/// The median of each figure over `runs`, with its spread.
+fn med_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    match (v.first(), v.get(v.len() / 2), v.last()) {
+        (Some(lo), Some(m), Some(hi)) => (*m, *lo, *hi),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
+    }
+}
+
 fn median(runs: &[Run]) -> Summary {
     let mut med = [0.0; 5];
     let mut spread = [(0.0, 0.0); 5];
     for i in 0..5 {
-        let mut v: Vec<f64> = runs.iter().map(|r| r.ms[i]).collect();
-        v.sort_by(f64::total_cmp);
-        med[i] = v[v.len() / 2];
-        spread[i] = (v[0], v[v.len() - 1]);
+        let (m, lo, hi) = med_spread(runs.iter().map(|r| r.ms[i]).collect());
+        med[i] = m;
+        spread[i] = (lo, hi);
     }
-    (med, spread, runs.iter().map(|r| r.failed).sum())
+    let cpu = med_spread(
+        runs.iter()
+            .map(|r| r.cpu_ticks as f64 * 10.0 / (r.count.max(1) as f64 / 1000.0))
+            .collect(),
+    );
+    Summary {
+        med,
+        spread,
+        failed: runs.iter().map(|r| r.failed).sum(),
+        cpu,
+    }
 }
 
 fn machine() -> String {
@@ -305,6 +408,93 @@ fn version(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// One path the load goes through: where it enters (per protocol) and the proxies on it.
+struct Route {
+    key: &'static str,
+    name: &'static str,
+    h1: SocketAddr,
+    h2: SocketAddr,
+    /// The proxies on the path: (role, pid).
+    procs: Vec<(&'static str, u32)>,
+}
+
+fn pid_of(p: &Proc) -> u32 {
+    p.0.id()
+}
+
+/// VmRSS of `pid`, kB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn ticks(procs: &[(&'static str, u32)]) -> u64 {
+    procs
+        .iter()
+        .filter_map(|(_, pid)| strait_bench::procfs::cpu_ticks(Some(*pid)))
+        .sum()
+}
+
+/// `perf stat` (and, when `record`, `perf record`) of `procs` for `secs`, into `dir`.
+fn start_profile(
+    dir: &Path,
+    name: &str,
+    procs: &[(&'static str, u32)],
+    secs: u64,
+    record: bool,
+) -> anyhow::Result<Vec<Proc>> {
+    std::fs::create_dir_all(dir)?;
+    let pids = procs
+        .iter()
+        .map(|(_, p)| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut out = Vec::new();
+    let mut stat = Command::new("perf");
+    stat.args([
+        "stat",
+        "-e",
+        "task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter",
+        "-p",
+        &pids,
+        "-o",
+    ])
+    .arg(dir.join(format!("{name}.stat")))
+    .args(["--", "sleep", &secs.to_string()]);
+    out.push(spawn(
+        "perf stat",
+        stat,
+        &dir.join(format!("{name}.stat.log")),
+    )?);
+    if record {
+        let mut rec = Command::new("perf");
+        rec.args([
+            "record",
+            "-F",
+            "4999",
+            "--call-graph",
+            "dwarf,32768",
+            "-p",
+            &pids,
+            "-o",
+        ])
+        .arg(dir.join(format!("{name}.data")))
+        .args(["--", "sleep", &secs.to_string()]);
+        out.push(spawn(
+            "perf record",
+            rec,
+            &dir.join(format!("{name}.record.log")),
+        )?);
+    }
+    // perf attaches within a few ms; give it that before the load starts.
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(out)
+}
+
 async fn bench(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
@@ -324,33 +514,135 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         ]);
     let _server = spawn("fortio server", server, &dir.join("fortio-server.log"))?;
     listening(app, "fortio server", &dir.join("fortio-server.log")).await?;
-    let strait = Pair::start(&pki, app, Some(PROXY_CPU)).await?;
-    let (haproxy_front, _haproxy) = haproxy(&pki, dir, app).await?;
-    let (nginx_front, _nginx) = nginx(&pki, dir, app).await?;
-    let paths: [(&str, SocketAddr); 4] = [
-        ("direct", app),
-        ("Strait proxy pair", strait.outbound),
-        ("HAProxy pair", haproxy_front),
-        ("nginx pair", nginx_front),
-    ];
-    // Warm every path (connections, discovery, TLS).
-    for (_, target) in paths {
-        fortio_load(target, 200, 1, &dir.join("warm.json"))?;
+    let want = |key: &str| args.only.is_empty() || args.only.iter().any(|o| o == key);
+    let mut routes = Vec::new();
+    if want("direct") {
+        routes.push(Route {
+            key: "direct",
+            name: "direct",
+            h1: app,
+            h2: app,
+            procs: Vec::new(),
+        });
     }
-    let mut table: BTreeMap<(u32, usize), Summary> = BTreeMap::new();
-    for rate in RATES {
-        for (i, (name, target)) in paths.iter().enumerate() {
-            let mut runs = Vec::new();
-            for rep in 0..args.reps {
-                let out = dir.join(format!("{rate}-{i}-{rep}.json"));
-                runs.push(fortio_load(*target, rate, args.secs, &out)?);
+    let strait = if want("strait") {
+        let pair = Pair::start(&pki, app, Some(PROXY_CPU)).await?;
+        routes.push(Route {
+            key: "strait",
+            name: "Strait proxy pair",
+            h1: pair.outbound,
+            h2: pair.outbound,
+            procs: vec![("client", pair.client.pid()), ("server", pair.server.pid())],
+        });
+        Some(pair)
+    } else {
+        None
+    };
+    let haproxy = if want("haproxy") {
+        let p = haproxy(&pki, dir, app).await?;
+        routes.push(Route {
+            key: "haproxy",
+            name: "HAProxy pair",
+            h1: p.front,
+            h2: p.front_h2,
+            procs: vec![
+                ("client", pid_of(&p.procs[1])),
+                ("server", pid_of(&p.procs[0])),
+            ],
+        });
+        Some(p)
+    } else {
+        None
+    };
+    let nginx = if want("nginx") {
+        let p = nginx(&pki, dir, app).await?;
+        routes.push(Route {
+            key: "nginx",
+            name: "nginx pair",
+            h1: p.front,
+            h2: p.front_h2,
+            procs: vec![
+                ("client", pid_of(&p.procs[1])),
+                ("server", pid_of(&p.procs[0])),
+            ],
+        });
+        Some(p)
+    } else {
+        None
+    };
+    // Idle RSS: started, before any request.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle: Vec<(String, u64)> = routes
+        .iter()
+        .flat_map(|r| {
+            r.procs
+                .iter()
+                .map(|(role, pid)| (format!("{} ({role} side)", r.name), rss_kb(*pid)))
+        })
+        .collect();
+    let rates: Vec<u32> = if args.rates.is_empty() {
+        RATES.to_vec()
+    } else {
+        args.rates.clone()
+    };
+    // Warm every path (connections, discovery, TLS).
+    for r in &routes {
+        for proto in &args.protos {
+            let target = if *proto == Proto::H2 { r.h2 } else { r.h1 };
+            let load = Load {
+                rate: 200,
+                secs: 1,
+                proto: *proto,
+                uniform: false,
+            };
+            fortio_load(target, load, &dir.join("warm.json"))
+                .with_context(|| format!("warming {} ({})", r.name, proto.label()))?;
+        }
+    }
+    let mut table: BTreeMap<(usize, u32, usize), Summary> = BTreeMap::new();
+    for (pi, proto) in args.protos.iter().enumerate() {
+        for &rate in &rates {
+            for (i, r) in routes.iter().enumerate() {
+                let target = if *proto == Proto::H2 { r.h2 } else { r.h1 };
+                let load = Load {
+                    rate,
+                    secs: args.secs,
+                    proto: *proto,
+                    uniform: args.uniform,
+                };
+                let mut runs = Vec::new();
+                for rep in 0..args.reps {
+                    let tag = format!("{}-{}-{rate}-{rep}", r.key, proto.label().replace('/', ""));
+                    let _perf = match &args.profile {
+                        Some(pdir) if !r.procs.is_empty() => start_profile(
+                            pdir,
+                            &tag,
+                            &r.procs,
+                            args.secs,
+                            r.key == "strait" && rep == 0,
+                        )?,
+                        _ => Vec::new(),
+                    };
+                    let before = ticks(&r.procs);
+                    let mut run = fortio_load(target, load, &dir.join(format!("{tag}.json")))?;
+                    run.cpu_ticks = ticks(&r.procs).saturating_sub(before);
+                    runs.push(run);
+                    if args.profile.is_some() {
+                        // Let perf write its files before the next run.
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+                let m = median(&runs);
+                eprintln!(
+                    "{} {rate} req/s {}: p50 {:.3} ms, p99 {:.3} ms, CPU {:.1} ms/1k req",
+                    proto.label(),
+                    r.name,
+                    m.med[0],
+                    m.med[2],
+                    m.cpu.0
+                );
+                table.insert((pi, rate, i), m);
             }
-            let m = median(&runs);
-            eprintln!(
-                "{rate} req/s {name}: p50 {:.3} ms, p99 {:.3} ms",
-                m.0[0], m.0[2]
-            );
-            table.insert((rate, i), m);
         }
     }
 
@@ -359,8 +651,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     writeln!(md)?;
     writeln!(
         md,
-        "Written by `bench/run` (`cargo run --release -p strait-bench --bin peers -- --secs {} --reps {}`).",
-        args.secs, args.reps
+        "Written by `bench/run` (`peers --secs {} --reps {}{}{}`).",
+        args.secs,
+        args.reps,
+        if args.uniform { " --uniform" } else { "" },
+        if args.only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {}", args.only.join(","))
+        }
     )?;
     writeln!(md)?;
     writeln!(md, "- machine: {}", machine())?;
@@ -378,54 +677,80 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "- load: `fortio load -qps RATE -c {CONNECTIONS} -t {}s` of `GET /?size={BODY}` (1 KB answers from `fortio server`), HTTP/1.1 keep-alive; proxies pinned to CPU {PROXY_CPU}, load and server to CPU {LOAD_CPU}",
-        args.secs
+        "- load: `fortio load [-h2] -qps RATE -c {CONNECTIONS} -t {}s{}` of `GET /?size={BODY}` (1 KB answers from `fortio server`); proxies pinned to CPU {PROXY_CPU}, load and server to CPU {LOAD_CPU}",
+        args.secs,
+        if args.uniform { " -uniform" } else { "" }
     )?;
     writeln!(
         md,
-        "- each figure: the median of {} runs, (min–max) beside it; ms",
+        "- each figure: the median of {} runs, (min–max) beside it; ms. CPU: utime + stime of every proxy on the path (/proc/PID/stat) per 1,000 requests, ms",
         args.reps
     )?;
-    writeln!(md)?;
-    writeln!(md, "## 1. Added latency at fixed rates (HTTP/1.1, 1 KB)")?;
-    for rate in RATES {
-        writeln!(md)?;
-        writeln!(md, "### {rate} req/s")?;
+    for (pi, proto) in args.protos.iter().enumerate() {
         writeln!(md)?;
         writeln!(
             md,
-            "| path | p50 | p90 | p99 | p99.9 | max | failed | added p99 |"
+            "## Added latency at fixed rates ({}, 1 KB)",
+            proto.label()
         )?;
-        writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-        let direct_p99 = table.get(&(rate, 0)).map_or(f64::NAN, |m| m.0[2]);
-        for (i, (name, _)) in paths.iter().enumerate() {
-            let Some((med, spread, failed)) = table.get(&(rate, i)) else {
-                continue;
-            };
-            let cells: Vec<String> = (0..5)
-                .map(|k| format!("{:.3} ({:.3}–{:.3})", med[k], spread[k].0, spread[k].1))
-                .collect();
-            let added = if i == 0 {
-                "—".to_owned()
-            } else {
-                format!("{:+.3}", med[2] - direct_p99)
-            };
+        for &rate in &rates {
+            writeln!(md)?;
+            writeln!(md, "### {rate} req/s, {}", proto.label())?;
+            writeln!(md)?;
             writeln!(
                 md,
-                "| {name} | {} | {failed} | {added} |",
-                cells.join(" | ")
+                "| path | p50 | p90 | p99 | p99.9 | max | failed | added p50 | added p99 | CPU ms / 1k req |"
             )?;
+            writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+            let direct = routes
+                .iter()
+                .position(|r| r.key == "direct")
+                .and_then(|d| table.get(&(pi, rate, d)));
+            for (i, r) in routes.iter().enumerate() {
+                let Some(m) = table.get(&(pi, rate, i)) else {
+                    continue;
+                };
+                let cells: Vec<String> = (0..5)
+                    .map(|k| {
+                        format!(
+                            "{:.3} ({:.3}–{:.3})",
+                            m.med[k], m.spread[k].0, m.spread[k].1
+                        )
+                    })
+                    .collect();
+                let added = |k: usize| match direct {
+                    Some(d) if r.key != "direct" => format!("{:+.3}", m.med[k] - d.med[k]),
+                    _ => "—".to_owned(),
+                };
+                let cpu = if r.procs.is_empty() {
+                    "—".to_owned()
+                } else {
+                    format!("{:.0} ({:.0}–{:.0})", m.cpu.0, m.cpu.1, m.cpu.2)
+                };
+                writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {cpu} |",
+                    r.name,
+                    cells.join(" | "),
+                    m.failed,
+                    added(0),
+                    added(2)
+                )?;
+            }
         }
     }
     writeln!(md)?;
-    writeln!(
-        md,
-        "Not measured yet (issue 20): HTTP/2 load, throughput and CPU per GB through the gateway, new mTLS connections per second, memory per 1,000 connections beside the peers, CPU per 1,000 requests, the mirror controller at scale beside a bare client (`--bin mirror` measures it on its own)."
-    )?;
+    writeln!(md, "## Memory")?;
+    writeln!(md)?;
+    writeln!(md, "| proxy | RSS idle (started, no request yet) |")?;
+    writeln!(md, "|---|---|")?;
+    for (name, kb) in &idle {
+        writeln!(md, "| {name} | {kb} kB |")?;
+    }
     print!("{md}");
     if let Some(out) = &args.out {
         std::fs::write(out, &md).with_context(|| format!("writing {}", out.display()))?;
     }
-    drop(strait);
+    drop((strait, haproxy, nginx));
     Ok(())
 }

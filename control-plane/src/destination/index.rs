@@ -62,6 +62,9 @@ struct State {
     /// change wakes only those Services' streams.
     pod_services: HashMap<ObjKey, HashMap<ServiceKey, usize>>,
     cluster_ips: HashMap<IpAddr, ServiceKey>,
+    /// The federated Services that list a local Service's pods (it is their local member),
+    /// so that its changes wake their streams too.
+    federated_by: HashMap<ServiceKey, BTreeSet<ServiceKey>>,
     pod_ips: HashMap<IpAddr, ObjKey>,
     topics: HashMap<TopicKey, watch::Sender<Arc<View>>>,
 }
@@ -266,6 +269,12 @@ impl State {
         for ip in &info.cluster_ips {
             self.cluster_ips.insert(*ip, key.clone());
         }
+        if let Some(member) = info.local_member(&key) {
+            self.federated_by
+                .entry(member)
+                .or_default()
+                .insert(key.clone());
+        }
         self.services.insert(key, Arc::new(info));
     }
 
@@ -274,6 +283,14 @@ impl State {
             for ip in &old.cluster_ips {
                 if self.cluster_ips.get(ip) == Some(key) {
                     self.cluster_ips.remove(ip);
+                }
+            }
+            if let Some(member) = old.local_member(key)
+                && let Some(by) = self.federated_by.get_mut(&member)
+            {
+                by.remove(key);
+                if by.is_empty() {
+                    self.federated_by.remove(&member);
                 }
             }
         }
@@ -343,29 +360,48 @@ impl State {
 
     /// The topics a pod change can touch: Services whose slices name it, and its addresses.
     fn pod_topics(&self, pod: &ObjKey, ips: &[IpAddr]) -> Vec<TopicKey> {
-        self.pod_services
+        let services = self
+            .pod_services
             .get(pod)
             .into_iter()
-            .flat_map(|s| s.keys())
-            .map(|s| TopicKey::Service(s.clone()))
+            .flat_map(|s| s.keys());
+        services
+            .flat_map(|s| self.with_federated(s))
+            .map(TopicKey::Service)
             .chain(ips.iter().map(|ip| TopicKey::Pod(*ip)))
             .filter(|k| self.topics.contains_key(k))
             .collect()
     }
 
+    /// `svc` and the federated Services whose local member it is.
+    fn with_federated(&self, svc: &ServiceKey) -> Vec<ServiceKey> {
+        std::iter::once(svc.clone())
+            .chain(self.federated_by.get(svc).into_iter().flatten().cloned())
+            .collect()
+    }
+
+    /// The slices of Service `key`.
+    fn slices_of<'a>(&'a self, key: &'a ServiceKey) -> impl Iterator<Item = Arc<SliceInfo>> + 'a {
+        self.slices_by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| {
+                self.slices
+                    .get(&(key.namespace.clone(), name.clone()))
+                    .cloned()
+            })
+    }
+
     fn view(&self, key: &TopicKey) -> View {
         match key {
             TopicKey::Service(key) => {
+                let service = self.services.get(key).cloned();
+                // A federated Service lists its local member's pods too.
+                let member = service.as_ref().and_then(|s| s.local_member(key));
                 let slices: Vec<Arc<SliceInfo>> = self
-                    .slices_by_service
-                    .get(key)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|name| {
-                        self.slices
-                            .get(&(key.namespace.clone(), name.clone()))
-                            .cloned()
-                    })
+                    .slices_of(key)
+                    .chain(member.iter().flat_map(|m| self.slices_of(m)))
                     .collect();
                 let pods = slices
                     .iter()
@@ -379,7 +415,7 @@ impl State {
                     .collect();
                 View::Service {
                     key: key.clone(),
-                    service: self.services.get(key).cloned(),
+                    service,
                     slices,
                     pods,
                 }
@@ -394,9 +430,19 @@ impl State {
         }
     }
 
-    /// Recomputes the views of `keys` and wakes their streams if a view changed.
+    /// Recomputes the views of `keys` (and of the federated Services whose local member one
+    /// is) and wakes their streams if a view changed.
     fn publish(&self, keys: &[TopicKey]) {
+        let mut all: Vec<TopicKey> = Vec::with_capacity(keys.len());
         for key in keys {
+            match key {
+                TopicKey::Service(s) => {
+                    all.extend(self.with_federated(s).into_iter().map(TopicKey::Service))
+                }
+                TopicKey::Pod(_) => all.push(key.clone()),
+            }
+        }
+        for key in &all {
             if let Some(tx) = self.topics.get(key) {
                 let view = self.view(key);
                 tx.send_if_modified(|cur| {
@@ -438,6 +484,8 @@ mod tests {
                 })
                 .collect(),
             identity: None,
+            remote_discovery: false,
+            remote_fq_name: None,
         }
     }
 
@@ -517,6 +565,59 @@ mod tests {
         web.rx().borrow_and_update();
         index.delete_pod(&key("web-1"));
         assert!(!web.rx().has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_federated_service_sees_its_local_members_slices_and_pods() {
+        let index = Arc::new(Index::default());
+        let fed = ServiceKey::new("shop", "web-federated");
+        let service = |local: Option<&str>| ServiceInfo {
+            cluster_ips: vec![],
+            ports: vec![],
+            external_name: false,
+            mirror: None,
+            opaque_ports: vec![],
+            federated_local_member: local.map(str::to_owned),
+        };
+        index.apply_service(fed.clone(), service(Some("web")));
+        index.apply_slice(
+            key("web-federated-east"),
+            slice("web-federated", &[("198.18.64.1", true)]),
+        );
+        let mut sub = index.subscribe(TopicKey::Service(fed.clone()));
+        let ips = |sub: &mut Subscription| -> Vec<String> {
+            let view = sub.rx().borrow_and_update().clone();
+            let View::Service { slices, .. } = &*view else {
+                panic!("service view")
+            };
+            slices
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flat_map(|e| e.ips.iter()))
+                .map(|ip| ip.to_string())
+                .collect()
+        };
+        assert_eq!(ips(&mut sub), vec!["198.18.64.1"]);
+        // The local member's slice wakes the federated Service's streams.
+        let mut local = slice("web", &[("198.18.0.1", true)]);
+        local.endpoints[0].pod = Some("web-1".into());
+        index.apply_slice(key("web-abc"), local);
+        assert!(sub.rx().has_changed().unwrap());
+        assert_eq!(ips(&mut sub), vec!["198.18.64.1", "198.18.0.1"]);
+        // So does its pod.
+        let pod = PodInfo {
+            ips: vec!["198.18.0.1".parse().unwrap()],
+            service_account: "web".into(),
+            meshed: true,
+            opaque_ports: vec![],
+        };
+        index.apply_pod(key("web-1"), pod);
+        assert!(sub.rx().has_changed().unwrap());
+        sub.rx().borrow_and_update();
+        // Without a local member, its pods are no longer listed, and no longer wake it.
+        index.apply_service(fed.clone(), service(None));
+        assert_eq!(ips(&mut sub), vec!["198.18.64.1"]);
+        index.delete_slice(&key("web-abc"));
+        assert!(!sub.rx().has_changed().unwrap());
     }
 
     #[tokio::test]

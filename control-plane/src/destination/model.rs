@@ -39,6 +39,9 @@ pub struct ServiceInfo {
     pub external_name: bool,
     pub mirror: Option<MirrorInfo>,
     pub opaque_ports: Vec<u16>,
+    /// A federated Service's local member (a Service in the same namespace), whose pods it
+    /// lists beside the remote members' slices.
+    pub federated_local_member: Option<String>,
 }
 
 /// One endpoint of a slice.
@@ -62,6 +65,11 @@ pub struct SliceInfo {
     /// it: [`labels::REMOTE_IDENTITY`] (remote pods of a remote-discovery mirror), else
     /// [`labels::REMOTE_GATEWAY_IDENTITY`] (the remote gateway).
     pub identity: Option<String>,
+    /// Labelled [`labels::REMOTE_DISCOVERY`]: it lists remote pods, reached directly.
+    pub remote_discovery: bool,
+    /// [`labels::REMOTE_SVC_FQ_NAME`] on the slice: the remote Service its gateway endpoint
+    /// leads to (a federated Service's slices each name their own).
+    pub remote_fq_name: Option<String>,
 }
 
 /// A pod, as far as discovery cares.
@@ -133,14 +141,31 @@ impl ServiceInfo {
                 .as_ref()
                 .is_some_and(|l| l.contains_key(labels::REMOTE_DISCOVERY)),
         });
+        let federated = mirrored
+            && svc
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::FEDERATED_SERVICE))
+                .is_some_and(|v| v == "true");
         let info = Self {
             cluster_ips,
             ports,
             external_name: spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName"),
             mirror,
             opaque_ports: parse_ports(annotation(&svc.metadata, labels::OPAQUE_PORTS)),
+            federated_local_member: annotation(&svc.metadata, labels::FEDERATED_LOCAL_MEMBER)
+                .filter(|_| federated)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned),
         };
         Some((ServiceKey::new(ns, name), info))
+    }
+
+    /// The key of the local member of federated Service `key` (this one), if it has one.
+    pub fn local_member(&self, key: &ServiceKey) -> Option<ServiceKey> {
+        let m = self.federated_local_member.as_ref()?;
+        (*m != key.name).then(|| ServiceKey::new(key.namespace.clone(), m.clone()))
     }
 
     /// The Service port numbered `port`.
@@ -185,6 +210,13 @@ impl SliceInfo {
             endpoints,
             identity: annotation(&slice.metadata, labels::REMOTE_IDENTITY)
                 .or_else(|| annotation(&slice.metadata, labels::REMOTE_GATEWAY_IDENTITY))
+                .map(str::to_owned),
+            remote_discovery: slice
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(labels::REMOTE_DISCOVERY)),
+            remote_fq_name: annotation(&slice.metadata, labels::REMOTE_SVC_FQ_NAME)
                 .map(str::to_owned),
         };
         Some((key, info))

@@ -11,6 +11,10 @@
 //!   its endpoints' identity (meshed pods: TLS and the H2 hint, as for a local meshed pod);
 //!   a slice without one lists pods without a proxy (plain). No authority override: the
 //!   remote pod's proxy serves the target port itself.
+//! - A federated Service's endpoints are its members': each remote member's slice names its
+//!   gateway's identity and the member's FQDN (the authority override), or lists remote pods
+//!   (remote discovery); its local member's slices list local pods, as for any Service. One
+//!   set, so a proxy balances across clusters by peak-EWMA like any other.
 //! - A lookup of one pod by hostname (`<host>.<svc>.<ns>.svc.<domain>`) gets only the
 //!   endpoints with that hostname.
 //! - Only ready endpoints are sent. An empty set is `NoEndpoints { exists }`, `exists` saying
@@ -18,7 +22,7 @@
 
 use super::DestinationConfig;
 use super::index::View;
-use super::model::{PodInfo, ServiceInfo};
+use super::model::{PodInfo, ServiceInfo, SliceInfo};
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::net::TcpAddress;
 use std::collections::{BTreeMap, HashMap};
@@ -90,15 +94,17 @@ pub fn endpoints(
                 let wanted = |e: &&super::model::SliceEndpoint| {
                     e.ready && hostname.is_none_or(|h| e.hostname.as_deref() == Some(h))
                 };
+                // A federated Service's local member's slice lists local pods.
+                let local = svc.mirror.is_none() || slice.service != *key;
                 for ep in slice.endpoints.iter().filter(wanted) {
                     for ip in &ep.ips {
                         let addr = SocketAddr::new(*ip, target);
                         let wa = match &svc.mirror {
-                            Some(m) if m.remote_discovery => {
+                            Some(m) if !local && (m.remote_discovery || slice.remote_discovery) => {
                                 remote_pod_addr(addr, slice.identity.as_deref())
                             }
-                            Some(_) => gateway_addr(addr, port, svc, slice.identity.as_deref()),
-                            None => match ep.pod.as_ref().and_then(|n| Some((n, pods.get(n)?))) {
+                            Some(_) if !local => gateway_addr(addr, port, svc, slice),
+                            _ => match ep.pod.as_ref().and_then(|n| Some((n, pods.get(n)?))) {
                                 Some((name, pod)) => pod_addr(
                                     addr,
                                     &key.namespace,
@@ -192,17 +198,24 @@ fn gateway_addr(
     addr: SocketAddr,
     svc_port: u16,
     svc: &ServiceInfo,
-    slice_identity: Option<&str>,
+    slice: &SliceInfo,
 ) -> pb::WeightedAddr {
     let mut wa = plain_addr(addr);
     let mirror = svc.mirror.as_ref();
-    let identity = slice_identity.or(mirror.and_then(|m| m.gateway_identity.as_deref()));
+    let identity = slice
+        .identity
+        .as_deref()
+        .or(mirror.and_then(|m| m.gateway_identity.as_deref()));
     if let Some(id) = identity.filter(|id| !id.is_empty()) {
         wa.tls_identity = Some(tls_identity(id));
         // The gateway is a proxy: it takes the HTTP/2 upgrade like any meshed pod.
         wa.protocol_hint = Some(h2_hint());
     }
-    if let Some(fq) = mirror.and_then(|m| m.remote_fq_name.as_deref()) {
+    let fq = slice
+        .remote_fq_name
+        .as_deref()
+        .or(mirror.and_then(|m| m.remote_fq_name.as_deref()));
+    if let Some(fq) = fq {
         wa.authority_override = Some(pb::AuthorityOverride {
             authority_override: format!("{fq}:{svc_port}"),
         });
@@ -299,6 +312,7 @@ mod tests {
             external_name: false,
             mirror,
             opaque_ports: vec![],
+            federated_local_member: None,
         })
     }
 
@@ -319,6 +333,8 @@ mod tests {
                 })
                 .collect(),
             identity: None,
+            remote_discovery: false,
+            remote_fq_name: None,
         })
     }
 
@@ -457,6 +473,59 @@ mod tests {
             gw.authority_override.as_ref().unwrap().authority_override,
             "web.shop.svc.east.local:80"
         );
+    }
+
+    #[test]
+    fn a_federated_service_lists_every_member_with_its_own_identity_and_authority() {
+        let federated = MirrorInfo {
+            gateway_identity: None,
+            remote_fq_name: None,
+            remote_discovery: false,
+        };
+        let mut service = (*svc(Some(federated))).clone();
+        service.federated_local_member = Some("web".into());
+        let east_gw = "strait-gateway.strait-multicluster.serviceaccount.identity.strait.east";
+        let mut east = (*slice(&[("198.18.64.1", true, None)], 4143)).clone();
+        east.service = ServiceKey::new("shop", "web-federated");
+        east.identity = Some(east_gw.into());
+        east.remote_fq_name = Some("web.shop.svc.east.local".into());
+        let north_pod = "web.shop.serviceaccount.identity.strait.north";
+        let mut north = (*slice(&[("198.18.65.7", true, None)], 8080)).clone();
+        north.service = ServiceKey::new("shop", "web-federated");
+        north.identity = Some(north_pod.into());
+        north.remote_discovery = true;
+        // The local member's own slice (Service `web`), listing a meshed local pod.
+        let local = slice(&[("198.18.0.9", true, Some("web-1"))], 8080);
+        let v = View::Service {
+            key: ServiceKey::new("shop", "web-federated"),
+            service: Some(Arc::new(service)),
+            slices: vec![Arc::new(east), Arc::new(north), local],
+            pods: BTreeMap::from([("web-1".to_owned(), pod(true, &[]))]),
+        };
+        let eps = endpoints(&v, 80, None, &cfg());
+        assert_eq!(eps.addrs.len(), 3);
+        let id = |a: &pb::WeightedAddr| {
+            a.tls_identity
+                .as_ref()
+                .and_then(|t| t.server_name.as_ref())
+                .map(|n| n.name.clone())
+        };
+        let gw = &eps.addrs[&sa("198.18.64.1:4143")];
+        assert_eq!(id(gw).as_deref(), Some(east_gw));
+        assert_eq!(
+            gw.authority_override.as_ref().unwrap().authority_override,
+            "web.shop.svc.east.local:80"
+        );
+        let remote = &eps.addrs[&sa("198.18.65.7:8080")];
+        assert_eq!(id(remote).as_deref(), Some(north_pod));
+        assert!(remote.authority_override.is_none());
+        let local = &eps.addrs[&sa("198.18.0.9:8080")];
+        assert_eq!(
+            id(local).as_deref(),
+            Some("web.shop.serviceaccount.identity.strait.cluster.local")
+        );
+        assert!(local.authority_override.is_none());
+        assert_eq!(local.metric_labels["pod"], "web-1");
     }
 
     #[test]

@@ -9,14 +9,28 @@ pub const PREFIX: &str = "mirror.strait.dev/";
 pub const EXPORTED: &str = "mirror.strait.dev/exported";
 pub const EXPORTED_GATEWAY: &str = "true";
 pub const EXPORTED_REMOTE_DISCOVERY: &str = "remote-discovery";
-/// On a Service that is a member of a federated service: `member`.
+/// On a Service that is a member of a federated service: `member` (what a Link's default
+/// `federatedServiceSelector` selects).
 pub const FEDERATED: &str = "mirror.strait.dev/federated";
+pub const FEDERATED_MEMBER: &str = "member";
+/// On a federated Service `<svc>-federated`: `true`. It is labelled [`MIRRORED_SERVICE`] too,
+/// with [`CLUSTER_NAME`] empty ([`FEDERATED_OWNER`]): no Link's worker owns it, the
+/// controller's federation reconciler does; each member cluster's worker owns its slices.
+pub const FEDERATED_SERVICE: &str = "mirror.strait.dev/federated-service";
+/// The [`CLUSTER_NAME`] of a federated Service: empty, which no Link's cluster name can be.
+pub const FEDERATED_OWNER: &str = "";
+/// On a federated Service: the members whose endpoints it lists, comma-separated cluster
+/// names (`local` is this cluster's own member, if it has one).
+pub const FEDERATED_MEMBERS: &str = "mirror.strait.dev/federated-members";
+/// On a federated Service: the local Service whose pods are members too (same namespace).
+pub const FEDERATED_LOCAL_MEMBER: &str = "mirror.strait.dev/federated-local-member";
 
 /// On a mirror: `true`. Together with [`CLUSTER_NAME`], what proves a mirror is ours.
 pub const MIRRORED_SERVICE: &str = "mirror.strait.dev/mirrored-service";
 /// On a mirror: the linked cluster it mirrors.
 pub const CLUSTER_NAME: &str = "mirror.strait.dev/cluster-name";
-/// On a mirror: `<svc>.<ns>.svc.<remote-cluster-domain>`, the remote Service's FQDN.
+/// On a mirror (and on a federated Service's slice of a remote member): `<svc>.<ns>.svc.
+/// <remote-cluster-domain>`, the remote Service's FQDN.
 pub const REMOTE_SVC_FQ_NAME: &str = "mirror.strait.dev/remote-svc-fq-name";
 /// On a mirror: the remote Service's resourceVersion it was last synced from.
 pub const REMOTE_RESOURCE_VERSION: &str = "mirror.strait.dev/remote-resource-version";
@@ -44,6 +58,17 @@ pub const OPAQUE_PORTS: &str = "strait.dev/opaque-ports";
 /// The name of the mirror of Service `svc` from cluster `cluster`: `<svc>-<cluster>`.
 pub fn mirror_name(svc: &str, cluster: &str) -> String {
     format!("{svc}-{cluster}")
+}
+
+/// The name of the federated Service that Services named `svc` join: `<svc>-federated`.
+pub fn federated_name(svc: &str) -> String {
+    format!("{svc}-federated")
+}
+
+/// The EndpointSlice in which cluster `cluster`'s member of federated Service `federated`
+/// lists its endpoints: `<federated>-<cluster>`.
+pub fn federated_slice_name(federated: &str, cluster: &str) -> String {
+    format!("{federated}-{cluster}")
 }
 
 /// `<svc>.<ns>.svc.<cluster-domain>`
@@ -77,6 +102,11 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(super::mirror_name("web", "east"), "web-east");
+        assert_eq!(super::federated_name("web"), "web-federated");
+        assert_eq!(
+            super::federated_slice_name("web-federated", "east"),
+            "web-federated-east"
+        );
         assert_eq!(
             super::service_fqdn("web", "shop", "cluster.local"),
             "web.shop.svc.cluster.local"

@@ -65,7 +65,8 @@ pub struct LinkSpec {
     /// Remote Services mirrored for flat-network discovery. Nil or empty matches nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_discovery_selector: Option<LabelSelector>,
-    /// Remote Services that join a federated Service. Nil or empty matches nothing.
+    /// Remote Services that join a federated Service `<svc>-federated` (local Services it
+    /// matches join too). Nil or empty matches nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federated_service_selector: Option<LabelSelector>,
     /// Label keys never copied onto mirrors; a trailing `/*` is a prefix.
@@ -196,6 +197,10 @@ pub struct ServiceCounts {
     pub invalid_service: u32,
     pub missing_namespace: u32,
     pub error: u32,
+    /// Remote Services refused as members of a federated Service (ports that differ from the
+    /// oldest member's, or headless).
+    #[serde(default)]
+    pub federation_conflict: u32,
     /// The mirrored, by how their traffic goes: through the gateway (a ClusterIP mirror),
     /// straight to the remote pods (remote discovery), or a headless mirror with one mirror
     /// per pod (counted in `podMirrors`).
@@ -207,6 +212,10 @@ pub struct ServiceCounts {
     pub headless: u32,
     #[serde(default)]
     pub pod_mirrors: u32,
+    /// Remote Services whose endpoints this Link lists in their federated Service
+    /// (`<svc>-federated`; not counted in `mirrored`, which counts mirrors).
+    #[serde(default)]
+    pub federated: u32,
 }
 
 /// Why a Service is not mirrored.
@@ -215,6 +224,8 @@ pub enum Reason {
     InvalidService,
     MissingNamespace,
     Error,
+    /// Refused as a member of its federated Service.
+    FederationConflict,
 }
 
 impl Reason {
@@ -223,6 +234,7 @@ impl Reason {
             Reason::InvalidService => "InvalidService",
             Reason::MissingNamespace => "MissingNamespace",
             Reason::Error => "Error",
+            Reason::FederationConflict => "FederationConflict",
         }
     }
 }

@@ -65,9 +65,9 @@ pub struct LinkArgs {
     /// may read Pods, that is with remoteAccess.pods=true; none otherwise).
     #[arg(long)]
     pub remote_discovery_selector: Option<String>,
-    /// Remote Services that join a federated Service (empty: none; this release reports
-    /// federated selection as unsupported in the Link's status).
-    #[arg(long, default_value = "")]
+    /// Services (remote, and local ones) that join their federated Service `<svc>-federated`
+    /// (empty: none).
+    #[arg(long, default_value = "mirror.strait.dev/federated=member")]
     pub federated_selector: String,
     /// The target's DNS domain, when it is not `cluster.local`.
     #[arg(long)]

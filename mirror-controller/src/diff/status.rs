@@ -35,6 +35,7 @@ pub(crate) fn status(
             Mode::RemoteDiscovery => s.remote_discovery += 1,
             Mode::Headless => s.headless += 1,
             Mode::Pod => s.pod_mirrors += 1,
+            Mode::Federated => s.federated += 1,
         }
     }
     s.mirrored = s.through_gateway + s.remote_discovery + s.headless;
@@ -43,6 +44,7 @@ pub(crate) fn status(
             Reason::InvalidService => status.services.invalid_service += 1,
             Reason::MissingNamespace => status.services.missing_namespace += 1,
             Reason::Error => status.services.error += 1,
+            Reason::FederationConflict => status.services.federation_conflict += 1,
         }
     }
     not_mirrored.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

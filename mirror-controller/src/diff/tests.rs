@@ -74,6 +74,7 @@ pub(super) struct World {
     pub slices: Compact,
     pub namespaces: Compact,
     pub gateway: GatewayView,
+    pub decision: Decision,
 }
 
 impl World {
@@ -91,6 +92,7 @@ impl World {
                 addrs: vec!["198.18.0.10".parse().unwrap()],
                 alive: true,
             },
+            decision: Decision::new(),
         }
     }
 
@@ -121,7 +123,14 @@ impl World {
 
     pub fn diff(&self, memory: &mut Memory, now: Instant) -> Diff {
         memory
-            .diff(&self.plan, &self.view, self.local(), &self.gateway, now)
+            .diff(
+                &self.plan,
+                &self.view,
+                self.local(),
+                &self.gateway,
+                &self.decision,
+                now,
+            )
             .expect("a complete view")
     }
 
@@ -189,6 +198,27 @@ impl World {
                             .upsert(k, ours(&mirror::spec_hash(&es.metadata)));
                     }
                 }
+                Op::FederatedSlices {
+                    remote,
+                    remote_ready,
+                    remote_discovery,
+                    ..
+                } => {
+                    let slices = match remote_discovery {
+                        Some(groups) => mirror::federated_rd_slices(remote, &self.plan, groups),
+                        None => vec![mirror::federated_slice(
+                            remote,
+                            &self.plan,
+                            &self.gateway,
+                            *remote_ready,
+                        )],
+                    };
+                    for es in slices {
+                        self.slices
+                            .clone()
+                            .upsert(key_of(&es.metadata), ours(&mirror::spec_hash(&es.metadata)));
+                    }
+                }
                 Op::DeleteService(k, _) => self.services.clone().remove(k),
                 Op::DeleteSlice(k, _) => self.slices.clone().remove(k),
                 Op::CreateNamespace(ns) => {
@@ -220,7 +250,7 @@ fn key_of(m: &kube::api::ObjectMeta) -> Key {
 }
 
 /// A one-line summary of an op, for table asserts.
-fn summary(op: &Op) -> String {
+pub(super) fn summary(op: &Op) -> String {
     match op {
         Op::Mirror {
             key,
@@ -253,6 +283,23 @@ fn summary(op: &Op) -> String {
                 key.1,
                 slices.len()
             )
+        }
+        Op::FederatedSlices {
+            key,
+            remote_discovery,
+            slices,
+            ..
+        } => {
+            let mode = if remote_discovery.is_some() {
+                "rd"
+            } else {
+                "gateway"
+            };
+            let names: Vec<String> = slices
+                .iter()
+                .map(|(n, new)| format!("{n}{}", if *new { "+" } else { "" }))
+                .collect();
+            format!("federated {mode} {}/{} {}", key.0, key.1, names.join(","))
         }
         Op::DeleteService(k, uid) => format!("delete svc {}/{} {uid:?}", k.0, k.1),
         Op::DeleteSlice(k, uid) => format!("delete slice {}/{} {uid:?}", k.0, k.1),
@@ -607,7 +654,8 @@ fn orphans_are_collected_only_after_a_complete_list() {
     w.view = RemoteView::listed(false);
     let view = &w.view;
     assert!(
-        m.diff(&w.plan, view, w.local(), &w.gateway, now).is_none(),
+        m.diff(&w.plan, view, w.local(), &w.gateway, &w.decision, now)
+            .is_none(),
         "nothing is decided from a partial list"
     );
     w.view = RemoteView::listed(true);

@@ -6,7 +6,8 @@
 //! One module a topic: [`lifecycle`] (export to removal, faults, restarts, the Link deleted),
 //! [`scale`] (1,000 Services), [`gateway_hostname`] (a gateway named, not numbered),
 //! [`service_export`] (the MCS API), [`remote_discovery`] (pods listed, no gateway),
-//! [`headless`] (a StatefulSet's Service: one mirror per pod); [`relay`]
+//! [`headless`] (a StatefulSet's Service: one mirror per pod), [`federated`] (members in both
+//! clusters form `<svc>-federated`); [`relay`]
 //! is the cuttable route to east that the lifecycle uses. This file holds the in-process
 //! controller they start; the clusters come linked from `mirror_support::linked_pair`.
 //!
@@ -20,6 +21,7 @@ use std::time::Duration;
 mod mirror_support;
 use mirror_support::LINK_NS;
 
+mod federated;
 mod gateway_hostname;
 mod headless;
 mod lifecycle;
