@@ -13,7 +13,7 @@ use strait_control_plane::identity::{
     self, IdentityService, KubeTokenReviewer, config::IdentityArgs, watch_issuer,
 };
 use strait_control_plane::own_cert;
-use strait_control_plane::policy::{self, PolicyConfig, Policies};
+use strait_control_plane::policy::{self, Policies, PolicyConfig};
 
 /// All configuration of the binary, in one place.
 #[derive(Debug, Parser)]
@@ -32,7 +32,11 @@ struct Args {
     /// Who may connect to a pod's port that no Server selects: all-unauthenticated,
     /// all-authenticated, cluster-unauthenticated, cluster-authenticated or deny. A namespace's
     /// or pod's `config.strait.dev/default-inbound-policy` annotation wins.
-    #[arg(long, env = "STRAIT_DEFAULT_INBOUND_POLICY", default_value = "all-unauthenticated")]
+    #[arg(
+        long,
+        env = "STRAIT_DEFAULT_INBOUND_POLICY",
+        default_value = "all-unauthenticated"
+    )]
     default_inbound_policy: strait_k8s_api::policy::DefaultPolicy,
     /// The networks the cluster-* default policies admit (comma-separated CIDRs).
     #[arg(long, env = "STRAIT_CLUSTER_NETWORKS", default_value = policy::DEFAULT_CLUSTER_NETWORKS, value_parser = policy::parse_networks)]

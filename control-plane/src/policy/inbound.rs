@@ -121,7 +121,12 @@ fn labels(group: &str, kind: &str, name: &str) -> HashMap<String, String> {
 
 /// The authorizations of the accepted AuthorizationPolicies that target Server `name` (or the
 /// namespace), in name order.
-fn server_authorizations(state: &State, ns: &str, name: &str, cfg: &PolicyConfig) -> Vec<pb::Authz> {
+fn server_authorizations(
+    state: &State,
+    ns: &str,
+    name: &str,
+    cfg: &PolicyConfig,
+) -> Vec<pb::Authz> {
     let mut policies: Vec<_> = state
         .authz_policies
         .iter()
@@ -291,10 +296,7 @@ pub fn resolve(
                 if ids.is_empty() && suffixes.is_empty() {
                     return Err(not(
                         "InvalidAuthentication",
-                        format!(
-                            "MeshTLSAuthentication {r_ns}/{} names no identity",
-                            r.name
-                        ),
+                        format!("MeshTLSAuthentication {r_ns}/{} names no identity", r.name),
                     ));
                 }
                 if mesh_tls.replace((ids, suffixes)).is_some() {
@@ -434,7 +436,8 @@ fn http_routes(authz: &[pb::Authz], probes: &[String]) -> Vec<pb::HttpRoute> {
     };
     let mut routes = Vec::new();
     if !probes.is_empty() {
-        let mut open = default_authorizations(DefaultPolicy::AllUnauthenticated, &PolicyConfig::default());
+        let mut open =
+            default_authorizations(DefaultPolicy::AllUnauthenticated, &PolicyConfig::default());
         for a in &mut open {
             a.metadata = default_metadata("probe");
             a.labels = labels("", "default", "probe");

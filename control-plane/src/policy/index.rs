@@ -120,7 +120,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_wakes_readers_and_sync_waits_for_every_kind() {
         let index = Index::default();
-        let mut rx = index.changes();
+        let rx = index.changes();
         index.write(|s| {
             s.namespaces.insert("shop".into(), NamespaceInfo::default());
         });

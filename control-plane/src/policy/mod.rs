@@ -17,6 +17,8 @@
 //! Start it with [`Policies::spawn`] (it shares destination's Service cache) and serve it with
 //! [`serve`] / [`serve_tls`].
 
+#[cfg(test)]
+mod fixtures;
 pub mod inbound;
 pub mod index;
 pub mod model;
@@ -27,6 +29,7 @@ pub mod watch;
 
 pub use server::PolicyService;
 
+use crate::destination::server as grpc_server;
 use index::Index;
 use ipnet::IpNet;
 use linkerd2_proxy_api::inbound::inbound_server_policies_server::InboundServerPoliciesServer;
@@ -154,12 +157,6 @@ impl Drop for Policies {
     }
 }
 
-fn server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-}
-
 /// Serves both policy services on `listener` until `shutdown` completes (plaintext: tests).
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -167,7 +164,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let (inbound, outbound) = policies.services();
-    server()
+    grpc_server()
         .add_service(inbound)
         .add_service(outbound)
         .serve_with_incoming_shutdown(crate::listen::incoming(listener), shutdown)
@@ -184,7 +181,7 @@ pub async fn serve_tls(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let (inbound, outbound) = policies.services();
-    server()
+    grpc_server()
         .add_service(inbound)
         .add_service(outbound)
         .serve_with_incoming_shutdown(crate::listen::tls_incoming(listener, tls), shutdown)
@@ -205,7 +202,7 @@ pub async fn serve_with_destination(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let (inbound, outbound) = policies.services();
-    let router = server()
+    let router = grpc_server()
         .add_service(destination)
         .add_service(inbound)
         .add_service(outbound);

@@ -118,8 +118,8 @@ pub struct ServerInfo {
     pub port: IntOrString,
     pub protocol: ProxyProtocol,
     pub access_policy: DefaultPolicy,
-    /// `creationTimestamp` (RFC 3339): of two Servers selecting one port, the older wins.
-    pub created: String,
+    /// `creationTimestamp`: of two Servers selecting one port, the older wins.
+    pub created: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 impl ServerInfo {
@@ -130,12 +130,7 @@ impl ServerInfo {
             port: s.spec.port.clone(),
             protocol: s.spec.proxy_protocol.unwrap_or_default(),
             access_policy: s.spec.access_policy.unwrap_or_default(),
-            created: s
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default(),
+            created: s.metadata.creation_timestamp.as_ref().map(|t| t.0),
         };
         Some((key, info))
     }
@@ -242,7 +237,8 @@ impl NetworkAuthnInfo {
             .networks
             .iter()
             .map(|net| {
-                let except: Result<Vec<IpNet>, String> = net.except.iter().map(|c| parse_cidr(c)).collect();
+                let except: Result<Vec<IpNet>, String> =
+                    net.except.iter().map(|c| parse_cidr(c)).collect();
                 Ok((parse_cidr(&net.cidr)?, except?))
             })
             .collect();
@@ -304,10 +300,7 @@ mod tests {
 
     #[test]
     fn cidrs() {
-        assert_eq!(
-            parse_cidr("198.18.0.0/15").map(|n| n.prefix_len()),
-            Ok(15)
-        );
+        assert_eq!(parse_cidr("198.18.0.0/15").map(|n| n.prefix_len()), Ok(15));
         assert_eq!(parse_cidr("198.18.0.7").map(|n| n.prefix_len()), Ok(32));
         assert!(parse_cidr("198.18.0.0/40").is_err());
         assert!(parse_cidr("web").is_err());

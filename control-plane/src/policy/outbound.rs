@@ -5,7 +5,8 @@
 //! backend: a p2c balancer over `Destination.Get` of `<svc>.<ns>.svc.<domain>:<port>`, with a
 //! bounded queue that fails fast. The protocol is opaque on the Service's opaque ports
 //! (annotation), else detected (HTTP/1, HTTP/2, or opaque when neither) within the timeout.
-//! Failure accrual is left unset: the proxy then never ejects endpoints on its own.
+//! HTTP failure accrual is Linkerd's `consecutive` one with its defaults: an endpoint that fails
+//! 7 requests in a row is ejected for 1 s, doubling up to 60 s (jitter 0.5), then probed.
 
 use super::PolicyConfig;
 use crate::destination::authority::ServiceKey;
@@ -21,6 +22,11 @@ pub const QUEUE_FAILFAST: Duration = Duration::from_secs(3);
 /// The balancer's PeakEWMA parameters.
 pub const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// Failure accrual (Linkerd's defaults for `consecutive`).
+pub const ACCRUAL_MAX_FAILURES: u32 = 7;
+pub const ACCRUAL_MIN_PENALTY: Duration = Duration::from_secs(1);
+pub const ACCRUAL_MAX_PENALTY: Duration = Duration::from_secs(60);
+pub const ACCRUAL_JITTER: f32 = 0.5;
 
 fn duration(d: Duration) -> Option<prost_types::Duration> {
     prost_types::Duration::try_from(d).ok()
@@ -66,6 +72,23 @@ pub fn backend(key: &ServiceKey, port: u16, cfg: &PolicyConfig) -> pb::Backend {
                 default_rtt: duration(EWMA_DEFAULT_RTT),
                 decay: duration(EWMA_DECAY),
             })),
+        })),
+    }
+}
+
+/// Ejects an endpoint after consecutive failures, with an exponential penalty.
+pub fn failure_accrual() -> pb::FailureAccrual {
+    use pb::failure_accrual::{ConsecutiveFailures, Kind};
+    pb::FailureAccrual {
+        ejection: None,
+        kind: Some(Kind::ConsecutiveFailures(ConsecutiveFailures {
+            max_failures: ACCRUAL_MAX_FAILURES,
+            backoff: Some(pb::ExponentialBackoff {
+                min_backoff: duration(ACCRUAL_MIN_PENALTY),
+                max_backoff: duration(ACCRUAL_MAX_PENALTY),
+                jitter_ratio: ACCRUAL_JITTER,
+                respect_retry_after_hint: false,
+            }),
         })),
     }
 }
@@ -143,11 +166,11 @@ pub fn policy(
             opaque: Some(opaque(&backend)),
             http1: Some(Http1 {
                 routes: http_routes(&backend),
-                failure_accrual: None,
+                failure_accrual: Some(failure_accrual()),
             }),
             http2: Some(Http2 {
                 routes: http_routes(&backend),
-                failure_accrual: None,
+                failure_accrual: Some(failure_accrual()),
             }),
         })
     };
@@ -180,16 +203,19 @@ mod tests {
             external_name: false,
             mirror: None,
             opaque_ports: opaque.to_vec(),
+            federated_local_member: None,
         }
     }
 
     fn dst_path(p: &pb::Backend) -> &str {
         use pb::backend::endpoint_discovery::Kind;
         match p.kind.as_ref() {
-            Some(pb::backend::Kind::Balancer(b)) => match b.discovery.as_ref().and_then(|d| d.kind.as_ref()) {
-                Some(Kind::Dst(d)) => &d.path,
-                None => "",
-            },
+            Some(pb::backend::Kind::Balancer(b)) => {
+                match b.discovery.as_ref().and_then(|d| d.kind.as_ref()) {
+                    Some(Kind::Dst(d)) => &d.path,
+                    None => "",
+                }
+            }
             _ => "",
         }
     }
@@ -205,9 +231,24 @@ mod tests {
             want_opaque: bool,
         }
         let cases = [
-            Case { name: "detected", opaque: &[], port: 80, want_opaque: false },
-            Case { name: "opaque port", opaque: &[80], port: 80, want_opaque: true },
-            Case { name: "another port opaque", opaque: &[3306], port: 80, want_opaque: false },
+            Case {
+                name: "detected",
+                opaque: &[],
+                port: 80,
+                want_opaque: false,
+            },
+            Case {
+                name: "opaque port",
+                opaque: &[80],
+                port: 80,
+                want_opaque: true,
+            },
+            Case {
+                name: "another port opaque",
+                opaque: &[3306],
+                port: 80,
+                want_opaque: false,
+            },
         ];
         for c in cases {
             let p = policy(&key, &svc(c.opaque), c.port, &cfg);
@@ -228,7 +269,40 @@ mod tests {
                     let q = b.queue.expect("queue");
                     assert_eq!(q.capacity, QUEUE_CAPACITY);
                     assert_eq!(q.failfast_timeout, duration(QUEUE_FAILFAST));
-                    assert!(d.http2.is_some() && d.opaque.is_some(), "{}", c.name);
+                    let accrual = h1.failure_accrual.expect("HTTP/1 failure accrual");
+                    let Some(pb::failure_accrual::Kind::ConsecutiveFailures(f)) = accrual.kind
+                    else {
+                        panic!("{}: consecutive failures", c.name)
+                    };
+                    assert_eq!(f.max_failures, 7, "{}", c.name);
+                    let backoff = f.backoff.expect("backoff");
+                    assert_eq!(
+                        (
+                            backoff.min_backoff,
+                            backoff.max_backoff,
+                            backoff.jitter_ratio
+                        ),
+                        (
+                            duration(Duration::from_secs(1)),
+                            duration(Duration::from_secs(60)),
+                            0.5
+                        ),
+                        "{}",
+                        c.name
+                    );
+                    let h2 = d.http2.expect("http2");
+                    assert_eq!(h2.failure_accrual, Some(accrual), "{}", c.name);
+                    assert_eq!(h2.routes, h1.routes, "{}: one route for both", c.name);
+                    let opaque = d.opaque.expect("opaque when neither HTTP");
+                    let Some(pb::opaque_route::distribution::Kind::FirstAvailable(f)) =
+                        opaque.routes[0].rules[0]
+                            .backends
+                            .as_ref()
+                            .and_then(|b| b.kind.as_ref())
+                    else {
+                        panic!("{}: one first-available backend", c.name)
+                    };
+                    assert_eq!(f.backends[0].backend.as_ref(), Some(b), "{}", c.name);
                 }
                 Some(pb::proxy_protocol::Kind::Opaque(o)) => {
                     let rule = &o.routes[0].rules[0];

@@ -66,7 +66,7 @@ impl PolicyService {
         let not_found = |what: &str| Status::not_found(format!("{what} is not a Service"));
         match spec.target.as_ref() {
             Some(T::Addr(addr)) => {
-                let addr = SocketAddr::try_from(addr.clone())
+                let addr = SocketAddr::try_from(*addr)
                     .map_err(|e| Status::invalid_argument(format!("target address: {e}")))?;
                 let (key, _) = self
                     .destination
@@ -97,10 +97,16 @@ impl PolicyService {
         }
     }
 
-    fn outbound_answer(&self, key: &ServiceKey, port: u16) -> Result<out_pb::OutboundPolicy, Status> {
+    fn outbound_answer(
+        &self,
+        key: &ServiceKey,
+        port: u16,
+    ) -> Result<out_pb::OutboundPolicy, Status> {
         match self.destination.service(key) {
             Some(svc) if !svc.external_name => Ok(outbound::policy(key, &svc, port, &self.config)),
-            Some(_) => Err(Status::not_found(format!("{key} is an ExternalName Service"))),
+            Some(_) => Err(Status::not_found(format!(
+                "{key} is an ExternalName Service"
+            ))),
             None => Err(Status::not_found(format!("Service {key} not found"))),
         }
     }
@@ -131,24 +137,36 @@ impl InboundServerPolicies for PolicyService {
         changes.mark_unchanged();
         let first = self.port_answer(&spec)?;
         tracing::debug!(workload = %spec.workload, port = spec.port, "WatchPort");
-        let st = (self.clone(), spec, changes, None::<in_pb::Server>, Some(first));
-        let stream = futures::stream::unfold(st, |(svc, spec, mut changes, last, first)| async move {
-            if let Some(first) = first {
-                return Some((Ok(first.clone()), (svc, spec, changes, Some(first), None)));
-            }
-            loop {
-                changes.changed().await.ok()?;
-                changes.mark_unchanged();
-                match svc.port_answer(&spec) {
-                    Ok(next) if Some(&next) == last.as_ref() => continue,
-                    Ok(next) => {
-                        return Some((Ok(next.clone()), (svc, spec, changes, Some(next), None)));
-                    }
-                    // The pod went away: the stream ends with the reason.
-                    Err(status) => return Some((Err(status), (svc, spec, changes, last, None))),
+        let st = (
+            self.clone(),
+            spec,
+            changes,
+            None::<in_pb::Server>,
+            Some(first),
+        );
+        let stream =
+            futures::stream::unfold(st, |(svc, spec, mut changes, last, first)| async move {
+                if let Some(first) = first {
+                    return Some((Ok(first.clone()), (svc, spec, changes, Some(first), None)));
                 }
-            }
-        });
+                loop {
+                    changes.changed().await.ok()?;
+                    changes.mark_unchanged();
+                    match svc.port_answer(&spec) {
+                        Ok(next) if Some(&next) == last.as_ref() => continue,
+                        Ok(next) => {
+                            return Some((
+                                Ok(next.clone()),
+                                (svc, spec, changes, Some(next), None),
+                            ));
+                        }
+                        // The pod went away: the stream ends with the reason.
+                        Err(status) => {
+                            return Some((Err(status), (svc, spec, changes, last, None)));
+                        }
+                    }
+                }
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -175,7 +193,15 @@ impl OutboundPolicies for PolicyService {
         let first = self.outbound_answer(&key, port)?;
         tracing::debug!(service = %key, port, "outbound Watch");
         let sub = self.destination.subscribe(TopicKey::Service(key.clone()));
-        let st = (self.clone(), key, port, sub, Some(first.clone()), Some(first), false);
+        let st = (
+            self.clone(),
+            key,
+            port,
+            sub,
+            Some(first.clone()),
+            Some(first),
+            false,
+        );
         let stream = futures::stream::unfold(st, |st| async move {
             let (svc, key, port, mut sub, last, first, ended) = st;
             if ended {
@@ -202,9 +228,15 @@ impl OutboundPolicies for PolicyService {
                 if Some(&next) == last.as_ref() {
                     continue;
                 }
-                return Some((Ok(next.clone()), (svc, key, port, sub, Some(next), None, false)));
+                return Some((
+                    Ok(next.clone()),
+                    (svc, key, port, sub, Some(next), None, false),
+                ));
             }
         });
         Ok(Response::new(Box::pin(stream)))
     }
 }
+
+#[cfg(test)]
+mod tests;

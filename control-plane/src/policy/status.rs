@@ -7,8 +7,8 @@
 //! patch is retried on the next pass.
 
 use super::PolicyConfig;
-use super::index::{Index, State};
 use super::inbound;
+use super::index::{Index, State};
 use super::model::ObjKey;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -45,9 +45,10 @@ pub fn changes(state: &State, cfg: &PolicyConfig) -> Vec<(ObjKey, Accepted)> {
                     observed_generation: p.generation,
                 },
             };
-            let have = p.accepted.as_ref().map(|(s, r, m, g)| {
-                (s.as_str(), r.as_str(), m.as_str(), *g)
-            });
+            let have = p
+                .accepted
+                .as_ref()
+                .map(|(s, r, m, g)| (s.as_str(), r.as_str(), m.as_str(), *g));
             let same = have
                 == Some((
                     want.status,
@@ -62,11 +63,15 @@ pub fn changes(state: &State, cfg: &PolicyConfig) -> Vec<(ObjKey, Accepted)> {
     out
 }
 
+/// How soon a pass whose patches failed is retried when nothing changes meanwhile.
+const RETRY: Duration = Duration::from_secs(5);
+
 /// Writes statuses until the task is aborted.
 pub async fn run(client: kube::Client, index: Arc<Index>, cfg: Arc<PolicyConfig>) {
     index.synced().await;
     let mut rx = index.changes();
     loop {
+        let mut failed = false;
         for ((ns, name), want) in index.read(|s| changes(s, &cfg)) {
             let api: Api<AuthorizationPolicy> = Api::namespaced(client.clone(), &ns);
             let now = k8s_openapi::jiff::Timestamp::now();
@@ -82,11 +87,21 @@ pub async fn run(client: kube::Client, index: Arc<Index>, cfg: Arc<PolicyConfig>
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => tracing::info!(%ns, %name, reason = want.reason, "AuthorizationPolicy status"),
-                Err(error) => tracing::warn!(%ns, %name, %error, "writing AuthorizationPolicy status"),
+                Ok(_) => {
+                    tracing::info!(%ns, %name, reason = want.reason, "AuthorizationPolicy status")
+                }
+                Err(error) => {
+                    failed = true;
+                    tracing::warn!(%ns, %name, %error, "writing AuthorizationPolicy status");
+                }
             }
         }
-        if rx.changed().await.is_err() {
+        if failed {
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(RETRY) => {}
+            }
+        } else if rx.changed().await.is_err() {
             return;
         }
         // Let a burst of changes settle before the next pass.
@@ -94,3 +109,6 @@ pub async fn run(client: kube::Client, index: Arc<Index>, cfg: Arc<PolicyConfig>
         rx.mark_unchanged();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -184,7 +184,9 @@ pub struct AuthenticationRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// `MeshTLSAuthentication`, `NetworkAuthentication` or `ServiceAccount`.
-    #[schemars(regex(pattern = r"^(MeshTLSAuthentication|NetworkAuthentication|ServiceAccount)$"))]
+    #[schemars(regex(
+        pattern = r"^(MeshTLSAuthentication|NetworkAuthentication|ServiceAccount)$"
+    ))]
     pub kind: String,
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
@@ -280,7 +282,10 @@ pub fn crd_files() -> Result<Vec<(&'static str, String)>, serde_saphyr::ser_erro
     };
     Ok(vec![
         ("server.yaml", yaml(Server::crd())?),
-        ("authorizationpolicy.yaml", yaml(AuthorizationPolicy::crd())?),
+        (
+            "authorizationpolicy.yaml",
+            yaml(AuthorizationPolicy::crd())?,
+        ),
         (
             "meshtlsauthentication.yaml",
             yaml(MeshTLSAuthentication::crd())?,

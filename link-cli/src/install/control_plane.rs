@@ -173,13 +173,7 @@ pub fn objects(v: &Values) -> Vec<Value> {
     let mut out = vec![
         objects::namespace(ns, NAME),
         objects::service_account(NAME, ns, true),
-        objects::role(
-            "ClusterRole",
-            &cluster_role,
-            None,
-            NAME,
-            cluster_rules(),
-        ),
+        objects::role("ClusterRole", &cluster_role, None, NAME, cluster_rules()),
         objects::binding("ClusterRoleBinding", &cluster_role, None, NAME, NAME, ns),
         objects::trust_roots(ns, NAME, &v.identity_trust_anchors_pem),
     ];
@@ -354,7 +348,10 @@ fn container(v: &Values) -> Value {
             strait_core::ports::DESTINATION_GRPC
         ),
         format!("--policy-addr=0.0.0.0:{}", strait_core::ports::POLICY_GRPC),
-        format!("--default-inbound-policy={}", v.proxy.default_inbound_policy),
+        format!(
+            "--default-inbound-policy={}",
+            v.proxy.default_inbound_policy
+        ),
         format!("--admin-addr=0.0.0.0:{ADMIN_PORT}"),
         format!("--cluster-domain={}", v.cluster_domain),
         format!("--trust-domain={}", id.trust_domain),

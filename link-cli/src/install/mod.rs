@@ -139,11 +139,10 @@ pub fn render_control_plane(s: &Settings) -> Result<Rendered, InstallError> {
     if !values.identity.issuer.external {
         check_issuer(&values)?;
     }
-    let mut objects =
-        control_plane::crds().map_err(|e| InstallError::EmbeddedValues {
-            what: "policy CRDs".into(),
-            reason: e.to_string(),
-        })?;
+    let mut objects = control_plane::crds().map_err(|e| InstallError::EmbeddedValues {
+        what: "policy CRDs".into(),
+        reason: e.to_string(),
+    })?;
     objects.extend(control_plane::objects(&values));
     Ok(Rendered { objects, notice })
 }
