@@ -8,6 +8,7 @@
 //!  strait-control-plane
 //!   ├── identity     :8080  Certify: TokenReview → leaf signed by the cluster's issuer
 //!   ├── destination  :8086  Get / GetProfile from Services, EndpointSlices and Pods
+//!   ├── policy       :8090  InboundServerPolicies, OutboundPolicies (Server, AuthorizationPolicy…)
 //!   └── injector     :8443  the proxy injector (admission webhook, HTTPS)
 //! ```
 //!
@@ -19,3 +20,4 @@ pub mod identity;
 pub mod injector;
 pub mod listen;
 pub mod own_cert;
+pub mod policy;

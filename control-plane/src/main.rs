@@ -1,4 +1,4 @@
-//! `strait-control-plane`: destination and identity gRPC.
+//! `strait-control-plane`: destination, policy and identity gRPC.
 //!
 //! Parses its configuration (flags with environment fallbacks) and runs the services of
 //! the library.
@@ -13,18 +13,34 @@ use strait_control_plane::identity::{
     self, IdentityService, KubeTokenReviewer, config::IdentityArgs, watch_issuer,
 };
 use strait_control_plane::own_cert;
+use strait_control_plane::policy::{self, Policies, PolicyConfig};
 
 /// All configuration of the binary, in one place.
 #[derive(Debug, Parser)]
 #[command(
     name = "strait-control-plane",
     version,
-    about = "Destination and identity gRPC for Strait's proxies"
+    about = "Destination, policy and identity gRPC for Strait's proxies"
 )]
 struct Args {
     /// Where the destination gRPC service listens.
     #[arg(long, env = "STRAIT_DESTINATION_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], strait_core::ports::DESTINATION_GRPC)))]
     destination_addr: SocketAddr,
+    /// Where the policy gRPC service (InboundServerPolicies, OutboundPolicies) listens.
+    #[arg(long, env = "STRAIT_POLICY_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], strait_core::ports::POLICY_GRPC)))]
+    policy_addr: SocketAddr,
+    /// Who may connect to a pod's port that no Server selects: all-unauthenticated,
+    /// all-authenticated, cluster-unauthenticated, cluster-authenticated or deny. A namespace's
+    /// or pod's `config.strait.dev/default-inbound-policy` annotation wins.
+    #[arg(
+        long,
+        env = "STRAIT_DEFAULT_INBOUND_POLICY",
+        default_value = "all-unauthenticated"
+    )]
+    default_inbound_policy: strait_k8s_api::policy::DefaultPolicy,
+    /// The networks the cluster-* default policies admit (comma-separated CIDRs).
+    #[arg(long, env = "STRAIT_CLUSTER_NETWORKS", default_value = policy::DEFAULT_CLUSTER_NETWORKS, value_parser = policy::parse_networks)]
+    cluster_networks: Vec<ipnet::IpNet>,
     /// Serve both gRPC services without TLS. Allowed only when both listen on loopback
     /// (tests); otherwise identity serves TLS and destination mTLS with their own identities,
     /// issued from the issuer (which then needs --trust-anchors).
@@ -51,6 +67,17 @@ impl Args {
             ..DestinationConfig::default()
         }
     }
+
+    fn policy(&self) -> PolicyConfig {
+        PolicyConfig {
+            cluster_domain: self.cluster_domain.clone(),
+            control_namespace: self.identity.control_namespace.clone(),
+            trust_domain: self.identity.trust_domain.clone(),
+            default_policy: self.default_inbound_policy,
+            cluster_networks: self.cluster_networks.clone(),
+            ..PolicyConfig::default()
+        }
+    }
 }
 
 #[tokio::main]
@@ -71,10 +98,12 @@ async fn main() -> anyhow::Result<()> {
         own_cert::check_plaintext(&[
             ("--identity-addr", args.identity.identity_addr),
             ("--destination-addr", args.destination_addr),
+            ("--policy-addr", args.policy_addr),
         ])?;
         tracing::warn!("--plaintext: serving gRPC without TLS (loopback only)");
     }
     let destination_config = args.destination();
+    let policy_config = args.policy();
     let client = identity::config::kube_client(args.identity.kubeconfig.as_deref())
         .await
         .context("kubernetes client")?;
@@ -204,7 +233,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let discovery = Discovery::spawn(client);
+    let discovery = Discovery::spawn(client.clone());
+    let policies = Policies::spawn(client, &discovery, policy_config);
     let svc = discovery.service(
         destination_config,
         destination::Metrics::register(&mut registry),
@@ -242,14 +272,25 @@ async fn main() -> anyhow::Result<()> {
                 .context("proxy injector")
         });
     }
-    let listener = tokio::net::TcpListener::bind(args.destination_addr).await?;
-    tracing::info!(addr = %args.destination_addr, "destination gRPC listening");
+    let listener = tokio::net::TcpListener::bind(args.policy_addr)
+        .await
+        .with_context(|| format!("binding the policy address {}", args.policy_addr))?;
+    tracing::info!(addr = %args.policy_addr, default = %args.default_inbound_policy, "policy gRPC listening");
+    let (policy_tls, policies) = (dst_tls.clone(), Arc::new(policies));
+    let for_policy = policies.clone();
     tasks.spawn(async move {
-        match dst_tls {
-            Some(tls) => destination::serve_tls(listener, svc, tls, shutdown()).await,
-            None => destination::serve(listener, svc, shutdown()).await,
+        match policy_tls {
+            Some(tls) => policy::serve_tls(listener, &for_policy, tls, shutdown()).await,
+            None => policy::serve(listener, &for_policy, shutdown()).await,
         }
-        .context("destination gRPC server")
+        .context("policy gRPC server")
+    });
+    let listener = tokio::net::TcpListener::bind(args.destination_addr).await?;
+    tracing::info!(addr = %args.destination_addr, "destination gRPC (and policy) listening");
+    tasks.spawn(async move {
+        policy::serve_with_destination(listener, svc, &policies, dst_tls, shutdown())
+            .await
+            .context("destination gRPC server")
     });
     while let Some(done) = tasks.join_next().await {
         done.context("server task")??;

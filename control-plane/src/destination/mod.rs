@@ -151,8 +151,9 @@ pub async fn serve_tls(
         .map_err(Error::Serve)
 }
 
-/// The gRPC server settings of destination: keepalives so a proxy notices a dead stream.
-fn server() -> tonic::transport::Server {
+/// The gRPC server settings of destination (and policy): keepalives so a proxy notices a dead
+/// stream.
+pub(crate) fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

@@ -92,6 +92,10 @@ pub const PROXY_CPU_LIMIT: &str = "config.strait.dev/proxy-cpu-limit";
 pub const PROXY_MEMORY_REQUEST: &str = "config.strait.dev/proxy-memory-request";
 pub const PROXY_MEMORY_LIMIT: &str = "config.strait.dev/proxy-memory-limit";
 pub const PROXY_LOG_LEVEL: &str = "config.strait.dev/proxy-log-level";
+/// On a namespace or a pod: the default inbound policy of its ports that no Server selects
+/// (Linkerd's `config.linkerd.io/default-inbound-policy`); the pod's wins over its namespace's,
+/// which wins over the control plane's `--default-inbound-policy`.
+pub const DEFAULT_INBOUND_POLICY: &str = "config.strait.dev/default-inbound-policy";
 
 #[cfg(test)]
 mod tests {

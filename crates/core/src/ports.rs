@@ -12,6 +12,9 @@ pub const ADMIN: u16 = 4191;
 pub const IDENTITY_GRPC: u16 = 8080;
 /// The control plane's destination gRPC service.
 pub const DESTINATION_GRPC: u16 = 8086;
+/// The control plane's policy gRPC service (linkerd2-proxy-api's `InboundServerPolicies` and
+/// `OutboundPolicies`).
+pub const POLICY_GRPC: u16 = 8090;
 /// The mirror controller's `/metrics` and `/ready`.
 pub const MIRROR_ADMIN: u16 = 9999;
 /// The control plane's `/metrics`.

@@ -13,7 +13,7 @@ use strait_core::labels;
 pub const NAME: &str = "strait-control-plane";
 const ISSUER_DIR: &str = "/var/run/strait/identity/issuer";
 /// The control plane's Services: (name, port name, port).
-pub const SERVICES: [(&str, &str, u16); 3] = [
+pub const SERVICES: [(&str, &str, u16); 4] = [
     (
         "strait-identity",
         "identity",
@@ -24,6 +24,7 @@ pub const SERVICES: [(&str, &str, u16); 3] = [
         "destination",
         strait_core::ports::DESTINATION_GRPC,
     ),
+    ("strait-policy", "policy", strait_core::ports::POLICY_GRPC),
     ("strait-control-plane-admin", "admin", ADMIN_PORT),
 ];
 /// The proxy injector's Service (the name its certificate carries: flag `--injector-service`).
@@ -32,6 +33,20 @@ pub const INJECTOR_SERVICE: &str = "strait-injector";
 pub const ADMIN_PORT: u16 = strait_core::ports::CONTROL_PLANE_ADMIN;
 /// The image's user (images/control-plane/Dockerfile).
 const UID: u32 = 65532;
+
+/// The policy CRDs (Server, AuthorizationPolicy, MeshTLSAuthentication,
+/// NetworkAuthentication), as crdgen wrote them into the chart.
+pub fn crds() -> Result<Vec<Value>, serde_saphyr::Error> {
+    [
+        include_str!("../../../charts/strait-control-plane/crds/server.yaml"),
+        include_str!("../../../charts/strait-control-plane/crds/authorizationpolicy.yaml"),
+        include_str!("../../../charts/strait-control-plane/crds/meshtlsauthentication.yaml"),
+        include_str!("../../../charts/strait-control-plane/crds/networkauthentication.yaml"),
+    ]
+    .into_iter()
+    .map(serde_saphyr::from_str)
+    .collect()
+}
 
 /// `values.yaml` of the chart.
 #[derive(Clone, Debug, Deserialize)]
@@ -59,6 +74,7 @@ pub struct ProxyInjector {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Proxy {
     pub log_level: String,
+    pub default_inbound_policy: strait_k8s_api::policy::DefaultPolicy,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -157,13 +173,7 @@ pub fn objects(v: &Values) -> Vec<Value> {
     let mut out = vec![
         objects::namespace(ns, NAME),
         objects::service_account(NAME, ns, true),
-        objects::role(
-            "ClusterRole",
-            &cluster_role,
-            None,
-            NAME,
-            cluster_rules(v.proxy_injector.enabled),
-        ),
+        objects::role("ClusterRole", &cluster_role, None, NAME, cluster_rules()),
         objects::binding("ClusterRoleBinding", &cluster_role, None, NAME, NAME, ns),
         objects::trust_roots(ns, NAME, &v.identity_trust_anchors_pem),
     ];
@@ -295,10 +305,11 @@ fn injector(v: &Values) -> Vec<Value> {
     ]
 }
 
-/// Identity reviews tokens; destination reads Services, EndpointSlices and Pods; the proxy
+/// Identity reviews tokens; destination reads Services, EndpointSlices and Pods; policy reads
+/// them, Namespaces and the policy resources, and writes AuthorizationPolicy status; the proxy
 /// injector reads the annotations of a new pod's Namespace.
-pub fn cluster_rules(injector: bool) -> Vec<Value> {
-    let mut rules = vec![
+pub fn cluster_rules() -> Vec<Value> {
+    vec![
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
         rule("", &["services", "pods"], &["get", "list", "watch"]),
         rule(
@@ -306,11 +317,23 @@ pub fn cluster_rules(injector: bool) -> Vec<Value> {
             &["endpointslices"],
             &["get", "list", "watch"],
         ),
-    ];
-    if injector {
-        rules.push(rule("", &["namespaces"], &["get"]));
-    }
-    rules
+        rule("", &["namespaces"], &["get", "list", "watch"]),
+        rule(
+            strait_k8s_api::policy::GROUP,
+            &[
+                "servers",
+                "authorizationpolicies",
+                "meshtlsauthentications",
+                "networkauthentications",
+            ],
+            &["get", "list", "watch"],
+        ),
+        rule(
+            strait_k8s_api::policy::GROUP,
+            &["authorizationpolicies/status"],
+            &["get", "patch", "update"],
+        ),
+    ]
 }
 
 fn container(v: &Values) -> Value {
@@ -323,6 +346,11 @@ fn container(v: &Values) -> Value {
         format!(
             "--destination-addr=0.0.0.0:{}",
             strait_core::ports::DESTINATION_GRPC
+        ),
+        format!("--policy-addr=0.0.0.0:{}", strait_core::ports::POLICY_GRPC),
+        format!(
+            "--default-inbound-policy={}",
+            v.proxy.default_inbound_policy
         ),
         format!("--admin-addr=0.0.0.0:{ADMIN_PORT}"),
         format!("--cluster-domain={}", v.cluster_domain),
@@ -337,6 +365,7 @@ fn container(v: &Values) -> Value {
     let mut ports = vec![
         port("identity", strait_core::ports::IDENTITY_GRPC),
         port("destination", strait_core::ports::DESTINATION_GRPC),
+        port("policy", strait_core::ports::POLICY_GRPC),
         port("admin", ADMIN_PORT),
     ];
     if v.proxy_injector.enabled {

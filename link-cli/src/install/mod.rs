@@ -139,10 +139,12 @@ pub fn render_control_plane(s: &Settings) -> Result<Rendered, InstallError> {
     if !values.identity.issuer.external {
         check_issuer(&values)?;
     }
-    Ok(Rendered {
-        objects: control_plane::objects(&values),
-        notice,
-    })
+    let mut objects = control_plane::crds().map_err(|e| InstallError::EmbeddedValues {
+        what: "policy CRDs".into(),
+        reason: e.to_string(),
+    })?;
+    objects.extend(control_plane::objects(&values));
+    Ok(Rendered { objects, notice })
 }
 
 /// Fills the identity values from the files, or generates an anchor and an issuer.

@@ -41,15 +41,29 @@ fn multicluster_with(sets: &[&str]) -> Vec<Value> {
 fn rbac_rules_are_exactly_the_listed_ones() {
     let read = ["get", "list", "watch"];
     let cp = generated().objects;
+    let policy_kinds = [
+        "servers",
+        "authorizationpolicies",
+        "meshtlsauthentications",
+        "networkauthentications",
+    ];
+    let expected = json!([
+        rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
+        rule("", &["services", "pods"], &read),
+        rule("discovery.k8s.io", &["endpointslices"], &read),
+        rule("", &["namespaces"], &read),
+        rule("policy.strait.dev", &policy_kinds, &read),
+        rule(
+            "policy.strait.dev",
+            &["authorizationpolicies/status"],
+            &["get", "patch", "update"]
+        ),
+    ]);
     assert_eq!(
         rules_of(&cp, "ClusterRole", "strait-control-plane-strait"),
-        &json!([
-            rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
-            rule("", &["services", "pods"], &read),
-            rule("discovery.k8s.io", &["endpointslices"], &read),
-            rule("", &["namespaces"], &["get"]),
-        ])
+        &expected
     );
+    // The policy service reads namespaces with or without the injector.
     let without_injector = render_control_plane(&Settings {
         sets: vec!["proxyInjector.enabled=false".into()],
         ..Settings::default()
@@ -62,11 +76,7 @@ fn rbac_rules_are_exactly_the_listed_ones() {
             "ClusterRole",
             "strait-control-plane-strait"
         ),
-        &json!([
-            rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
-            rule("", &["services", "pods"], &read),
-            rule("discovery.k8s.io", &["endpointslices"], &read),
-        ])
+        &expected
     );
     assert_eq!(
         cp.iter()
