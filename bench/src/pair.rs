@@ -5,6 +5,13 @@
 //!  load ──► client proxy :outbound ──mTLS, HTTP/2──► server proxy :inbound ──► app
 //! ```
 //!
+//! [`GatewayPath`] puts Strait's multicluster gateway between them, as a call to a mirror
+//! crosses clusters:
+//!
+//! ```text
+//!  load ──► client proxy ──mTLS, transport header──► gateway ──mTLS, HTTP/2──► server proxy ──► app
+//! ```
+//!
 //! Explicit mode (no iptables): the client proxy's target is the server proxy's inbound
 //! address, which an in-process destination service maps to one endpoint with the server's
 //! identity and the HTTP/2 hint. Each proxy is the benchmark's own binary re-executed as
@@ -29,16 +36,24 @@ const ROLE: &str = "STRAIT_BENCH_ROLE";
 pub const SERVER_ID: &str = "web.bench.serviceaccount.identity.strait.cluster.local";
 /// The client side's identity.
 pub const CLIENT_ID: &str = "client.bench.serviceaccount.identity.strait.cluster.local";
+/// The gateway's identity.
+pub const GATEWAY_ID: &str =
+    "strait-gateway.strait-multicluster.serviceaccount.identity.strait.cluster.local";
+/// The name the client's transport header gives the gateway (the remote Service).
+const REMOTE_SERVICE: &str = "web.bench.svc.cluster.local:80";
 
-/// Runs the proxy instead of the benchmark when this process was re-executed as one; call
-/// first in `main`. `Some(exit)` when it ran.
+/// Runs the proxy (or the gateway) instead of the benchmark when this process was
+/// re-executed as one; call first in `main`. `Some(exit)` when it ran.
 pub fn run_as_proxy_if_asked() -> Option<anyhow::Result<()>> {
-    if std::env::var(ROLE).as_deref() != Ok("proxy") {
-        return None;
-    }
-    Some(match strait_proxy::cli::main() {
-        c if c == std::process::ExitCode::SUCCESS => Ok(()),
-        _ => Err(anyhow::anyhow!("proxy failed")),
+    let code = match std::env::var(ROLE).as_deref() {
+        Ok("proxy") => strait_proxy::cli::main(),
+        Ok("gateway") => strait_gateway::cli::main(),
+        _ => return None,
+    };
+    Some(if code == std::process::ExitCode::SUCCESS {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("proxy failed"))
     })
 }
 
@@ -60,7 +75,11 @@ pub struct Pki {
 impl Pki {
     pub fn write(dir: &Path) -> anyhow::Result<Self> {
         let pki = TestPki::new();
-        for (side, id) in [("server", SERVER_ID), ("client", CLIENT_ID)] {
+        for (side, id) in [
+            ("server", SERVER_ID),
+            ("client", CLIENT_ID),
+            ("gateway", GATEWAY_ID),
+        ] {
             let d = dir.join(side);
             std::fs::create_dir_all(&d)?;
             pki.write_leaf_files(&id.parse::<Identity>()?, &d, "tls");
@@ -122,14 +141,29 @@ async fn spawn_proxy(
     cpu: Option<&str>,
     env: &[(&str, String)],
 ) -> anyhow::Result<Proxy> {
+    spawn_role("proxy", creds, cpu, env, None).await
+}
+
+/// This binary re-executed as `role` (`proxy` or `gateway`), ready: its admin's `/ready`
+/// answers 200, or `ready_when_listening` accepts connections.
+async fn spawn_role(
+    role: &str,
+    creds: &Path,
+    cpu: Option<&str>,
+    env: &[(&str, String)],
+    ready_when_listening: Option<SocketAddr>,
+) -> anyhow::Result<Proxy> {
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    // `STRAIT_BENCH_LOG` (a tracing filter) shows more of what the processes do.
+    let log = std::env::var("STRAIT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
     let mut cmd = pinned(cpu, &std::env::current_exe()?);
-    cmd.env(ROLE, "proxy")
+    cmd.env(ROLE, role)
+        .env("STRAIT_LOG", &log)
         .env("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", creds.join("ca.crt"))
         .env("STRAIT_PROXY_IDENTITY_CERT", creds.join("tls.crt"))
         .env("STRAIT_PROXY_IDENTITY_KEY", creds.join("tls.key"))
         .env("STRAIT_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
-        .env("STRAIT_PROXY_LOG", "warn");
+        .env("STRAIT_PROXY_LOG", &log);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -139,7 +173,13 @@ async fn spawn_proxy(
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(admin).await {
+        // The gateway's admin port speaks TLS only; it binds its listener once it holds its
+        // certificate, which is what its readiness means.
+        if let Some(listen) = ready_when_listening {
+            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                return Ok(proxy);
+            }
+        } else if let Ok(mut s) = tokio::net::TcpStream::connect(admin).await {
             s.write_all(b"GET /ready HTTP/1.0\r\n\r\n").await?;
             let mut out = String::new();
             s.read_to_string(&mut out).await?;
@@ -148,16 +188,33 @@ async fn spawn_proxy(
             }
         }
         if Instant::now() > deadline {
-            bail!("proxy on admin {admin} never became ready");
+            bail!("{role} on admin {admin} never became ready");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// A destination service that maps every target to one meshed endpoint.
+/// A destination service that maps every target to one meshed endpoint (a gateway, when
+/// `authority` names the remote Service its transport header carries).
 struct OneEndpoint {
     addr: SocketAddr,
     identity: String,
+    authority: Option<String>,
+    /// The endpoint's proxy's inbound port, when `addr` is the app behind it (what a
+    /// gateway connects to, with a transport header naming `addr`'s port).
+    proxy_port: Option<u16>,
+}
+
+/// Serves `svc` on a loopback port; the address.
+async fn serve_destination(svc: OneEndpoint) -> anyhow::Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DestinationServer::new(svc))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    Ok(addr)
 }
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
@@ -184,7 +241,12 @@ impl Destination for OneEndpoint {
             }),
             protocol_hint: Some(pb::ProtocolHint {
                 protocol: Some(pb::protocol_hint::Protocol::H2(pb::protocol_hint::H2 {})),
-                opaque_transport: None,
+                opaque_transport: self.proxy_port.map(|p| pb::protocol_hint::OpaqueTransport {
+                    inbound_port: u32::from(p),
+                }),
+            }),
+            authority_override: self.authority.clone().map(|a| pb::AuthorityOverride {
+                authority_override: a,
             }),
             ..Default::default()
         };
@@ -220,17 +282,13 @@ impl Pair {
     /// Starts the destination service (in this process) and both proxies (pinned to `cpu`).
     pub async fn start(pki: &Pki, app: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Self> {
         let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let dst_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let dst_addr = dst_l.local_addr()?;
-        let svc = DestinationServer::new(OneEndpoint {
+        let dst_addr = serve_destination(OneEndpoint {
             addr: inbound,
             identity: SERVER_ID.to_owned(),
-        });
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(dst_l)),
-        );
+            authority: None,
+            proxy_port: None,
+        })
+        .await?;
         let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p)).to_string();
         let server = spawn_proxy(
             &pki.side("server"),
@@ -258,6 +316,96 @@ impl Pair {
             outbound,
             inbound,
             client,
+            server,
+        })
+    }
+}
+
+/// Strait's gateway between a client and a server proxy, in front of `app`: send to
+/// `outbound`. The client's destination answers with the gateway (its identity, and the
+/// remote Service to name in the transport header); the gateway's, with the server proxy.
+#[derive(Debug)]
+pub struct GatewayPath {
+    pub outbound: SocketAddr,
+    pub client: Proxy,
+    pub gateway: Proxy,
+    pub server: Proxy,
+}
+
+impl GatewayPath {
+    pub async fn start(pki: &Pki, app: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Self> {
+        let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let (inbound, gw, outbound) = (
+            loopback(free_port()?),
+            loopback(free_port()?),
+            loopback(free_port()?),
+        );
+        let server = spawn_proxy(
+            &pki.side("server"),
+            cpu,
+            &[
+                ("STRAIT_PROXY_INBOUND_LISTEN_ADDR", inbound.to_string()),
+                ("STRAIT_PROXY_INBOUND_TARGET", app.to_string()),
+                (
+                    "STRAIT_PROXY_OUTBOUND_LISTEN_ADDR",
+                    loopback(free_port()?).to_string(),
+                ),
+            ],
+        )
+        .await?;
+        let gw_dst = serve_destination(OneEndpoint {
+            addr: app,
+            identity: SERVER_ID.to_owned(),
+            authority: None,
+            proxy_port: Some(inbound.port()),
+        })
+        .await?;
+        let creds = pki.side("gateway");
+        let gateway = spawn_role(
+            "gateway",
+            &creds,
+            cpu,
+            &[
+                ("STRAIT_PROXY_INBOUND_LISTEN_ADDR", gw.to_string()),
+                ("STRAIT_PROXY_IDENTITY_LOCAL_NAME", GATEWAY_ID.to_owned()),
+                (
+                    "STRAIT_GATEWAY_CERT",
+                    creds.join("tls.crt").display().to_string(),
+                ),
+                (
+                    "STRAIT_GATEWAY_KEY",
+                    creds.join("tls.key").display().to_string(),
+                ),
+                ("STRAIT_PROXY_DESTINATION_ADDR", gw_dst.to_string()),
+            ],
+            Some(gw),
+        )
+        .await?;
+        let client_dst = serve_destination(OneEndpoint {
+            addr: gw,
+            identity: GATEWAY_ID.to_owned(),
+            authority: Some(REMOTE_SERVICE.to_owned()),
+            proxy_port: None,
+        })
+        .await?;
+        let client = spawn_proxy(
+            &pki.side("client"),
+            cpu,
+            &[
+                ("STRAIT_PROXY_OUTBOUND_LISTEN_ADDR", outbound.to_string()),
+                ("STRAIT_PROXY_OUTBOUND_TARGET", inbound.to_string()),
+                (
+                    "STRAIT_PROXY_INBOUND_LISTEN_ADDR",
+                    loopback(free_port()?).to_string(),
+                ),
+                ("STRAIT_PROXY_DESTINATION_ADDR", client_dst.to_string()),
+            ],
+        )
+        .await?;
+        Ok(Self {
+            outbound,
+            client,
+            gateway,
             server,
         })
     }

@@ -4,6 +4,7 @@
 //! ```text
 //!  fortio load ──────────────────────────────────────────────────────────► fortio server (direct)
 //!  fortio load ──► strait client proxy ──mTLS (TLS 1.3), HTTP/2──► strait server proxy ──► server
+//!  fortio load ──► strait client proxy ──mTLS──► strait gateway ──mTLS, HTTP/2──► strait server proxy ──► server
 //!  fortio load ──► haproxy (client side) ──mTLS (TLS 1.3), HTTP/2──► haproxy (server side) ──► server
 //!  fortio load ──► nginx (client side) ──mTLS (TLS 1.3), HTTP/1.1 keep-alive──► nginx (server side) ──► server
 //! ```
@@ -34,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use strait_bench::mtls;
-use strait_bench::pair::{self, Pair, Pki, SERVER_ID, free_port, pinned};
+use strait_bench::pair::{self, GatewayPath, Pair, Pki, SERVER_ID, free_port, pinned};
 
 /// The CPU the proxies run on, and the one the load generator and the server run on.
 const PROXY_CPU: &str = "1";
@@ -63,7 +64,8 @@ struct Args {
     /// Where to write the results (markdown); printed to stdout too.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only these paths (`direct`, `strait`, `haproxy`, `nginx`); every path when absent.
+    /// Only these paths (`direct`, `strait`, `gateway`, `haproxy`, `nginx`); every path when
+    /// absent.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these rates (req/s, at most 2,000); 500, 1,000 and 2,000 when absent.
@@ -988,6 +990,25 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let gateway = if want("gateway") {
+        let path = GatewayPath::start(&pki, app, Some(PROXY_CPU)).await?;
+        routes.push(Route {
+            key: "gateway",
+            name: "Strait through the gateway",
+            h1: path.outbound,
+            h2: path.outbound,
+            procs: vec![
+                ("client", path.client.pid()),
+                ("gateway", path.gateway.pid()),
+                ("server", path.server.pid()),
+            ],
+            tcp: None,
+            tls: None,
+        });
+        Some(path)
+    } else {
+        None
+    };
     let haproxy = if want("haproxy") {
         let p = haproxy(&pki, dir, app, iperf).await?;
         let procs = vec![
@@ -1244,6 +1265,6 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         std::fs::write(out, &md).with_context(|| format!("writing {}", out.display()))?;
     }
-    drop((strait, haproxy, nginx));
+    drop((strait, gateway, haproxy, nginx));
     Ok(())
 }
