@@ -39,8 +39,8 @@ struct Args {
     )]
     default_inbound_policy: strait_k8s_api::policy::DefaultPolicy,
     /// The networks the cluster-* default policies admit (comma-separated CIDRs).
-    #[arg(long, env = "STRAIT_CLUSTER_NETWORKS", default_value = policy::DEFAULT_CLUSTER_NETWORKS, value_parser = policy::parse_networks)]
-    cluster_networks: Vec<ipnet::IpNet>,
+    #[arg(long, env = "STRAIT_CLUSTER_NETWORKS", default_value = policy::DEFAULT_CLUSTER_NETWORKS, value_parser = Networks::parse)]
+    cluster_networks: Networks,
     /// Serve both gRPC services without TLS. Allowed only when both listen on loopback
     /// (tests); otherwise identity serves TLS and destination mTLS with their own identities,
     /// issued from the issuer (which then needs --trust-anchors).
@@ -56,6 +56,17 @@ struct Args {
     /// Proxy injector flags (the admission webhook).
     #[command(flatten)]
     injector: strait_control_plane::injector::InjectorArgs,
+}
+
+/// `--cluster-networks`: one flag value holding a list, so clap must not see a `Vec` (it would
+/// take the field for a repeated flag of single networks and fail to read it back).
+#[derive(Clone, Debug)]
+struct Networks(Vec<ipnet::IpNet>);
+
+impl Networks {
+    fn parse(s: &str) -> Result<Self, String> {
+        policy::parse_networks(s).map(Self)
+    }
 }
 
 impl Args {
@@ -74,7 +85,7 @@ impl Args {
             control_namespace: self.identity.control_namespace.clone(),
             trust_domain: self.identity.trust_domain.clone(),
             default_policy: self.default_inbound_policy,
-            cluster_networks: self.cluster_networks.clone(),
+            cluster_networks: self.cluster_networks.0.clone(),
             ..PolicyConfig::default()
         }
     }
@@ -398,5 +409,53 @@ async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry
                 tracing::debug!(%error, "metrics connection");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn cluster_networks_default_and_parse_as_one_list() {
+        let args = Args::try_parse_from(["strait-control-plane"]).expect("defaults parse");
+        assert_eq!(
+            args.policy().cluster_networks,
+            policy::parse_networks(policy::DEFAULT_CLUSTER_NETWORKS).expect("default networks")
+        );
+        let args = Args::try_parse_from([
+            "strait-control-plane",
+            "--cluster-networks",
+            "10.0.0.0/8, fd00::/8",
+        ])
+        .expect("a list parses");
+        let nets: Vec<String> = args
+            .policy()
+            .cluster_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "fd00::/8"]);
+    }
+
+    #[test]
+    fn a_bad_cluster_network_is_refused_by_name() {
+        let parsed = Args::try_parse_from([
+            "strait-control-plane",
+            "--cluster-networks",
+            "10.0.0.0/8,10.0.0.300/8",
+        ]);
+        let Err(err) = parsed else {
+            panic!("10.0.0.300/8 was accepted");
+        };
+        let text = err.to_string();
+        assert!(text.contains("--cluster-networks"), "{text}");
+        assert!(text.contains("10.0.0.300/8"), "{text}");
     }
 }

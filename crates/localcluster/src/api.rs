@@ -65,19 +65,70 @@ impl Cluster {
     }
 
     /// Waits until Deployment `ns/name` has rolled out (every replica updated and
-    /// available).
+    /// available). When it has not, the error carries what explains why: the namespace's
+    /// pods with their container states, its recent events, and the Deployment's last log
+    /// lines.
     pub async fn wait_rollout(&self, ns: &str, name: &str, timeout: Duration) -> Result<(), Error> {
         let secs = format!("--timeout={}s", timeout.as_secs());
-        self.kubectl(&[
-            "-n",
-            ns,
-            "rollout",
-            "status",
-            &format!("deployment/{name}"),
-            &secs,
-        ])
-        .await
-        .map(drop)
+        let deployment = format!("deployment/{name}");
+        match self
+            .kubectl(&["-n", ns, "rollout", "status", &deployment, &secs])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Error::Command {
+                command,
+                status,
+                stderr,
+            }) => {
+                let why = self.why_not_ready(ns, &deployment).await;
+                Err(Error::Command {
+                    command,
+                    status,
+                    stderr: format!("{stderr}\n{why}"),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What kubectl says about a namespace whose Deployment did not become ready: each
+    /// section is best effort (a failing one says so instead).
+    async fn why_not_ready(&self, ns: &str, deployment: &str) -> String {
+        let states = "custom-columns=POD:.metadata.name,PHASE:.status.phase,\
+                      NODE:.spec.nodeName,READY:.status.containerStatuses[*].ready,\
+                      RESTARTS:.status.containerStatuses[*].restartCount,\
+                      WAITING:.status.containerStatuses[*].state.waiting.reason,\
+                      TERMINATED:.status.containerStatuses[*].lastState.terminated.reason,\
+                      INIT:.status.initContainerStatuses[*].state";
+        let sections: [(&str, Vec<&str>); 4] = [
+            ("pods", vec!["-n", ns, "get", "pods", "-o", states]),
+            (
+                "events",
+                vec!["-n", ns, "get", "events", "--sort-by=.lastTimestamp"],
+            ),
+            ("deployment", vec!["-n", ns, "describe", deployment]),
+            (
+                "logs",
+                vec![
+                    "-n",
+                    ns,
+                    "logs",
+                    deployment,
+                    "--all-containers",
+                    "--tail=40",
+                ],
+            ),
+        ];
+        let mut out = String::new();
+        for (what, args) in sections {
+            let text = match self.kubectl(&args).await {
+                Ok(text) => text,
+                Err(e) => format!("(could not get them: {e})"),
+            };
+            out.push_str(&format!("--- {what} in {ns}:\n{}\n", text.trim_end()));
+        }
+        out
     }
 
     /// Creates the namespace unless it exists (with a `default` ServiceAccount, as the
