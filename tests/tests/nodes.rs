@@ -44,6 +44,15 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
             "two real-node clusters Ready (nodes Ready, CoreDNS rolled out) in {:?}",
             started.elapsed()
         );
+        // `kubectl logs` reaches each node's kubelet and the container's log, kept in that
+        // node's own directory (a shared /var/log/pods loses pods' logs to the other kubelet).
+        for c in [&west, &east] {
+            let logs = c
+                .kubectl(&["-n", "kube-system", "logs", "deployment/coredns"])
+                .await
+                .unwrap();
+            assert!(logs.contains("CoreDNS"), "coredns in {}: {logs}", c.name());
+        }
         traces.record(&west);
         traces.record(&east);
 

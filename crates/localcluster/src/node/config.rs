@@ -103,6 +103,9 @@ pub struct KubeletSettings<'a> {
     pub serving_cert: &'a Path,
     pub serving_key: &'a Path,
     pub node_ip: Ipv4Addr,
+    /// Where containers' logs go: one directory per node, since every kubelet removes the
+    /// pod log directories it does not know from a shared /var/log/pods (another node's).
+    pub pod_logs_dir: &'a Path,
 }
 
 /// kubelet's configuration file.
@@ -126,6 +129,7 @@ failCgroupV1: false
 clusterDNS: ["{dns}"]
 clusterDomain: {domain}
 resolvConf: "{resolv}"
+podLogsDir: "{logs}"
 containerRuntimeEndpoint: unix://{sock}
 port: 10250
 readOnlyPort: 0
@@ -155,6 +159,7 @@ shutdownGracePeriod: 0s
         domain = s.cluster_domain,
         resolv = s.resolv_conf.display(),
         sock = s.containerd_socket.display(),
+        logs = s.pod_logs_dir.display(),
     )
 }
 
@@ -210,6 +215,7 @@ mod tests {
             serving_cert: Path::new("/p/kubelet.crt"),
             serving_key: Path::new("/p/kubelet.key"),
             node_ip: Ipv4Addr::new(198, 18, 112, 2),
+            pod_logs_dir: Path::new("/n/pod-logs"),
         });
         for line in [
             "cgroupDriver: cgroupfs",
@@ -221,6 +227,7 @@ mod tests {
             "containerRuntimeEndpoint: unix:///n/containerd.sock",
             "address: 198.18.112.2",
             "anonymous: {enabled: false}",
+            "podLogsDir: \"/n/pod-logs\"",
         ] {
             assert!(y.contains(line), "{line} missing from\n{y}");
         }

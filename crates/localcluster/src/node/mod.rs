@@ -285,6 +285,8 @@ impl Node {
         // Pods get the cluster DNS; nothing is taken from the machine's resolver.
         let resolv = self.dir.join("resolv.conf");
         write(&resolv, "# strait: no upstream resolver on a test node\n")?;
+        let pod_logs = self.dir.join("pod-logs");
+        std::fs::create_dir_all(&pod_logs).map_err(io("creating the pod log directory"))?;
         let conf = self.dir.join("kubelet.yaml");
         write(
             &conf,
@@ -298,6 +300,7 @@ impl Node {
                 serving_cert: &serving.cert,
                 serving_key: &serving.key,
                 node_ip: cx.slot.node_addr(k),
+                pod_logs_dir: &pod_logs,
             }),
         )?;
         self.kubelet_cmd = vec![
