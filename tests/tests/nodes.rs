@@ -52,6 +52,18 @@ async fn real_nodes_run_deployments_services_dns_and_load_balancers() {
                 .await
                 .unwrap();
             assert!(logs.contains("CoreDNS"), "coredns in {}: {logs}", c.name());
+            let own: Vec<String> = c
+                .nodes()
+                .iter()
+                .flat_map(|n| std::fs::read_dir(n.pod_logs_dir()).into_iter().flatten())
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|d| d.starts_with("kube-system_coredns-"))
+                .collect();
+            assert!(
+                !own.is_empty(),
+                "coredns's logs are not in {}'s own node directories",
+                c.name()
+            );
         }
         traces.record(&west);
         traces.record(&east);

@@ -153,6 +153,11 @@ impl Node {
             .unwrap_or("")
     }
 
+    /// Where this node's kubelet keeps its pods' logs (`<namespace>_<pod>_<uid>/<container>/`).
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        self.dir.join("pod-logs")
+    }
+
     /// The images its containerd holds.
     pub fn images(&self) -> Vec<String> {
         images::list(&self.socket)
@@ -285,7 +290,7 @@ impl Node {
         // Pods get the cluster DNS; nothing is taken from the machine's resolver.
         let resolv = self.dir.join("resolv.conf");
         write(&resolv, "# strait: no upstream resolver on a test node\n")?;
-        let pod_logs = self.dir.join("pod-logs");
+        let pod_logs = self.pod_logs_dir();
         std::fs::create_dir_all(&pod_logs).map_err(io("creating the pod log directory"))?;
         let conf = self.dir.join("kubelet.yaml");
         write(
