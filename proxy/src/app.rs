@@ -29,6 +29,49 @@ pub enum RunError {
     },
     #[error("destination client")]
     Resolver(#[from] crate::discover::ResolverError),
+    #[error("policy service address {addr:?}")]
+    Policy {
+        addr: String,
+        #[source]
+        source: strait_identity_client::ChannelError,
+    },
+}
+
+/// The policy client the configuration asks for: over mTLS with this proxy's certificate
+/// when the policy service has an identity, plaintext on loopback.
+fn policies(
+    cfg: &Config,
+    anchors: &TrustAnchors,
+    creds: &CredentialsReceiver,
+) -> Result<crate::policy::Policies, RunError> {
+    let Some(p) = &cfg.policy else {
+        return Ok(crate::policy::Policies::disabled());
+    };
+    let target = match &p.svc_name {
+        Some(server) => strait_identity_client::Target::Tls {
+            addr: p.addr.clone(),
+            server: server.clone(),
+            config: strait_tls::client_config(anchors, creds.clone(), &[])?,
+        },
+        None => strait_identity_client::Target::Plain {
+            addr: p.addr.clone(),
+        },
+    };
+    let channel = strait_identity_client::channel(target, std::time::Duration::from_secs(2))
+        .map_err(|source| RunError::Policy {
+            addr: p.addr.clone(),
+            source,
+        })?;
+    let default = crate::policy::inbound::ServerPolicy::default_policy(
+        cfg.inbound_default_policy,
+        &cfg.cluster_networks,
+        cfg.detect_timeout,
+    );
+    Ok(crate::policy::Policies::new(
+        channel,
+        p.workload.clone(),
+        default,
+    ))
 }
 
 /// Loads the trust anchors and, with [`IdentitySource::Files`], the leaf.
@@ -90,6 +133,7 @@ pub async fn run(
         )?,
         metrics,
         balancers: Balancers::default(),
+        policies: policies(&cfg, &anchors, &creds)?,
         app_clients: AppClients::default(),
         stop: CancellationToken::new(),
         tracker: TaskTracker::new(),

@@ -24,6 +24,8 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub tls_server: Arc<ServerConfig>,
     pub balancers: Balancers,
+    /// Inbound and outbound policy (off without a workload).
+    pub policies: crate::policy::Policies,
     /// Pooled clients to the local application, by address, shared by inbound connections.
     pub app_clients: AppClients,
     /// Cancelled on shutdown: listeners stop accepting, HTTP connections go away gracefully.

@@ -16,6 +16,11 @@
 //! | `STRAIT_PROXY_IDENTITY_LOCAL_NAME` | — | the identity to ask for |
 //! | `STRAIT_PROXY_IDENTITY_TOKEN_FILE` | — | the service-account token file |
 //! | `STRAIT_PROXY_IDENTITY_CERT`, `STRAIT_PROXY_IDENTITY_KEY` | required without the identity service | PEM leaf chain and key (tests, benches) |
+//! | `STRAIT_PROXY_POLICY_WORKLOAD` | — | `<namespace>:<pod>`: turns inbound and outbound policy on (the injector sets it) |
+//! | `STRAIT_PROXY_POLICY_SVC_ADDR` | the destination address | policy service `host:port` (`InboundServerPolicies`, `OutboundPolicies`) |
+//! | `STRAIT_PROXY_POLICY_SVC_NAME` | destination's identity when the address is destination's | the identity the policy service must present (mTLS); unset on loopback: plaintext (tests) |
+//! | `STRAIT_PROXY_INBOUND_DEFAULT_POLICY` | `all-unauthenticated` | what a port admits until, or while, the policy service does not answer for it (Linkerd's values) |
+//! | `STRAIT_PROXY_INBOUND_CLUSTER_NETWORKS` | the private ranges and 198.18.0.0/15 | the networks `cluster-*` default policies admit |
 //! | `STRAIT_PROXY_INBOUND_REQUIRE_IDENTITY` | `false` | refuse inbound connections without a client certificate |
 //! | `STRAIT_PROXY_OPAQUE_PORTS` | empty | comma-separated ports that skip protocol detection |
 //! | `STRAIT_PROXY_DETECT_TIMEOUT` | `3s` | protocol detection |
@@ -28,6 +33,8 @@
 
 pub use crate::certify::IdentityService;
 use crate::iptables::InitConfig;
+pub use crate::policy::inbound::DefaultPolicy;
+use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -70,6 +77,11 @@ pub struct Config {
     pub destination_svc_name: Option<Identity>,
     pub trust_anchors: TrustAnchorsSource,
     pub identity: IdentitySource,
+    /// Where policy comes from; `None`: no policy (everyone under the trust anchor is
+    /// admitted, outbound protocols are detected).
+    pub policy: Option<PolicySvc>,
+    pub inbound_default_policy: DefaultPolicy,
+    pub cluster_networks: Vec<IpNet>,
     pub inbound_require_identity: bool,
     pub opaque_ports: Vec<u16>,
     pub detect_timeout: Duration,
@@ -78,6 +90,21 @@ pub struct Config {
     pub discovery_timeout: Duration,
     pub shutdown_grace: Duration,
 }
+
+/// The policy service and the workload this proxy asks about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicySvc {
+    pub addr: String,
+    /// The identity the policy service presents; `None` only on loopback (plaintext).
+    pub svc_name: Option<Identity>,
+    /// `<namespace>:<pod>`.
+    pub workload: String,
+}
+
+/// The networks `cluster-*` default policies admit, unless configured: Linkerd's private
+/// ranges and this project's test range (the control plane's default, too).
+pub const DEFAULT_CLUSTER_NETWORKS: &str =
+    "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,198.18.0.0/15,fd00::/8";
 
 /// Where the trust anchors come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +204,68 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    fn networks(&self, name: &'static str, default: &str) -> Result<Vec<IpNet>, EnvError> {
+        let v = self.get(name).unwrap_or_else(|| default.to_owned());
+        v.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                n.parse::<IpNet>().map_err(|e| EnvError::Invalid {
+                    name,
+                    value: v.clone(),
+                    reason: format!("{n:?} is not a CIDR: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// The policy service: on when the workload is set.
+    fn policy(&self) -> Result<Option<PolicySvc>, EnvError> {
+        const WORKLOAD: &str = "STRAIT_PROXY_POLICY_WORKLOAD";
+        let Some(workload) = self.get(WORKLOAD) else {
+            return Ok(None);
+        };
+        let w = workload.trim();
+        if !matches!(w.split_once(':'), Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() && !pod.contains(':'))
+        {
+            return Err(EnvError::Invalid {
+                name: WORKLOAD,
+                value: workload.clone(),
+                reason: "expected <namespace>:<pod>".to_owned(),
+            });
+        }
+        let dst = self.get("STRAIT_PROXY_DESTINATION_ADDR");
+        let addr = match (self.get("STRAIT_PROXY_POLICY_SVC_ADDR"), &dst) {
+            (Some(a), _) => a,
+            (None, Some(d)) => d.clone(),
+            (None, None) => {
+                return Err(EnvError::Missing {
+                    name: "STRAIT_PROXY_POLICY_SVC_ADDR",
+                });
+            }
+        };
+        let svc_name = match self.parse::<Identity>("STRAIT_PROXY_POLICY_SVC_NAME")? {
+            Some(id) => Some(id),
+            // Destination serves policy too: the same address, the same identity.
+            None if dst.as_deref() == Some(addr.as_str()) => {
+                self.parse("STRAIT_PROXY_DESTINATION_SVC_NAME")?
+            }
+            None => None,
+        };
+        if svc_name.is_none() && !is_loopback(&addr) {
+            return Err(EnvError::ControlPlaneIdentity {
+                name: "STRAIT_PROXY_POLICY_SVC_NAME",
+                addr_name: "STRAIT_PROXY_POLICY_SVC_ADDR",
+                addr,
+            });
+        }
+        Ok(Some(PolicySvc {
+            addr,
+            svc_name,
+            workload: w.to_owned(),
+        }))
+    }
+
     fn bool(&self, name: &'static str) -> Result<bool, EnvError> {
         Ok(self.parse(name)?.unwrap_or(false))
     }
@@ -231,6 +320,14 @@ impl Config {
                     key: env.path("STRAIT_PROXY_IDENTITY_KEY")?,
                 },
             },
+            policy: env.policy()?,
+            inbound_default_policy: env
+                .parse("STRAIT_PROXY_INBOUND_DEFAULT_POLICY")?
+                .unwrap_or(DefaultPolicy::AllUnauthenticated),
+            cluster_networks: env.networks(
+                "STRAIT_PROXY_INBOUND_CLUSTER_NETWORKS",
+                DEFAULT_CLUSTER_NETWORKS,
+            )?,
             inbound_require_identity: env.bool("STRAIT_PROXY_INBOUND_REQUIRE_IDENTITY")?,
             opaque_ports: env.ports("STRAIT_PROXY_OPAQUE_PORTS")?,
             detect_timeout: env.duration("STRAIT_PROXY_DETECT_TIMEOUT", Duration::from_secs(3))?,
@@ -483,6 +580,55 @@ mod tests {
             "localhost.evil:8080",
         ] {
             assert!(!is_loopback(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn policy_follows_destination_unless_told_otherwise() {
+        let dst = [
+            (
+                "STRAIT_PROXY_DESTINATION_ADDR",
+                "strait-dst.strait.svc.cluster.local:8086",
+            ),
+            (
+                "STRAIT_PROXY_DESTINATION_SVC_NAME",
+                "strait-destination.strait.serviceaccount.identity.strait.cluster.local",
+            ),
+        ];
+        let mut v = IDS.to_vec();
+        v.extend(dst);
+        let c = Config::from_lookup(lookup(&v)).unwrap();
+        assert_eq!(c.policy, None, "no workload: no policy");
+        assert_eq!(c.inbound_default_policy, DefaultPolicy::AllUnauthenticated);
+        v.push(("STRAIT_PROXY_POLICY_WORKLOAD", "shop:web-5d8f-x2"));
+        let p = Config::from_lookup(lookup(&v)).unwrap().policy.unwrap();
+        assert_eq!(p.addr, dst[0].1);
+        assert_eq!(p.svc_name.unwrap().to_string(), dst[1].1);
+        assert_eq!(p.workload, "shop:web-5d8f-x2");
+
+        let mut other = v.clone();
+        other.push((
+            "STRAIT_PROXY_POLICY_SVC_ADDR",
+            "strait-policy.strait.svc:8090",
+        ));
+        let e = Config::from_lookup(lookup(&other)).unwrap_err();
+        assert!(
+            e.to_string().contains("STRAIT_PROXY_POLICY_SVC_NAME"),
+            "{e}"
+        );
+
+        for (name, value) in [
+            ("STRAIT_PROXY_POLICY_WORKLOAD", "web-5d8f-x2"),
+            ("STRAIT_PROXY_INBOUND_DEFAULT_POLICY", "allow"),
+            (
+                "STRAIT_PROXY_INBOUND_CLUSTER_NETWORKS",
+                "10.0.0.0/8,not-a-net",
+            ),
+        ] {
+            let mut bad: Vec<_> = v.iter().filter(|(k, _)| *k != name).copied().collect();
+            bad.push((name, value));
+            let e = Config::from_lookup(lookup(&bad)).unwrap_err();
+            assert!(e.to_string().contains(name), "{e}");
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::http_server::status_for;
 use crate::io::{BoxIo, CountingIo, PrefixedIo};
 use crate::metrics::{Direction, Flow, HttpSeries};
 use crate::outbound::http::success;
+use crate::policy::Protocol as PortProtocol;
+use crate::policy::enforce::Enforcer;
 use http::{HeaderValue, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -67,13 +69,13 @@ impl InboundError {
 }
 
 async fn handle(tcp: TcpStream, peer: SocketAddr, ctx: Ctx) {
-    if let Err(e) = handle_inner(tcp, &ctx).await {
+    if let Err(e) = handle_inner(tcp, peer, &ctx).await {
         tracing::info!(%peer, error = %e, cause = ?std::error::Error::source(&e), "inbound connection refused");
         ctx.metrics.tcp_error(Direction::Inbound, e.metric_label());
     }
 }
 
-async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
+async fn handle_inner(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<(), InboundError> {
     let local = tcp.local_addr()?;
     let orig = crate::orig_dst::original_dst(&tcp)
         .ok()
@@ -120,11 +122,28 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
         Some(t) => SocketAddr::new(t.ip(), port),
         None => SocketAddr::from(([127, 0, 0, 1], port)),
     };
+    let enforcer = ctx
+        .policies
+        .enforcer(
+            port,
+            (peer.ip(), tls, client_id.clone()),
+            &ctx.metrics,
+            ctx.cfg.discovery_timeout,
+        )
+        .await;
     let proto = header.as_ref().and_then(|h| h.protocol);
-    let (proto, io) = match proto {
-        Some(SessionProtocol::Http1) => (Protocol::Http1, PrefixedIo::new(bytes::Bytes::new(), io)),
-        Some(SessionProtocol::Http2) => (Protocol::H2, PrefixedIo::new(bytes::Bytes::new(), io)),
-        None => detect::detect(io, ctx.cfg.detect_timeout).await?,
+    let (proto, io) = match (proto, enforcer.as_ref().map(Enforcer::protocol)) {
+        (Some(SessionProtocol::Http1), _) => {
+            (Protocol::Http1, PrefixedIo::new(bytes::Bytes::new(), io))
+        }
+        (Some(SessionProtocol::Http2), _) => {
+            (Protocol::H2, PrefixedIo::new(bytes::Bytes::new(), io))
+        }
+        (None, Some(PortProtocol::Opaque)) => {
+            (Protocol::Opaque, PrefixedIo::new(bytes::Bytes::new(), io))
+        }
+        (None, Some(PortProtocol::Detect(timeout))) => detect::detect(io, timeout).await?,
+        (None, _) => detect::detect(io, ctx.cfg.detect_timeout).await?,
     };
     let authority = target.to_string();
     let labels = ctx.metrics.labels(&Flow {
@@ -141,12 +160,19 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
     tracing::debug!(%target, ?proto, ?client_id, "inbound connection");
     match proto {
         Protocol::Http1 | Protocol::H2 => {
-            let client = ctx.app_clients.get(&ctx.connector, target);
-            let st = Arc::new((client, ctx.metrics.http_series(labels), ctx.clone()));
+            let st = Arc::new(HttpConn {
+                client: ctx.app_clients.get(&ctx.connector, target),
+                series: ctx.metrics.http_series(labels),
+                enforcer,
+                ctx: ctx.clone(),
+            });
             crate::http_server::serve(io, ctx.stop.clone(), move |req| forward(req, st.clone()))
                 .await;
         }
         Protocol::Opaque => {
+            if enforcer.as_ref().is_some_and(|e| !e.admit_tcp()) {
+                return Ok(());
+            }
             let mut app = match ctx.connector.connect(&ep).await {
                 Ok(a) => a,
                 Err(e) => {
@@ -155,18 +181,52 @@ async fn handle_inner(tcp: TcpStream, ctx: &Ctx) -> Result<(), InboundError> {
                     return Ok(());
                 }
             };
-            let _ = crate::io::copy_bidirectional(&mut io, &mut app).await;
+            let copy = crate::io::copy_bidirectional(&mut io, &mut app);
+            match enforcer {
+                // A policy change that no longer allows the connection closes it.
+                Some(e) => {
+                    tokio::select! {
+                        _ = copy => {}
+                        () = e.revoked() => {}
+                    }
+                }
+                None => {
+                    let _ = copy.await;
+                }
+            }
         }
     }
     Ok(())
 }
 
-async fn forward(
-    mut req: Request<Incoming>,
-    st: Arc<(EndpointClient, HttpSeries, Ctx)>,
-) -> Response<Body> {
-    let (client, series, ctx) = &*st;
+/// What every request of one inbound HTTP connection shares.
+struct HttpConn {
+    client: EndpointClient,
+    series: HttpSeries,
+    enforcer: Option<Enforcer>,
+    ctx: Ctx,
+}
+
+async fn forward(req: Request<Incoming>, st: Arc<HttpConn>) -> Response<Body> {
+    let HttpConn {
+        client,
+        series,
+        enforcer,
+        ctx,
+    } = &*st;
     let start = Instant::now();
+    let mut req = match enforcer {
+        Some(e) => {
+            let (parts, body) = req.into_parts();
+            if let Some(refused) = e.admit_http(&parts) {
+                series.request();
+                series.response(refused.status().as_u16(), false, start.elapsed());
+                return refused;
+            }
+            Request::from_parts(parts, body)
+        }
+        None => req,
+    };
     let was_h2 = req.version() == Version::HTTP_2;
     let downgrade = req.headers_mut().remove(L5D_ORIG_PROTO).is_some();
     series.request();

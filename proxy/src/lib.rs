@@ -44,6 +44,7 @@ mod iptables;
 mod metrics;
 mod orig_dst;
 pub mod outbound;
+pub mod policy;
 
 pub use app::{RunError, load_identity, run};
 pub use ctx::Ctx;

@@ -6,6 +6,12 @@
 //! `server_id`, `dst_namespace`, `dst_service`; plus `http_errors_total` and
 //! `tcp_errors_total` by `direction` and a bounded `error` kind.
 //!
+//! Inbound policy adds Linkerd's `inbound_http_authz_allow_total`,
+//! `inbound_http_authz_deny_total`, `inbound_http_route_not_found_total`,
+//! `inbound_tcp_authz_allow_total`, `inbound_tcp_authz_deny_total` and
+//! `inbound_tcp_authz_terminate_total`, labelled by server (`srv_*`), route (`route_*`),
+//! authorization (`authz_*`) and `target_port`.
+//!
 //! Cardinality is bounded: `authority`, `client_id` and `server_id` values beyond the first
 //! [`MAX_LABEL_VALUES`] distinct ones are reported as `overflow`.
 
@@ -72,6 +78,57 @@ pub struct ErrorLabels {
     pub error: &'static str,
 }
 
+/// The Server a port's policy came from, and the port.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub target_port: u16,
+    pub srv_group: String,
+    pub srv_kind: String,
+    pub srv_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    #[prometheus(flatten)]
+    pub server: ServerLabels,
+    pub route_group: String,
+    pub route_kind: String,
+    pub route_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpAuthzLabels {
+    #[prometheus(flatten)]
+    pub route: RouteLabels,
+    pub authz_group: String,
+    pub authz_kind: String,
+    pub authz_name: String,
+    pub tls: bool,
+    pub client_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpAuthzLabels {
+    #[prometheus(flatten)]
+    pub server: ServerLabels,
+    pub authz_group: String,
+    pub authz_kind: String,
+    pub authz_name: String,
+    pub tls: bool,
+    pub client_id: String,
+}
+
+/// Inbound policy's decisions.
+#[derive(Clone, Debug, Default)]
+pub struct AuthzMetrics {
+    pub http_allow: Family<HttpAuthzLabels, Counter>,
+    pub http_deny: Family<RouteLabels, Counter>,
+    pub http_no_route: Family<ServerLabels, Counter>,
+    pub tcp_allow: Family<TcpAuthzLabels, Counter>,
+    pub tcp_deny: Family<ServerLabels, Counter>,
+    pub tcp_terminate: Family<ServerLabels, Counter>,
+}
+
 /// What the destination service said about a target, as labels.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DstLabels {
@@ -110,6 +167,7 @@ pub struct Metrics {
     tcp_write: Family<TrafficLabels, Counter>,
     http_errors: Family<ErrorLabels, Counter>,
     tcp_errors: Family<ErrorLabels, Counter>,
+    pub authz: AuthzMetrics,
     budget: Arc<LabelBudget>,
 }
 
@@ -125,6 +183,7 @@ impl Metrics {
             tcp_write: Family::default(),
             http_errors: Family::default(),
             tcp_errors: Family::default(),
+            authz: AuthzMetrics::default(),
             budget: Arc::new(LabelBudget::new(MAX_LABEL_VALUES)),
         };
         registry.register("request", "HTTP requests", m.requests.clone());
@@ -160,14 +219,48 @@ impl Metrics {
             "TCP connections the proxy closed on an error",
             m.tcp_errors.clone(),
         );
+        let a = &m.authz;
+        registry.register(
+            "inbound_http_authz_allow",
+            "HTTP requests inbound policy allowed",
+            a.http_allow.clone(),
+        );
+        registry.register(
+            "inbound_http_authz_deny",
+            "HTTP requests inbound policy refused (403)",
+            a.http_deny.clone(),
+        );
+        registry.register(
+            "inbound_http_route_not_found",
+            "HTTP requests no inbound route matched (404)",
+            a.http_no_route.clone(),
+        );
+        registry.register(
+            "inbound_tcp_authz_allow",
+            "Connections inbound policy allowed",
+            a.tcp_allow.clone(),
+        );
+        registry.register(
+            "inbound_tcp_authz_deny",
+            "Connections inbound policy refused (closed)",
+            a.tcp_deny.clone(),
+        );
+        registry.register(
+            "inbound_tcp_authz_terminate",
+            "Open connections closed because a policy change no longer allows them",
+            a.tcp_terminate.clone(),
+        );
         m
     }
 
+    /// A client identity as a label value, within the cardinality bound.
+    pub fn identity_label(&self, id: Option<&Identity>) -> String {
+        id.map(|i| self.budget.get(&i.to_string()))
+            .unwrap_or_default()
+    }
+
     pub fn labels(&self, flow: &Flow<'_>) -> TrafficLabels {
-        let id = |i: Option<&Identity>| {
-            i.map(|i| self.budget.get(&i.to_string()))
-                .unwrap_or_default()
-        };
+        let id = |i: Option<&Identity>| self.identity_label(i);
         let dst = flow.dst.cloned().unwrap_or_default();
         TrafficLabels {
             direction: flow.direction,

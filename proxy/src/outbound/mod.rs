@@ -2,8 +2,10 @@
 //!
 //! ```text
 //!  accept ─► original destination (SO_ORIGINAL_DST | explicit target)
-//!         ─► resolve (starts now, in parallel with detection)
-//!         ─► detect (skipped for opaque ports) ─► http::serve | tcp::forward
+//!         ─► resolve and outbound policy (both start now)
+//!         ─► protocol: the Service's outbound policy (opaque: no detection; detect: with its
+//!            timeout), else STRAIT_PROXY_OPAQUE_PORTS, else detect
+//!         ─► http::serve | tcp::forward
 //! ```
 
 pub mod http;
@@ -15,6 +17,8 @@ use crate::detect::{self, Protocol};
 use crate::discover::{self, Resolution};
 use crate::io::PrefixedIo;
 use crate::metrics::Direction;
+use crate::policy::outbound::Outbound;
+use crate::policy::{self, Protocol as PolicyProtocol};
 use tokio::net::{TcpListener, TcpStream};
 
 pub async fn serve(listener: TcpListener, ctx: Ctx) {
@@ -41,21 +45,28 @@ async fn handle(tcp: TcpStream, _peer: std::net::SocketAddr, ctx: Ctx) {
     }
     let target = orig.to_string();
     let mut rx = ctx.resolver.resolve(&target);
-    let (proto, io) = if ctx.cfg.opaque_ports.contains(&orig.0.port()) {
-        (Protocol::Opaque, PrefixedIo::new(bytes::Bytes::new(), tcp))
-    } else {
-        match detect::detect(tcp, ctx.cfg.detect_timeout).await {
+    let mut policy_rx = ctx.policies.outbound(orig.0);
+    let policy = policy::first_outbound(&mut policy_rx, ctx.cfg.discovery_timeout).await;
+    let detect_timeout = match policy {
+        Outbound::Service(PolicyProtocol::Opaque) => None,
+        Outbound::Service(PolicyProtocol::Detect(t)) => Some(t),
+        _ if ctx.cfg.opaque_ports.contains(&orig.0.port()) => None,
+        _ => Some(ctx.cfg.detect_timeout),
+    };
+    let (proto, io) = match detect_timeout {
+        None => (Protocol::Opaque, PrefixedIo::new(bytes::Bytes::new(), tcp)),
+        Some(timeout) => match detect::detect(tcp, timeout).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(error = %e, "outbound: read failed during detection");
                 return;
             }
-        }
+        },
     };
     let res = discover::first_answer(&mut rx, ctx.cfg.discovery_timeout).await;
     let opaque_hint = matches!(&res, Resolution::Endpoints(set)
         if set.endpoints.values().any(|m| m.opaque_transport.is_some()));
-    tracing::debug!(%orig, ?proto, "outbound connection");
+    tracing::debug!(%orig, ?proto, ?policy, "outbound connection");
     match proto {
         Protocol::Http1 | Protocol::H2 if !opaque_hint => {
             http::serve(io, orig, rx, ctx).await;
