@@ -207,6 +207,8 @@ fn proxy(cfg: &Config, a: &Annotations) -> Container {
             "STRAIT_PROXY_DESTINATION_SVC_NAME",
             cfg.destination_name.clone(),
         ),
+        // Inbound and outbound policy, asked of destination's address (it serves policy too).
+        env("STRAIT_PROXY_POLICY_WORKLOAD", "$(_STRAIT_NS):$(POD_NAME)"),
     ];
     if !a.opaque_ports.is_empty() {
         env_vars.push(env("STRAIT_PROXY_OPAQUE_PORTS", a.opaque_ports.join(",")));
@@ -427,6 +429,16 @@ mod tests {
             Some("$(_STRAIT_SA).$(_STRAIT_NS).serviceaccount.identity.strait.cluster.local")
         );
         assert_eq!(env_of(proxy, "STRAIT_PROXY_LOG"), Some("warn"));
+        // Policy is on: the proxy names its pod to the policy service (both variables it
+        // expands are defined before it).
+        assert_eq!(
+            env_of(proxy, "STRAIT_PROXY_POLICY_WORKLOAD"),
+            Some("$(_STRAIT_NS):$(POD_NAME)")
+        );
+        let names: Vec<_> = proxy.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        let at = |n| names.iter().position(|x| *x == n).unwrap();
+        assert!(at("_STRAIT_NS") < at("STRAIT_PROXY_POLICY_WORKLOAD"));
+        assert!(at("POD_NAME") < at("STRAIT_PROXY_POLICY_WORKLOAD"));
         let volumes: Vec<_> = spec
             .volumes
             .iter()
