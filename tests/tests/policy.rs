@@ -10,9 +10,8 @@
 //! wall-clock time.
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, CustomResourceExt};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
 use linkerd2_proxy_api::inbound as in_pb;
 use linkerd2_proxy_api::inbound::inbound_server_policies_client::InboundServerPoliciesClient;
 use linkerd2_proxy_api::meta::metadata::Kind as MetaKind;
@@ -29,6 +28,10 @@ use strait_k8s_api::policy::{
 use strait_localcluster::{Cluster, ClusterConfig};
 use tonic::Code;
 
+#[path = "policy_support/mod.rs"]
+mod policy_support;
+use policy_support::install_crds;
+
 const WAIT: Duration = Duration::from_secs(30);
 const NS: &str = "shop";
 const WEB_ID: &str = "web.shop.serviceaccount.identity.strait.cluster.local";
@@ -40,34 +43,6 @@ struct Running {
     _discovery: Discovery,
     _policies: std::sync::Arc<Policies>,
     _task: tokio::task::JoinHandle<()>,
-}
-
-async fn install_crds(client: &kube::Client) -> Result<(), Error> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [
-        Server::crd(),
-        AuthorizationPolicy::crd(),
-        MeshTLSAuthentication::crd(),
-        NetworkAuthentication::crd(),
-    ] {
-        let name = crd.metadata.name.clone().ok_or("a CRD without a name")?;
-        crds.patch(
-            &name,
-            &PatchParams::apply("strait-e2e").force(),
-            &Patch::Apply(crd),
-        )
-        .await?;
-    }
-    // Served once a list answers.
-    let servers: Api<Server> = Api::all(client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while servers.list(&ListParams::default()).await.is_err() {
-        if tokio::time::Instant::now() > deadline {
-            return Err("the policy CRDs were not served in time".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
 }
 
 async fn start(cluster: &Cluster) -> Result<Running, Error> {

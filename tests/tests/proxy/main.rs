@@ -10,12 +10,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod mesh;
+mod policy;
+#[path = "../policy_support/mod.rs"]
+mod policy_support;
 
 use mesh::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use strait_control_plane::destination::{self, DestinationConfig, Discovery, Metrics};
+use strait_control_plane::destination::{DestinationConfig, Discovery, Metrics};
 use strait_core::labels;
 use strait_localcluster::{Cluster, ClusterConfig, PodSpec};
 use strait_proxy::addr::EndpointAddr;
@@ -41,6 +44,15 @@ async fn proxy() -> Result<(), Error> {
         ..DestinationConfig::default()
     };
     let svc = discovery.service(config, dmetrics);
+    policy_support::install_crds(&cluster.client()).await?;
+    let policies = strait_control_plane::policy::Policies::spawn(
+        cluster.client(),
+        &discovery,
+        strait_control_plane::policy::PolicyConfig {
+            cluster_domain: cluster.cluster_domain().to_owned(),
+            ..Default::default()
+        },
+    );
     let now = SystemTime::now();
     let anchor =
         Issuer::generate_anchor("cluster.local", strait_tls::DEFAULT_ANCHOR_LIFETIME, now)?;
@@ -53,10 +65,20 @@ async fn proxy() -> Result<(), Error> {
     let (_dst_creds, dst_tls) = own_tls(&anchor, &issuer, &id_of(DST_SA), true)?;
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
     let dest = SocketAddr::new(cluster.host_addr().into(), listener.local_addr()?.port());
+    let policies = std::sync::Arc::new(policies);
+    let serving = policies.clone();
     tokio::spawn(async move {
-        let _ = destination::serve_tls(listener, svc, dst_tls, std::future::pending()).await;
+        let _ = strait_control_plane::policy::serve_with_destination(
+            listener,
+            svc,
+            &serving,
+            Some(dst_tls),
+            std::future::pending(),
+        )
+        .await;
     });
     tokio::time::timeout(WAIT, discovery.synced()).await?;
+    tokio::time::timeout(WAIT, policies.index().synced()).await?;
     let mesh = Mesh {
         anchor,
         issuer,
@@ -250,6 +272,9 @@ async fn proxy() -> Result<(), Error> {
         });
     }
     assert!(tcp_tls, "opaque TCP was mTLS with the client's identity");
+
+    // Inbound and outbound policy.
+    policy::enforced(&cluster, &mesh, &client, &billing).await?;
 
     // A slow endpoint gets clearly less traffic.
     let r = load(&client, &web_addr, 300, 4, false).await?;

@@ -173,6 +173,12 @@ pub async fn add_proxy_env(
             "STRAIT_PROXY_DESTINATION_SVC_NAME",
             id_of(DST_SA).to_string(),
         )
+        // Policy on, as the injector sets it: the control plane's policy service answers
+        // beside destination.
+        .env(
+            "STRAIT_PROXY_POLICY_WORKLOAD",
+            format!("{NS}:{}", pod.name()),
+        )
         .env("STRAIT_PROXY_SHUTDOWN_GRACE_PERIOD", "2s")
         .env("STRAIT_PROXY_LOG", "info,strait_proxy=debug");
     for (k, v) in extra {
