@@ -435,7 +435,12 @@ mod tests {
             env_of(proxy, "STRAIT_PROXY_POLICY_WORKLOAD"),
             Some("$(_STRAIT_NS):$(POD_NAME)")
         );
-        let names: Vec<_> = proxy.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        let names: Vec<_> = proxy
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
         let at = |n| names.iter().position(|x| *x == n).unwrap();
         assert!(at("_STRAIT_NS") < at("STRAIT_PROXY_POLICY_WORKLOAD"));
         assert!(at("POD_NAME") < at("STRAIT_PROXY_POLICY_WORKLOAD"));

@@ -116,8 +116,7 @@ impl Authz {
                     suffixes,
                 } => c.id.is_some_and(|id| {
                     let name = id.to_string();
-                    identities.iter().any(|i| *i == name)
-                        || suffixes.iter().any(|s| has_suffix(&name, s))
+                    identities.contains(&name) || suffixes.iter().any(|s| has_suffix(&name, s))
                 }),
             }
     }
@@ -371,13 +370,12 @@ fn authz(a: &pb::Authz) -> Result<Authz, InvalidPolicy> {
         .map(|n| {
             let net = n
                 .net
-                .clone()
                 .and_then(|n| IpNet::try_from(n).ok())
                 .ok_or(InvalidPolicy("an authorization has an invalid network"))?;
             let except = n
                 .except
                 .iter()
-                .map(|e| IpNet::try_from(e.clone()).ok())
+                .map(|e| IpNet::try_from(*e).ok())
                 .collect::<Option<Vec<_>>>()
                 .ok_or(InvalidPolicy("an authorization has an invalid exception"))?;
             Ok((net, except))
