@@ -143,16 +143,40 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
     } = tls_configs(&anchors, creds_rx.clone())?;
 
     let policy = match &args.allow_list {
-        Some(path) => authz::watch_file(path.clone(), args.reload_period, background.clone())?,
+        Some(path) => {
+            tracing::warn!(
+                path = %path.display(),
+                "STRAIT_GATEWAY_ALLOW_LIST is deprecated and goes in the next release: write a \
+                 Server for the gateway's port and an AuthorizationPolicy with a \
+                 MeshTLSAuthentication (README, Policy)"
+            );
+            authz::watch_file(path.clone(), args.reload_period, background.clone())?
+        }
         None => authz::fixed(Policy::AllowAll),
     };
 
     let channel = destination_channel(&args, &anchors, creds_rx.clone())?;
+    let policies = match &args.policy_workload {
+        Some(workload) => strait_proxy::policy::Policies::new(
+            channel.clone(),
+            workload.clone(),
+            // Until the policy service answers: everyone under the trust anchor, as the
+            // handshake already requires.
+            strait_proxy::policy::inbound::ServerPolicy::default_policy(
+                strait_proxy::policy::inbound::DefaultPolicy::AllAuthenticated,
+                &[],
+                args.header_timeout,
+            ),
+        ),
+        None => strait_proxy::policy::Policies::disabled(),
+    };
     let resolver = Resolver::with_channel(channel);
     let connector = Connector::new(&anchors, creds_rx.clone(), args.connect_timeout)?;
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let authz_metrics = strait_proxy::metrics::AuthzMetrics::default();
+    authz_metrics.register(&mut registry);
     let gateway = Gateway::new(
         GatewayConfig {
             identity: identity.clone(),
@@ -167,7 +191,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StartErr
         resolver,
         connector,
         metrics,
-    );
+    )
+    .with_policies(policies, authz_metrics, args.listen_addr.port());
 
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)

@@ -85,7 +85,13 @@ pub struct Args {
         default_value = "cluster.local"
     )]
     pub cluster_domain: String,
-    /// A file of allowed client identity patterns (one a line, `*` for a leading label).
+    /// `<namespace>:<pod>` of this gateway: who may cross is then also decided by the
+    /// policy service (beside destination): the Server that selects this pod and the listen
+    /// port, and its AuthorizationPolicies. The chart sets it from the pod's name.
+    #[arg(long, env = "STRAIT_PROXY_POLICY_WORKLOAD")]
+    pub policy_workload: Option<String>,
+    /// Deprecated: use a Server and an AuthorizationPolicy on the gateway's port. A file of
+    /// allowed client identity patterns (one a line, `*` for a leading label).
     /// Without it every identity under the trust anchor may pass.
     #[arg(long, env = "STRAIT_GATEWAY_ALLOW_LIST")]
     pub allow_list: Option<PathBuf>,

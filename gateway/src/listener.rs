@@ -27,6 +27,8 @@ use strait_proxy::addr::EndpointAddr;
 use strait_proxy::connect::{Connection, Connector, Endpoint};
 use strait_proxy::discover::{self, EndpointMeta, Fallback, Resolution, Resolver};
 use strait_proxy::io::Io;
+use strait_proxy::metrics::AuthzMetrics;
+use strait_proxy::policy::Policies;
 use strait_tls::rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -112,6 +114,12 @@ struct Inner {
     config: GatewayConfig,
     tls: Arc<ServerConfig>,
     policy: PolicyRx,
+    /// The gateway port's inbound policy (a Server and its AuthorizationPolicies); off
+    /// unless [`Gateway::with_policies`].
+    policies: Policies,
+    authz: AuthzMetrics,
+    /// The port the policy service is asked about (the listener's).
+    policy_port: u16,
     resolver: Resolver,
     connector: Connector,
     metrics: Metrics,
@@ -150,12 +158,29 @@ impl Gateway {
                 config,
                 tls,
                 policy,
+                policies: Policies::disabled(),
+                authz: AuthzMetrics::default(),
+                policy_port: strait_core::ports::GATEWAY,
                 resolver,
                 connector,
                 metrics,
                 rr: RoundRobin::default(),
             }),
         }
+    }
+
+    /// Who may cross is also decided by the policy service: the Server that selects this
+    /// gateway's pod and `port`, and its AuthorizationPolicies. Call before the first clone.
+    pub fn with_policies(mut self, policies: Policies, authz: AuthzMetrics, port: u16) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                inner.policies = policies;
+                inner.authz = authz;
+                inner.policy_port = port;
+            }
+            None => tracing::error!("with_policies after the gateway was shared; policy is off"),
+        }
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -247,6 +272,7 @@ impl Gateway {
             strait_tls::peer_identity(conn).map_err(|e| Refusal::NoIdentity(Box::new(e)))?
         };
         self.authorize(&client_id)?;
+        self.authorize_policy(&client_id, client_addr).await?;
         let header = strait_proxy::header::read(&mut tls, cfg.header_timeout)
             .await
             .map_err(Refusal::Header)?;
@@ -316,6 +342,31 @@ impl Gateway {
             return Err(Refusal::Unauthorized(Box::new(id.clone())));
         }
         Ok(())
+    }
+
+    /// The policy service's verdict on this client at this port (always yes when policy is
+    /// off).
+    async fn authorize_policy(
+        &self,
+        id: &Identity,
+        client_addr: SocketAddr,
+    ) -> Result<(), Refusal> {
+        let port = self.inner.policy_port;
+        let enforcer = self
+            .inner
+            .policies
+            .enforcer(
+                port,
+                (client_addr.ip(), true, Some(id.clone())),
+                id.to_string(),
+                &self.inner.authz,
+                self.inner.config.resolve_timeout,
+            )
+            .await;
+        match enforcer {
+            Some(e) if !e.admit_tcp() => Err(Refusal::Unauthorized(Box::new(id.clone()))),
+            _ => Ok(()),
+        }
     }
 
     /// The target's endpoints, from the proxy's discovery.

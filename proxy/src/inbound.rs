@@ -127,7 +127,8 @@ async fn handle_inner(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<(),
         .enforcer(
             port,
             (peer.ip(), tls, client_id.clone()),
-            &ctx.metrics,
+            ctx.metrics.identity_label(client_id.as_ref()),
+            &ctx.metrics.authz,
             ctx.cfg.discovery_timeout,
         )
         .await;

@@ -41,7 +41,7 @@ pub mod http_server;
 mod inbound;
 pub mod io;
 mod iptables;
-mod metrics;
+pub mod metrics;
 mod orig_dst;
 pub mod outbound;
 pub mod policy;

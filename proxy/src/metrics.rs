@@ -129,6 +129,42 @@ pub struct AuthzMetrics {
     pub tcp_terminate: Family<ServerLabels, Counter>,
 }
 
+impl AuthzMetrics {
+    /// Registers the families (the proxy's and the gateway's registries).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "inbound_http_authz_allow",
+            "HTTP requests inbound policy allowed",
+            self.http_allow.clone(),
+        );
+        registry.register(
+            "inbound_http_authz_deny",
+            "HTTP requests inbound policy refused (403)",
+            self.http_deny.clone(),
+        );
+        registry.register(
+            "inbound_http_route_not_found",
+            "HTTP requests no inbound route matched (404)",
+            self.http_no_route.clone(),
+        );
+        registry.register(
+            "inbound_tcp_authz_allow",
+            "Connections inbound policy allowed",
+            self.tcp_allow.clone(),
+        );
+        registry.register(
+            "inbound_tcp_authz_deny",
+            "Connections inbound policy refused (closed)",
+            self.tcp_deny.clone(),
+        );
+        registry.register(
+            "inbound_tcp_authz_terminate",
+            "Open connections closed because a policy change no longer allows them",
+            self.tcp_terminate.clone(),
+        );
+    }
+}
+
 /// What the destination service said about a target, as labels.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DstLabels {
@@ -219,37 +255,7 @@ impl Metrics {
             "TCP connections the proxy closed on an error",
             m.tcp_errors.clone(),
         );
-        let a = &m.authz;
-        registry.register(
-            "inbound_http_authz_allow",
-            "HTTP requests inbound policy allowed",
-            a.http_allow.clone(),
-        );
-        registry.register(
-            "inbound_http_authz_deny",
-            "HTTP requests inbound policy refused (403)",
-            a.http_deny.clone(),
-        );
-        registry.register(
-            "inbound_http_route_not_found",
-            "HTTP requests no inbound route matched (404)",
-            a.http_no_route.clone(),
-        );
-        registry.register(
-            "inbound_tcp_authz_allow",
-            "Connections inbound policy allowed",
-            a.tcp_allow.clone(),
-        );
-        registry.register(
-            "inbound_tcp_authz_deny",
-            "Connections inbound policy refused (closed)",
-            a.tcp_deny.clone(),
-        );
-        registry.register(
-            "inbound_tcp_authz_terminate",
-            "Open connections closed because a policy change no longer allows them",
-            a.tcp_terminate.clone(),
-        );
+        m.authz.register(registry);
         m
     }
 

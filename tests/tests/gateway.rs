@@ -6,21 +6,27 @@
 //!
 //! Cases, in order: HTTP/1, HTTP/2 and opaque TCP reach the pod; the gateway's metrics name
 //! the client's identity; each refusal reason is counted; a restarted gateway serves the
-//! same client again; shutdown drains within its bound.
+//! same client again; shutdown drains within its bound. Then policy: a Server on the
+//! gateway's port and an AuthorizationPolicy admitting only `frontend` (MeshTLSAuthentication)
+//! let `frontend` cross and refuse `intruder`, counted in both the gateway's refusals and the
+//! inbound policy metrics.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::PostParams;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use strait_control_plane::destination::{self, DestinationConfig, Discovery, Metrics};
+use strait_control_plane::destination::{DestinationConfig, Discovery, Metrics};
+use strait_control_plane::policy;
 use strait_core::identity::Identity;
 use strait_core::transport_header::{ALPN, PREFACE, SessionProtocol, TransportHeader};
+use strait_k8s_api::policy::{AuthorizationPolicy, MeshTLSAuthentication, Server};
 use strait_localcluster::{Cluster, ClusterConfig, PodSpec};
 use strait_tls::rustls::ClientConfig;
 use strait_tls::testing::TestPki;
@@ -38,6 +44,11 @@ const GW: &str = "strait-gateway.strait-multicluster.serviceaccount.identity.str
 /// A workload of the linked cluster `west`.
 const CLIENT: &str = "frontend.shop.serviceaccount.identity.strait.cluster.local";
 const WEB: &str = "web.shop.svc.cluster.local";
+/// A workload of `west` that the gateway policy does not admit.
+const INTRUDER: &str = "intruder.shop.serviceaccount.identity.strait.cluster.local";
+
+#[path = "policy_support/mod.rs"]
+mod policy_support;
 
 fn id(s: &str) -> Identity {
     s.parse().unwrap()
@@ -231,12 +242,42 @@ async fn gateway() -> Result<(), Error> {
     let svc = discovery.service(config, metrics);
     let dst_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let dst_addr = dst_listener.local_addr()?;
-    tokio::spawn(destination::serve(
-        dst_listener,
-        svc,
-        std::future::pending(),
+    // Policy beside destination, as the control plane serves it.
+    policy_support::install_crds(&east.client()).await?;
+    let policies = Arc::new(policy::Policies::spawn(
+        east.client(),
+        &discovery,
+        policy::PolicyConfig {
+            cluster_domain: east.cluster_domain().to_owned(),
+            ..Default::default()
+        },
     ));
+    let serving = policies.clone();
+    tokio::spawn(async move {
+        let _ = policy::serve_with_destination(
+            dst_listener,
+            svc,
+            &serving,
+            None,
+            std::future::pending(),
+        )
+        .await;
+    });
     tokio::time::timeout(WAIT, discovery.synced()).await?;
+    tokio::time::timeout(WAIT, policies.index().synced()).await?;
+    // The gateway's pod, as the policy service sees it (the gateway itself runs on the host).
+    east.ensure_service_account(NS, "strait-gateway").await?;
+    let pods: Api<Pod> = Api::namespaced(east.client(), NS);
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "strait-gateway-1", "namespace": NS,
+                         "labels": {"app": "strait-gateway"}},
+            "spec": {"serviceAccountName": "strait-gateway",
+                     "containers": [{"name": "gateway", "image": "gateway"}]},
+        }))?,
+    )
+    .await?;
 
     // The gateway, from files on disk, as the binary would run it.
     let pki = TestPki::new();
@@ -255,6 +296,7 @@ async fn gateway() -> Result<(), Error> {
         format!("--cluster-domain={}", east.cluster_domain()),
         "--drain-timeout=2s".to_owned(),
         "--header-timeout=2s".to_owned(),
+        format!("--policy-workload={NS}:strait-gateway-1"),
     ])?;
     let running = start_gateway(&args);
     ready(&pki, admin).await?;
@@ -275,6 +317,7 @@ async fn gateway() -> Result<(), Error> {
         )
         .await?;
         refusals(&pki, gw, admin).await?;
+        gateway_policy(&east, &pki, gw, admin).await?;
         let running = restart_and_drain(&pki, &args, running, gw, admin).await?;
         running.shutdown.cancel();
         let _ = tokio::time::timeout(WAIT, running.task).await;
@@ -387,6 +430,95 @@ async fn refusals(pki: &TestPki, gw: SocketAddr, admin: SocketAddr) -> Result<()
         needles.push(format!("gateway_refused_total{{reason=\"{reason}\"}}"));
     }
     metrics_contain(pki, admin, &needles).await?;
+    Ok(())
+}
+
+async fn create<K>(cluster: &Cluster, v: serde_json::Value) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(cluster.client(), NS);
+    api.create(&PostParams::default(), &serde_json::from_value(v)?)
+        .await?;
+    Ok(())
+}
+
+/// A Server on the gateway's port and an AuthorizationPolicy that admits only `frontend`.
+async fn gateway_policy(
+    east: &Cluster,
+    pki: &TestPki,
+    gw: SocketAddr,
+    admin: SocketAddr,
+) -> Result<(), Error> {
+    create::<Server>(
+        east,
+        serde_json::json!({
+            "apiVersion": "policy.strait.dev/v1beta3", "kind": "Server",
+            "metadata": {"name": "gateway", "namespace": NS},
+            "spec": {"podSelector": {"matchLabels": {"app": "strait-gateway"}}, "port": gw.port(),
+                     "proxyProtocol": "opaque"},
+        }),
+    )
+    .await?;
+    create::<MeshTLSAuthentication>(
+        east,
+        serde_json::json!({
+            "apiVersion": "policy.strait.dev/v1alpha1", "kind": "MeshTLSAuthentication",
+            "metadata": {"name": "frontend-only", "namespace": NS},
+            "spec": {"identities": [CLIENT]},
+        }),
+    )
+    .await?;
+    create::<AuthorizationPolicy>(east, serde_json::json!({
+        "apiVersion": "policy.strait.dev/v1alpha1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "gateway-frontend", "namespace": NS},
+        "spec": {"targetRef": {"group": "policy.strait.dev", "kind": "Server", "name": "gateway"},
+                 "requiredAuthenticationRefs": [{"group": "policy.strait.dev",
+                     "kind": "MeshTLSAuthentication", "name": "frontend-only"}]},
+    }))
+    .await?;
+    let intruder = pki.client(Some(&id(INTRUDER)), &[ALPN]);
+    // The policy reaches the gateway's open watch: the intruder is refused (connection
+    // closed before any byte is forwarded) …
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let refused = match open(gw, intruder.clone(), &header(WEB, 82, None)).await {
+            Err(_) => true,
+            Ok(mut tls) => {
+                let _ = tls.write_all(b"hello").await;
+                let mut sink = Vec::new();
+                let r =
+                    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut sink)).await;
+                !matches!(r, Ok(Ok(_)) if sink == b"hello") && sink.is_empty()
+            }
+        };
+        if refused {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the intruder still crosses the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // … while frontend still crosses.
+    forwards_http_and_tcp(gw, pki.client(Some(&id(CLIENT)), &[ALPN])).await?;
+    metrics_contain(
+        pki,
+        admin,
+        &[
+            "gateway_refused_total{reason=\"unauthorized\"}".to_owned(),
+            "inbound_tcp_authz_deny_total{target_port=".to_owned(),
+            format!("srv_name=\"gateway\"}}"),
+            format!("authz_name=\"gateway-frontend\",tls=\"true\",client_id=\"{CLIENT}\"}}"),
+        ],
+    )
+    .await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use super::InboundRx;
 use super::inbound::{Client, HttpDenied, Meta, ServerPolicy};
 use crate::http_client::Body;
 use crate::http_server::error_response;
-use crate::metrics::{HttpAuthzLabels, Metrics, RouteLabels, ServerLabels, TcpAuthzLabels};
+use crate::metrics::{AuthzMetrics, HttpAuthzLabels, RouteLabels, ServerLabels, TcpAuthzLabels};
 use http::StatusCode;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub struct Enforcer {
     tls: bool,
     id: Option<Identity>,
     client_id: String,
-    metrics: Metrics,
+    metrics: AuthzMetrics,
 }
 
 fn server_labels(port: u16, p: &ServerPolicy) -> ServerLabels {
@@ -62,9 +62,9 @@ impl Enforcer {
         ip: IpAddr,
         tls: bool,
         id: Option<Identity>,
-        metrics: Metrics,
+        client_id: String,
+        metrics: AuthzMetrics,
     ) -> Self {
-        let client_id = metrics.identity_label(id.as_ref());
         Self {
             rx,
             default,
@@ -104,7 +104,6 @@ impl Enforcer {
         match p.check_tcp(&self.client()) {
             Some(a) => {
                 self.metrics
-                    .authz
                     .tcp_allow
                     .get_or_create(&TcpAuthzLabels {
                         server,
@@ -119,7 +118,7 @@ impl Enforcer {
             }
             None => {
                 tracing::info!(port = self.port, server = %p.meta.name, client = ?self.id, ip = %self.ip, "inbound connection refused by policy");
-                self.metrics.authz.tcp_deny.get_or_create(&server).inc();
+                self.metrics.tcp_deny.get_or_create(&server).inc();
                 false
             }
         }
@@ -136,11 +135,7 @@ impl Enforcer {
             if p.check_tcp(&self.client()).is_none() {
                 tracing::info!(port = self.port, server = %p.meta.name, client = ?self.id, "inbound connection closed: the policy no longer allows it");
                 let server = server_labels(self.port, &p);
-                self.metrics
-                    .authz
-                    .tcp_terminate
-                    .get_or_create(&server)
-                    .inc();
+                self.metrics.tcp_terminate.get_or_create(&server).inc();
                 return;
             }
         }
@@ -153,7 +148,6 @@ impl Enforcer {
         match p.check_http(&self.client(), req) {
             Ok((route, a)) => {
                 self.metrics
-                    .authz
                     .http_allow
                     .get_or_create(&HttpAuthzLabels {
                         route: route_labels(server, &route.meta),
@@ -169,18 +163,13 @@ impl Enforcer {
             Err(HttpDenied::Unauthorized(route)) => {
                 tracing::info!(port = self.port, server = %p.meta.name, route = %route.meta.name, client = ?self.id, path = req.uri.path(), "request refused by policy");
                 self.metrics
-                    .authz
                     .http_deny
                     .get_or_create(&route_labels(server, &route.meta))
                     .inc();
                 Some(error_response(StatusCode::FORBIDDEN, UNAUTHORIZED))
             }
             Err(HttpDenied::NoRoute) => {
-                self.metrics
-                    .authz
-                    .http_no_route
-                    .get_or_create(&server)
-                    .inc();
+                self.metrics.http_no_route.get_or_create(&server).inc();
                 Some(error_response(StatusCode::NOT_FOUND, NO_ROUTE))
             }
         }

@@ -147,7 +147,8 @@ impl Policies {
             bool,
             Option<strait_core::identity::Identity>,
         ),
-        metrics: &crate::metrics::Metrics,
+        client_id: String,
+        metrics: &crate::metrics::AuthzMetrics,
         timeout: Duration,
     ) -> Option<enforce::Enforcer> {
         let default = self.inner.as_ref()?.default.clone();
@@ -161,6 +162,7 @@ impl Policies {
             ip,
             tls,
             id,
+            client_id,
             metrics.clone(),
         ))
     }
