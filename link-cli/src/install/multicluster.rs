@@ -386,6 +386,9 @@ fn gateway(v: &Values) -> Vec<Value> {
             "STRAIT_PROXY_DESTINATION_SVC_NAME",
             v.identity("strait-destination", cp),
         ),
+        // Who may cross is also a Server and AuthorizationPolicies on this pod's port.
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        env("STRAIT_PROXY_POLICY_WORKLOAD", format!("{ns}:$(POD_NAME)")),
     ];
     let container = json!({
         "name": "gateway",
