@@ -16,7 +16,9 @@
 //! reaches west's pod directly, that pod's proxy seeing the caller's own identity; east's
 //! StatefulSet is reached pod by pod by hostname, and its per-pod mirrors follow a scale-down
 //! and an unexport; a federated Service with a member in each cluster is answered by both,
-//! loses east's endpoints when east's member leaves and is gone with the last. Then the
+//! loses east's endpoints when east's member leaves and is gone with the last; Servers and
+//! AuthorizationPolicies refuse (403 at web's proxy, closed at east's gateway) and admit
+//! as they say, changed without restarts. Then the
 //! faults, each with its outcome: east's gateway gone (mirrors not ready, calls refused at
 //! once; back, the same client is served again), east's API server stopped across an export
 //! and an unexport (nothing deleted meanwhile, traffic keeps flowing, converges when back),
@@ -37,6 +39,7 @@ mod nodes_support;
 mod faults;
 mod federated;
 mod headless;
+mod policy;
 mod traffic;
 
 use faults::*;
@@ -76,6 +79,8 @@ async fn two_linked_clusters_carry_traffic_both_ways_and_recover_from_faults() {
     clock.lap("a StatefulSet by pod hostname, scaled down, unexported");
     federated::across_clusters(&pair).await;
     clock.lap("a federated Service answered by both clusters, shrunk, gone");
+    policy::enforced(&pair).await;
+    clock.lap("policy: web admits only caller, then the gateway; the gateway admits only client");
     gateway_gone(&pair).await;
     clock.lap("fault: east's gateway gone and back");
     api_server_outage(&mut pair).await;
