@@ -344,12 +344,16 @@ fn injector(
         .context("--trust-anchors is not PEM text")?;
     strait_tls::TrustAnchors::from_pem(anchors.as_bytes(), "--trust-anchors")
         .context("--trust-anchors")?;
-    let config = args.injector.config(
+    let mut config = args.injector.config(
         &args.identity.control_namespace,
         &args.cluster_domain,
         &args.identity.trust_domain,
         anchors,
     );
+    // What injected proxies apply while the policy service has not answered: the cluster's.
+    args.default_inbound_policy
+        .as_str()
+        .clone_into(&mut config.default_inbound_policy);
     Ok((
         tls,
         strait_control_plane::injector::State {

@@ -105,7 +105,9 @@ impl Workload {
             let probe = if self.tcp_only {
                 format!("tcpSocket: {{port: {p}}}")
             } else {
-                format!("httpGet: {{path: /, port: {p}}}")
+                // Not `/`: a probe path is a route every client may use (as in Linkerd), so
+                // a probe on `/` would open the whole port to anyone.
+                format!("httpGet: {{path: /ready, port: {p}}}")
             };
             format!(
                 "\n        ports: [{{name: {p}, containerPort: {n}}}]\n        readinessProbe: {{{probe}, periodSeconds: 1}}"

@@ -28,6 +28,10 @@ pub struct Config {
     pub proxy_uid: i64,
     pub resources: Resources,
     pub log_level: String,
+    /// What an injected proxy admits on a port until (or while) the policy service does not
+    /// answer for it: the control plane's `--default-inbound-policy`, unless the pod's
+    /// annotation says otherwise.
+    pub default_inbound_policy: String,
 }
 
 /// Where an install's control plane is and how its proxies are pulled: the inputs from which
@@ -75,6 +79,7 @@ impl Config {
             trust_domain: i.trust_domain,
             trust_anchors_pem: i.trust_anchors_pem,
             log_level: i.log_level,
+            default_inbound_policy: "all-unauthenticated".into(),
         }
     }
 }
@@ -96,6 +101,7 @@ pub struct Annotations {
     pub opaque_ports: Vec<String>,
     pub resources: Resources,
     pub log_level: Option<String>,
+    pub default_inbound_policy: Option<String>,
 }
 
 impl Annotations {
@@ -142,6 +148,22 @@ impl Annotations {
                             annotation: labels::PROXY_LOG_LEVEL,
                             value: v,
                             reason: "not a log filter: a level (trace, debug, info, warn, error, off) or `target=level` items separated by commas".into(),
+                        })
+                    }
+                })
+                .transpose()?,
+            default_inbound_policy: get(labels::DEFAULT_INBOUND_POLICY)
+                .map(|v| {
+                    if labels::DEFAULT_INBOUND_POLICIES.contains(&v.as_str()) {
+                        Ok(v)
+                    } else {
+                        Err(Error::Annotation {
+                            annotation: labels::DEFAULT_INBOUND_POLICY,
+                            value: v,
+                            reason: format!(
+                                "not a default policy; one of {}",
+                                labels::DEFAULT_INBOUND_POLICIES.join(", ")
+                            ),
                         })
                     }
                 })
@@ -243,8 +265,10 @@ mod tests {
             (labels::PROXY_MEMORY_REQUEST, "20Mi"),
             (labels::PROXY_MEMORY_LIMIT, "0.5Gi"),
             (labels::PROXY_LOG_LEVEL, "warn,strait_proxy=debug"),
+            (labels::DEFAULT_INBOUND_POLICY, "deny"),
         ])
         .unwrap();
+        assert_eq!(a.default_inbound_policy.as_deref(), Some("deny"));
         assert_eq!(a.skip_inbound_ports, ["25", "3306"]);
         assert_eq!(a.skip_outbound_ports, ["4000", "4100"]);
         assert_eq!(a.opaque_ports, ["5432"]);
@@ -271,6 +295,11 @@ mod tests {
             (labels::PROXY_MEMORY_LIMIT, "-1Mi", "memory quantity"),
             (labels::PROXY_LOG_LEVEL, "loud", "not a log filter"),
             (labels::PROXY_LOG_LEVEL, "a b=info", "not a log filter"),
+            (
+                labels::DEFAULT_INBOUND_POLICY,
+                "allow",
+                "not a default policy",
+            ),
         ] {
             let err = parse(&[(annotation, value)]).unwrap_err();
             let text = err.to_string();

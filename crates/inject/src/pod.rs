@@ -209,6 +209,12 @@ fn proxy(cfg: &Config, a: &Annotations) -> Container {
         ),
         // Inbound and outbound policy, asked of destination's address (it serves policy too).
         env("STRAIT_PROXY_POLICY_WORKLOAD", "$(_STRAIT_NS):$(POD_NAME)"),
+        env(
+            "STRAIT_PROXY_INBOUND_DEFAULT_POLICY",
+            a.default_inbound_policy
+                .clone()
+                .unwrap_or_else(|| cfg.default_inbound_policy.clone()),
+        ),
     ];
     if !a.opaque_ports.is_empty() {
         env_vars.push(env("STRAIT_PROXY_OPAQUE_PORTS", a.opaque_ports.join(",")));
@@ -487,6 +493,7 @@ mod tests {
                 labels::PROXY_CPU_LIMIT: "500m",
                 labels::PROXY_MEMORY_REQUEST: "64Mi",
                 labels::PROXY_LOG_LEVEL: "debug",
+                labels::DEFAULT_INBOUND_POLICY: "cluster-authenticated",
             })),
             &config(),
         )
@@ -502,6 +509,10 @@ mod tests {
         );
         assert_eq!(env_of(&init[1], "STRAIT_PROXY_OPAQUE_PORTS"), Some("9000"));
         assert_eq!(env_of(&init[1], "STRAIT_PROXY_LOG"), Some("debug"));
+        assert_eq!(
+            env_of(&init[1], "STRAIT_PROXY_INBOUND_DEFAULT_POLICY"),
+            Some("cluster-authenticated")
+        );
         let r = init[1].resources.as_ref().unwrap();
         assert_eq!(r.limits.as_ref().unwrap()["cpu"].0, "500m");
         assert_eq!(

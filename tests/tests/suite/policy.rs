@@ -22,27 +22,80 @@ use strait_localcluster::Cluster;
 const WEB_LOCAL: &str = "web.shop.svc.cluster.local:80";
 const MC_NS: &str = "strait-multicluster";
 
-/// `strait-sample load ADDR 3 1` in `app`'s pod: its JSON report.
-async fn load(c: &Cluster, app: &str, addr: &str) -> Option<Value> {
-    let out = sample(c, NS, app, &["load", addr, "3", "1"]).await.ok()?;
-    serde_json::from_str(out.trim()).ok()
+/// `strait-sample get ADDR` in `app`'s pod: the body, or the error (its status among it).
+async fn get(c: &Cluster, app: &str, addr: &str) -> Result<String, String> {
+    sample(c, NS, app, &["get", addr]).await
 }
 
-/// Waits until `app`'s three requests to `addr` all end with `status` ("200", "403"), or
-/// fails with the last report.
-async fn until_status(c: &Cluster, app: &str, addr: &str, status: &str, why: &str) {
-    let last = std::sync::Mutex::new(Value::Null);
+/// Waits until `app`'s request to `addr` is answered (`want` = None) or fails with `want`
+/// in its error ("403"), or fails with the last outcome.
+async fn until_status(c: &Cluster, app: &str, addr: &str, want: Option<&str>, why: &str) {
+    until_status_in((c, None), app, addr, want, why).await;
+}
+
+/// [`until_status`], and on failure what `server`'s web proxy logged.
+async fn until_status_in(
+    (c, server): (&Cluster, Option<&Cluster>),
+    app: &str,
+    addr: &str,
+    want: Option<&str>,
+    why: &str,
+) {
+    let last = std::sync::Mutex::new(String::new());
     let seen = eventually(CONVERGE, || async {
-        let r = load(c, app, addr).await?;
-        *last.lock().unwrap() = r.clone();
-        (r["statuses"][status] == 3).then_some(())
+        let r = get(c, app, addr).await;
+        *last.lock().unwrap() = format!("{r:?}");
+        match (want, r) {
+            (None, Ok(_)) => Some(()),
+            (Some(s), Err(e)) if e.contains(s) => Some(()),
+            _ => None,
+        }
     })
     .await;
-    assert!(
-        seen.is_some(),
-        "{why}: {app} → {addr} never answered {status} three times: {}",
-        last.lock().unwrap()
-    );
+    if seen.is_none() {
+        let mut diag = String::new();
+        if let Some(s) = server {
+            for args in [
+                &[
+                    "-n",
+                    NS,
+                    "logs",
+                    "deploy/web",
+                    "-c",
+                    "strait-proxy",
+                    "--tail=60",
+                ][..],
+                &[
+                    "-n",
+                    NS,
+                    "get",
+                    "pods",
+                    "-l",
+                    "app=web",
+                    "-o",
+                    "jsonpath={.items[0].spec.initContainers[1].env}",
+                ][..],
+                &["-n", NS, "get", "authorizationpolicy", "-o", "yaml"][..],
+                &[
+                    "-n",
+                    "strait",
+                    "logs",
+                    "deploy/strait-control-plane",
+                    "--tail=40",
+                ][..],
+            ] {
+                diag.push_str(&format!(
+                    "\n$ kubectl {}\n{}",
+                    args.join(" "),
+                    s.kubectl(args).await.unwrap_or_else(|e| e.to_string())
+                ));
+            }
+        }
+        panic!(
+            "{why}: {app} → {addr} never gave {want:?}: {}{diag}",
+            last.lock().unwrap()
+        );
+    }
 }
 
 fn web_policy(identities: &str) -> String {
@@ -109,12 +162,12 @@ pub async fn enforced(pair: &crate::Pair) {
     east.apply(&web_policy("[{kind: ServiceAccount, name: caller}]"))
         .await
         .unwrap();
-    until_status(east, "caller", WEB_LOCAL, "200", "caller is admitted").await;
-    until_status(
-        west,
+    until_status(east, "caller", WEB_LOCAL, None, "caller is admitted").await;
+    until_status_in(
+        (west, Some(east)),
         "client",
         crate::WEB,
-        "403",
+        Some("403"),
         "the gateway's identity is not admitted to web",
     )
     .await;
@@ -136,7 +189,14 @@ pub async fn enforced(pair: &crate::Pair) {
     );
 
     // The gateway's identity added: west's client is answered, nothing restarted.
-    let restarts = |p: &Value| p["status"]["containerStatuses"].to_string();
+    // Restarts of the app and of its proxy (a native sidecar, among the init containers).
+    let restarts = |p: &Value| -> i64 {
+        ["containerStatuses", "initContainerStatuses"]
+            .iter()
+            .flat_map(|k| p["status"][k].as_array().cloned().unwrap_or_default())
+            .filter_map(|c| c["restartCount"].as_i64())
+            .sum()
+    };
     let before = restarts(&pod);
     east.apply(&web_policy(&format!(
         "[{{kind: ServiceAccount, name: caller}}, {{kind: ServiceAccount, name: strait-gateway, namespace: {MC_NS}}}]"
@@ -147,7 +207,7 @@ pub async fn enforced(pair: &crate::Pair) {
         west,
         "client",
         crate::WEB,
-        "200",
+        None,
         "the gateway is admitted now",
     )
     .await;
@@ -161,8 +221,7 @@ pub async fn enforced(pair: &crate::Pair) {
     // Only west's client may cross east's gateway: west's users pod is refused there.
     east.apply(&gateway_policy()).await.unwrap();
     let refused = eventually(CONVERGE, || async {
-        let r = load(west, "users", crate::WEB).await?;
-        (r["ok"] == 0).then_some(())
+        get(west, "users", crate::WEB).await.err().map(drop)
     })
     .await;
     assert!(
@@ -173,7 +232,7 @@ pub async fn enforced(pair: &crate::Pair) {
         west,
         "client",
         crate::WEB,
-        "200",
+        None,
         "west's client still crosses",
     )
     .await;
@@ -203,12 +262,5 @@ pub async fn enforced(pair: &crate::Pair) {
         args.extend(kinds.split(' '));
         east.kubectl(&args).await.unwrap();
     }
-    until_status(
-        west,
-        "client",
-        crate::WEB,
-        "200",
-        "the default policy again",
-    )
-    .await;
+    until_status(west, "client", crate::WEB, None, "the default policy again").await;
 }
