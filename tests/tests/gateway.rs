@@ -514,7 +514,7 @@ async fn gateway_policy(
         &[
             "gateway_refused_total{reason=\"unauthorized\"}".to_owned(),
             "inbound_tcp_authz_deny_total{target_port=".to_owned(),
-            format!("srv_name=\"gateway\"}}"),
+            "srv_name=\"gateway\"}".to_owned(),
             format!("authz_name=\"gateway-frontend\",tls=\"true\",client_id=\"{CLIENT}\"}}"),
         ],
     )

@@ -373,6 +373,7 @@ mod tests {
                 cpu_limit: None,
             },
             log_level: "warn".into(),
+            default_inbound_policy: "all-unauthenticated".into(),
         }
     }
 

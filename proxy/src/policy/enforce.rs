@@ -55,13 +55,12 @@ fn route_labels(server: ServerLabels, m: &Meta) -> RouteLabels {
 }
 
 impl Enforcer {
+    /// `client` is the peer's address, whether it spoke TLS, and its verified identity;
+    /// `client_id` that identity as a metric label.
     pub fn new(
-        rx: InboundRx,
-        default: Arc<ServerPolicy>,
+        (rx, default): (InboundRx, Arc<ServerPolicy>),
         port: u16,
-        ip: IpAddr,
-        tls: bool,
-        id: Option<Identity>,
+        (ip, tls, id): (IpAddr, bool, Option<Identity>),
         client_id: String,
         metrics: AuthzMetrics,
     ) -> Self {

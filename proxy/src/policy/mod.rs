@@ -154,14 +154,10 @@ impl Policies {
         let default = self.inner.as_ref()?.default.clone();
         let mut rx = self.inbound(port)?;
         let _ = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
-        let (ip, tls, id) = client;
         Some(enforce::Enforcer::new(
-            rx,
-            default,
+            (rx, default),
             port,
-            ip,
-            tls,
-            id,
+            client,
             client_id,
             metrics.clone(),
         ))
