@@ -49,6 +49,7 @@ const INTRUDER: &str = "intruder.shop.serviceaccount.identity.strait.cluster.loc
 
 #[path = "policy_support/mod.rs"]
 mod policy_support;
+use policy_support::create;
 
 fn id(s: &str) -> Identity {
     s.parse().unwrap()
@@ -433,21 +434,6 @@ async fn refusals(pki: &TestPki, gw: SocketAddr, admin: SocketAddr) -> Result<()
     Ok(())
 }
 
-async fn create<K>(cluster: &Cluster, v: serde_json::Value) -> Result<(), Error>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(cluster.client(), NS);
-    api.create(&PostParams::default(), &serde_json::from_value(v)?)
-        .await?;
-    Ok(())
-}
-
 /// A Server on the gateway's port and an AuthorizationPolicy that admits only `frontend`.
 async fn gateway_policy(
     east: &Cluster,
@@ -456,7 +442,7 @@ async fn gateway_policy(
     admin: SocketAddr,
 ) -> Result<(), Error> {
     create::<Server>(
-        east,
+        &east.client(),
         serde_json::json!({
             "apiVersion": "policy.strait.dev/v1beta3", "kind": "Server",
             "metadata": {"name": "gateway", "namespace": NS},
@@ -466,7 +452,7 @@ async fn gateway_policy(
     )
     .await?;
     create::<MeshTLSAuthentication>(
-        east,
+        &east.client(),
         serde_json::json!({
             "apiVersion": "policy.strait.dev/v1alpha1", "kind": "MeshTLSAuthentication",
             "metadata": {"name": "frontend-only", "namespace": NS},
@@ -474,7 +460,7 @@ async fn gateway_policy(
         }),
     )
     .await?;
-    create::<AuthorizationPolicy>(east, serde_json::json!({
+    create::<AuthorizationPolicy>(&east.client(), serde_json::json!({
         "apiVersion": "policy.strait.dev/v1alpha1", "kind": "AuthorizationPolicy",
         "metadata": {"name": "gateway-frontend", "namespace": NS},
         "spec": {"targetRef": {"group": "policy.strait.dev", "kind": "Server", "name": "gateway"},

@@ -11,7 +11,7 @@
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use linkerd2_proxy_api::inbound as in_pb;
 use linkerd2_proxy_api::inbound::inbound_server_policies_client::InboundServerPoliciesClient;
 use linkerd2_proxy_api::meta::metadata::Kind as MetaKind;
@@ -30,7 +30,7 @@ use tonic::Code;
 
 #[path = "policy_support/mod.rs"]
 mod policy_support;
-use policy_support::install_crds;
+use policy_support::{create, install_crds};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NS: &str = "shop";
@@ -68,21 +68,6 @@ async fn start(cluster: &Cluster) -> Result<Running, Error> {
         _policies: policies,
         _task: task,
     })
-}
-
-async fn create<K>(client: &kube::Client, v: serde_json::Value) -> Result<K, Error>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), NS);
-    Ok(api
-        .create(&PostParams::default(), &serde_json::from_value(v)?)
-        .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

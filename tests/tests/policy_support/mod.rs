@@ -1,7 +1,7 @@
 //! What the tests of policy share: the policy CRDs, installed from their Rust types.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use std::time::Duration;
 use strait_k8s_api::policy::{
@@ -40,4 +40,24 @@ pub async fn install_crds(client: &kube::Client) -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
+}
+
+/// Creates the namespaced object `v` (in the namespace its metadata names).
+pub async fn create<K>(client: &kube::Client, v: serde_json::Value) -> Result<K, Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let ns = v["metadata"]["namespace"]
+        .as_str()
+        .ok_or("the object names no namespace")?
+        .to_owned();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    Ok(api
+        .create(&PostParams::default(), &serde_json::from_value(v)?)
+        .await?)
 }

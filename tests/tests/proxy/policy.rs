@@ -11,6 +11,7 @@
 //! sent to it as TCP.
 
 use crate::mesh::*;
+use crate::policy_support::create;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -20,28 +21,13 @@ use strait_core::labels;
 use strait_k8s_api::policy::{AuthorizationPolicy, MeshTLSAuthentication, Server};
 use strait_localcluster::{Cluster, Pod, PodSpec};
 
-async fn create<K>(cluster: &Cluster, v: serde_json::Value) -> Result<(), Error>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(cluster.client(), NS);
-    api.create(&PostParams::default(), &serde_json::from_value(v)?)
-        .await?;
-    Ok(())
-}
-
 async fn objects(cluster: &Cluster) -> Result<(), Error> {
     for (name, port, protocol) in [
         ("guarded-http", "http", "HTTP/1"),
         ("guarded-tcp", "echo", "opaque"),
     ] {
         create::<Server>(
-            cluster,
+            &cluster.client(),
             serde_json::json!({
                 "apiVersion": "policy.strait.dev/v1beta3", "kind": "Server",
                 "metadata": {"name": name, "namespace": NS},
@@ -50,8 +36,7 @@ async fn objects(cluster: &Cluster) -> Result<(), Error> {
             }),
         )
         .await?;
-        create::<AuthorizationPolicy>(
-            cluster,
+        create::<AuthorizationPolicy>(&cluster.client(),
             serde_json::json!({
                 "apiVersion": "policy.strait.dev/v1alpha1", "kind": "AuthorizationPolicy",
                 "metadata": {"name": name, "namespace": NS},
@@ -63,14 +48,15 @@ async fn objects(cluster: &Cluster) -> Result<(), Error> {
         .await?;
     }
     create::<MeshTLSAuthentication>(
-        cluster,
+        &cluster.client(),
         serde_json::json!({
             "apiVersion": "policy.strait.dev/v1alpha1", "kind": "MeshTLSAuthentication",
             "metadata": {"name": "client-only", "namespace": NS},
             "spec": {"identityRefs": [{"kind": "ServiceAccount", "name": "client"}]},
         }),
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// The value of the first sample line of `family` whose labels contain every one of `has`.
