@@ -8,7 +8,8 @@
 //! 403 with the reason; the proxy's metrics count both. Then `billing` is added to the
 //! authentication and is let in without a restart. Service `guarded-opaque` carries the
 //! opaque-ports annotation: the client's proxy, told so by `OutboundPolicies`, proxies HTTP
-//! sent to it as TCP.
+//! sent to it as TCP. Last, an open TCP connection from `client` is closed when the
+//! authentication stops naming it, and counted as terminated.
 
 use crate::mesh::*;
 use crate::policy_support::create;
@@ -20,6 +21,9 @@ use std::time::Duration;
 use strait_core::labels;
 use strait_k8s_api::policy::{AuthorizationPolicy, MeshTLSAuthentication, Server};
 use strait_localcluster::{Cluster, Pod, PodSpec};
+use strait_proxy::addr::EndpointAddr;
+use strait_proxy::connect::Endpoint;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn objects(cluster: &Cluster) -> Result<(), Error> {
     for (name, port, protocol) in [
@@ -227,6 +231,43 @@ pub async fn enforced(
         ),
         None,
         "and proxied no HTTP request to it"
+    );
+
+    // An open TCP connection the policy stops admitting is closed.
+    let mut conn = mesh
+        .connector(&id("client"))
+        .connect(&Endpoint {
+            addr: EndpointAddr(SocketAddr::new(guarded.ip().into(), 7000)),
+            identity: Some(id("web")),
+            transport_header: None,
+        })
+        .await?;
+    conn.write_all(b"still-here").await?;
+    let mut back = [0u8; 10];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut back)).await??;
+    assert_eq!(&back, b"still-here");
+    Api::<MeshTLSAuthentication>::namespaced(cluster.client(), NS)
+        .patch(
+            "client-only",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"identityRefs": [
+                {"kind": "ServiceAccount", "name": "billing"}]}})),
+        )
+        .await?;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, conn.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the revoked connection is closed: {closed:?} {rest:?}"
+    );
+    let m = metrics(&guarded).await;
+    assert!(
+        sample(
+            &m,
+            "inbound_tcp_authz_terminate_total",
+            &["srv_name=\"guarded-tcp\""]
+        ) >= Some(1.0),
+        "the closed connection is counted:\n{m}"
     );
     Ok(())
 }
