@@ -101,11 +101,6 @@ pub struct PolicySvc {
     pub workload: String,
 }
 
-/// The networks `cluster-*` default policies admit, unless configured: Linkerd's private
-/// ranges and this project's test range (the control plane's default, too).
-pub const DEFAULT_CLUSTER_NETWORKS: &str =
-    "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,198.18.0.0/15,fd00::/8";
-
 /// Where the trust anchors come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TrustAnchorsSource {
@@ -326,7 +321,7 @@ impl Config {
                 .unwrap_or(DefaultPolicy::AllUnauthenticated),
             cluster_networks: env.networks(
                 "STRAIT_PROXY_INBOUND_CLUSTER_NETWORKS",
-                DEFAULT_CLUSTER_NETWORKS,
+                strait_core::policy::DEFAULT_CLUSTER_NETWORKS,
             )?,
             inbound_require_identity: env.bool("STRAIT_PROXY_INBOUND_REQUIRE_IDENTITY")?,
             opaque_ports: env.ports("STRAIT_PROXY_OPAQUE_PORTS")?,

@@ -58,8 +58,7 @@ pub struct PolicyConfig {
 }
 
 /// Linkerd's default cluster networks (the private ranges) plus this project's test range.
-pub const DEFAULT_CLUSTER_NETWORKS: &str =
-    "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,198.18.0.0/15,fd00::/8";
+pub use strait_core::policy::DEFAULT_CLUSTER_NETWORKS;
 
 impl Default for PolicyConfig {
     fn default() -> Self {

@@ -96,14 +96,6 @@ pub const PROXY_LOG_LEVEL: &str = "config.strait.dev/proxy-log-level";
 /// (Linkerd's `config.linkerd.io/default-inbound-policy`); the pod's wins over its namespace's,
 /// which wins over the control plane's `--default-inbound-policy`.
 pub const DEFAULT_INBOUND_POLICY: &str = "config.strait.dev/default-inbound-policy";
-/// The values of [`DEFAULT_INBOUND_POLICY`] (Linkerd's).
-pub const DEFAULT_INBOUND_POLICIES: [&str; 5] = [
-    "all-unauthenticated",
-    "all-authenticated",
-    "cluster-unauthenticated",
-    "cluster-authenticated",
-    "deny",
-];
 
 #[cfg(test)]
 mod tests {

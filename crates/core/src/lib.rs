@@ -12,6 +12,7 @@
 
 pub mod identity;
 pub mod labels;
+pub mod policy;
 pub mod ports;
 pub mod transport_header;
 

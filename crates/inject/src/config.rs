@@ -154,7 +154,7 @@ impl Annotations {
                 .transpose()?,
             default_inbound_policy: get(labels::DEFAULT_INBOUND_POLICY)
                 .map(|v| {
-                    if labels::DEFAULT_INBOUND_POLICIES.contains(&v.as_str()) {
+                    if strait_core::policy::DEFAULT_INBOUND_POLICIES.contains(&v.as_str()) {
                         Ok(v)
                     } else {
                         Err(Error::Annotation {
@@ -162,7 +162,7 @@ impl Annotations {
                             value: v,
                             reason: format!(
                                 "not a default policy; one of {}",
-                                labels::DEFAULT_INBOUND_POLICIES.join(", ")
+                                strait_core::policy::DEFAULT_INBOUND_POLICIES.join(", ")
                             ),
                         })
                     }

@@ -31,7 +31,8 @@ pub struct Enforcer {
     port: u16,
     ip: IpAddr,
     tls: bool,
-    id: Option<Identity>,
+    /// The verified identity's name.
+    id: Option<String>,
     client_id: String,
     metrics: AuthzMetrics,
 }
@@ -70,7 +71,7 @@ impl Enforcer {
             port,
             ip,
             tls,
-            id,
+            id: id.map(|i| i.to_string()),
             client_id,
             metrics,
         }
@@ -80,7 +81,7 @@ impl Enforcer {
         Client {
             ip: self.ip,
             tls: self.tls,
-            id: self.id.as_ref(),
+            id: self.id.as_deref(),
         }
     }
 

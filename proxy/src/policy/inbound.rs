@@ -23,7 +23,6 @@ use linkerd2_proxy_api::meta;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
-use strait_core::identity::Identity;
 
 pub use super::Protocol;
 
@@ -71,12 +70,13 @@ impl Meta {
     }
 }
 
-/// Who is asking: the peer address, whether it spoke TLS, and its verified identity.
+/// Who is asking: the peer address, whether it spoke TLS, and its verified identity's name
+/// (formatted once per connection, not per check).
 #[derive(Clone, Copy, Debug)]
 pub struct Client<'a> {
     pub ip: IpAddr,
     pub tls: bool,
-    pub id: Option<&'a Identity>,
+    pub id: Option<&'a str>,
 }
 
 /// What an authorization requires of the client beyond its address.
@@ -114,9 +114,9 @@ impl Authz {
                 Authn::MeshTls {
                     identities,
                     suffixes,
-                } => c.id.is_some_and(|id| {
-                    let name = id.to_string();
-                    identities.contains(&name) || suffixes.iter().any(|s| has_suffix(&name, s))
+                } => c.id.is_some_and(|name| {
+                    identities.iter().any(|i| i == name)
+                        || suffixes.iter().any(|s| has_suffix(name, s))
                 }),
             }
     }
@@ -510,9 +510,10 @@ impl std::str::FromStr for DefaultPolicy {
         .into_iter()
         .find(|p| p.as_str() == s)
         .ok_or_else(|| {
-            "one of all-unauthenticated, all-authenticated, cluster-unauthenticated, \
-             cluster-authenticated, deny"
-                .to_owned()
+            format!(
+                "one of {}",
+                strait_core::policy::DEFAULT_INBOUND_POLICIES.join(", ")
+            )
         })
     }
 }

@@ -6,10 +6,6 @@ use pb::authn::permit_mesh_tls::{Clients, PermitClientIdentities};
 const WEB: &str = "web.shop.serviceaccount.identity.strait.cluster.local";
 const ADMIN: &str = "admin.ops.serviceaccount.identity.strait.cluster.local";
 
-fn id(s: &str) -> Identity {
-    s.parse().unwrap()
-}
-
 fn net(s: &str) -> pb::Network {
     pb::Network {
         net: Some(s.parse::<IpNet>().unwrap().into()),
@@ -128,8 +124,6 @@ fn request(method: &str, uri: &str) -> http::request::Parts {
 
 #[test]
 fn authorizations_permit_by_network_and_identity() {
-    let web = id(WEB);
-    let admin = id(ADMIN);
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let cases: Vec<(&str, Permit, &[&str], Client<'_>, bool)> = vec![
         (
@@ -161,7 +155,7 @@ fn authorizations_permit_by_network_and_identity() {
             Client {
                 ip: ip("198.18.0.5"),
                 tls: true,
-                id: Some(&web),
+                id: Some(WEB),
             },
             true,
         ),
@@ -172,7 +166,7 @@ fn authorizations_permit_by_network_and_identity() {
             Client {
                 ip: ip("198.18.0.5"),
                 tls: true,
-                id: Some(&admin),
+                id: Some(ADMIN),
             },
             false,
         ),
@@ -194,7 +188,7 @@ fn authorizations_permit_by_network_and_identity() {
             Client {
                 ip: ip("198.18.0.5"),
                 tls: true,
-                id: Some(&admin),
+                id: Some(ADMIN),
             },
             true,
         ),
@@ -215,7 +209,7 @@ fn authorizations_permit_by_network_and_identity() {
             Client {
                 ip: ip("198.18.0.5"),
                 tls: true,
-                id: Some(&web),
+                id: Some(WEB),
             },
             true,
         ),
@@ -236,7 +230,7 @@ fn authorizations_permit_by_network_and_identity() {
             Client {
                 ip: ip("198.18.0.5"),
                 tls: true,
-                id: Some(&admin),
+                id: Some(ADMIN),
             },
             false,
         ),
@@ -276,8 +270,6 @@ fn network_exceptions_are_refused() {
 
 #[test]
 fn requests_take_the_most_specific_route() {
-    let web = id(WEB);
-    let admin = id(ADMIN);
     let p = ServerPolicy::from_pb(&server(vec![authz_pb(
         "web-only",
         &["0.0.0.0/0", "::/0"],
@@ -290,12 +282,12 @@ fn requests_take_the_most_specific_route() {
     let allowed = Client {
         ip,
         tls: true,
-        id: Some(&web),
+        id: Some(WEB),
     };
     let other = Client {
         ip,
         tls: true,
-        id: Some(&admin),
+        id: Some(ADMIN),
     };
     let plain = Client {
         ip,
@@ -367,7 +359,7 @@ fn matches_this_proxy_cannot_evaluate_never_hold() {
 
 #[test]
 fn defaults_have_linkerd_meanings() {
-    fn c(ip: IpAddr, id: Option<&Identity>) -> Client<'_> {
+    fn c(ip: IpAddr, id: Option<&str>) -> Client<'_> {
         Client {
             ip,
             tls: id.is_some(),
@@ -375,17 +367,12 @@ fn defaults_have_linkerd_meanings() {
         }
     }
     let cluster = ["198.18.0.0/15".parse().unwrap()];
-    let web = id(WEB);
     let inside = "198.18.0.4".parse().unwrap();
     let outside = "203.0.113.4".parse().unwrap();
     let cases = [
         (DefaultPolicy::AllUnauthenticated, c(outside, None), true),
         (DefaultPolicy::AllAuthenticated, c(outside, None), false),
-        (
-            DefaultPolicy::AllAuthenticated,
-            c(outside, Some(&web)),
-            true,
-        ),
+        (DefaultPolicy::AllAuthenticated, c(outside, Some(WEB)), true),
         (DefaultPolicy::ClusterUnauthenticated, c(inside, None), true),
         (
             DefaultPolicy::ClusterUnauthenticated,
@@ -395,10 +382,10 @@ fn defaults_have_linkerd_meanings() {
         (DefaultPolicy::ClusterAuthenticated, c(inside, None), false),
         (
             DefaultPolicy::ClusterAuthenticated,
-            c(inside, Some(&web)),
+            c(inside, Some(WEB)),
             true,
         ),
-        (DefaultPolicy::Deny, c(inside, Some(&web)), false),
+        (DefaultPolicy::Deny, c(inside, Some(WEB)), false),
     ];
     for (name, client, want) in cases {
         let p = ServerPolicy::default_policy(name, &cluster, Duration::from_secs(3));
@@ -412,6 +399,10 @@ fn defaults_have_linkerd_meanings() {
         assert_eq!(name.as_str().parse::<DefaultPolicy>().unwrap(), name);
     }
     assert!("allow".parse::<DefaultPolicy>().is_err());
+    // The same five names the injector and the control plane accept.
+    for name in strait_core::policy::DEFAULT_INBOUND_POLICIES {
+        assert_eq!(name.parse::<DefaultPolicy>().unwrap().as_str(), name);
+    }
 }
 
 #[test]
