@@ -28,6 +28,26 @@ pub mod procfs {
         find(|args| args.first().is_some_and(|a| a.ends_with(b"etcd")) && args.contains(&data))
     }
 
+    /// `pid`'s resident set (VmRSS), kB; 0 when it is gone.
+    pub fn rss_kb(pid: u32) -> u64 {
+        kb_field(&format!("/proc/{pid}/status"), "VmRSS:")
+    }
+
+    /// The anonymous memory `pid` has resident (heap, stacks; no file pages), kB.
+    pub fn anon_kb(pid: u32) -> u64 {
+        kb_field(&format!("/proc/{pid}/smaps_rollup"), "Anonymous:")
+    }
+
+    /// The `<field> <n> kB` line of a /proc file, in kB.
+    fn kb_field(path: &str, field: &str) -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The first process whose command line (split at NULs) satisfies `matches`.
     fn find(matches: impl Fn(&[&[u8]]) -> bool) -> Option<u32> {
         std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {

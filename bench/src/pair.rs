@@ -14,8 +14,10 @@
 //!
 //! Explicit mode (no iptables): the client proxy's target is the server proxy's inbound
 //! address, which an in-process destination service maps to one endpoint with the server's
-//! identity and the HTTP/2 hint. Each proxy is the benchmark's own binary re-executed as
-//! `strait-proxy` ([`run_as_proxy_if_asked`]), so its RSS and CPU are its own.
+//! identity and the HTTP/2 hint. Each proxy is its own process, so its RSS and CPU are its
+//! own: the shipped `strait-proxy` and `strait-gateway` binaries when `STRAIT_BENCH_PROXY_BIN`
+//! and `STRAIT_BENCH_GATEWAY_BIN` name them (what `bench/run` does: the binary's size is part
+//! of its RSS), else the benchmark's own binary re-executed as one ([`run_as_proxy_if_asked`]).
 
 use anyhow::bail;
 use futures::StreamExt;
@@ -115,12 +117,7 @@ impl Proxy {
     }
 
     pub fn rss_kb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        crate::procfs::rss_kb(self.child.id())
     }
 }
 
@@ -144,7 +141,28 @@ async fn spawn_proxy(
     spawn_role("proxy", creds, cpu, env, None).await
 }
 
-/// This binary re-executed as `role` (`proxy` or `gateway`), ready: its admin's `/ready`
+/// The binary that runs as `role`: the shipped one its variable names, else this one.
+pub fn program(role: &str) -> anyhow::Result<PathBuf> {
+    let var = match role {
+        "gateway" => "STRAIT_BENCH_GATEWAY_BIN",
+        _ => "STRAIT_BENCH_PROXY_BIN",
+    };
+    match std::env::var_os(var) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                bail!(
+                    "{var}={}: no such binary; build it with `cargo build --release -p strait-{role}`",
+                    p.display()
+                );
+            }
+            Ok(p)
+        }
+        None => Ok(std::env::current_exe()?),
+    }
+}
+
+/// This binary (or the shipped one, see [`program`]) run as `role` (`proxy` or `gateway`), ready: its admin's `/ready`
 /// answers 200, or `ready_when_listening` accepts connections.
 async fn spawn_role(
     role: &str,
@@ -156,7 +174,7 @@ async fn spawn_role(
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     // `STRAIT_BENCH_LOG` (a tracing filter) shows more of what the processes do.
     let log = std::env::var("STRAIT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
-    let mut cmd = pinned(cpu, &std::env::current_exe()?);
+    let mut cmd = pinned(cpu, &program(role)?);
     cmd.env(ROLE, role)
         .env("STRAIT_LOG", &log)
         .env("STRAIT_PROXY_IDENTITY_TRUST_ANCHORS", creds.join("ca.crt"))

@@ -16,10 +16,7 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
     let args = crate::Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match strait_proxy::runtime::build(args.cores) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("strait-gateway: starting the runtime: {e}");

@@ -116,6 +116,10 @@ pub struct Args {
     /// On SIGTERM, how long open connections may take to finish.
     #[arg(long, env = "STRAIT_GATEWAY_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Worker threads; `1` is a current-thread runtime. Default: the CPUs the process may
+    /// use (its affinity and cgroup quota).
+    #[arg(long, env = "STRAIT_PROXY_CORES")]
+    pub cores: Option<std::num::NonZeroUsize>,
 }
 
 impl Args {

@@ -58,11 +58,10 @@ pub fn main() -> ExitCode {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = crate::env::Config::from_env()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime::build(cfg.cores)?;
     rt.block_on(async move {
         let (anchors, creds) = crate::app::load_identity(&cfg)?;
+        tracing::debug!(threads = crate::runtime::threads(cfg.cores), "runtime");
         if let Some(c) = &creds {
             tracing::info!(identity = %c.identity(), "loaded certificate");
         }

@@ -28,6 +28,7 @@
 //! | `STRAIT_PROXY_REQUEST_TIMEOUT` | `30s` | outbound response headers (504 after) |
 //! | `STRAIT_PROXY_DISCOVERY_TIMEOUT` | `2s` | wait for a first answer before using the original address |
 //! | `STRAIT_PROXY_SHUTDOWN_GRACE_PERIOD` | `10s` | drain on SIGTERM |
+//! | `STRAIT_PROXY_CORES` | the CPUs the process may use (affinity, cgroup quota) | worker threads; `1` is a current-thread runtime ([`crate::runtime`]) |
 //! | `STRAIT_PROXY_UID` | `2102` | (init) the proxy's uid, never redirected |
 //! | `STRAIT_PROXY_INBOUND_SKIP_PORTS`, `STRAIT_PROXY_OUTBOUND_SKIP_PORTS` | empty | (init) ports left alone |
 
@@ -36,6 +37,7 @@ use crate::iptables::InitConfig;
 pub use crate::policy::inbound::DefaultPolicy;
 use ipnet::IpNet;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -89,6 +91,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub discovery_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Worker threads; `None`: as many CPUs as the process may use.
+    pub cores: Option<NonZeroUsize>,
 }
 
 /// The policy service and the workload this proxy asks about.
@@ -336,6 +340,18 @@ impl Config {
                 "STRAIT_PROXY_SHUTDOWN_GRACE_PERIOD",
                 Duration::from_secs(10),
             )?,
+            cores: env
+                .parse::<usize>("STRAIT_PROXY_CORES")?
+                .map(|n| {
+                    NonZeroUsize::new(n).ok_or(EnvError::Invalid {
+                        name: "STRAIT_PROXY_CORES",
+                        value: n.to_string(),
+                        reason: "the proxy needs at least one worker thread; unset it to use \
+                             every CPU the process may use"
+                            .into(),
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -423,6 +439,39 @@ mod tests {
             e.to_string().contains("STRAIT_PROXY_CONNECT_TIMEOUT"),
             "{e}"
         );
+        for (value, says) in [
+            ("0", "at least one worker thread"),
+            ("two", "invalid digit"),
+        ] {
+            let mut bad = IDS.to_vec();
+            bad.push(("STRAIT_PROXY_CORES", value));
+            let e = Config::from_lookup(lookup(&bad)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("STRAIT_PROXY_CORES=") && e.contains(says),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn cores_size_the_runtime() {
+        assert_eq!(Config::from_lookup(lookup(&IDS)).unwrap().cores, None);
+        let mut one = IDS.to_vec();
+        one.push(("STRAIT_PROXY_CORES", "1"));
+        let cores = Config::from_lookup(lookup(&one)).unwrap().cores;
+        assert_eq!(crate::runtime::threads(cores), 1);
+        let rt = crate::runtime::build(cores).unwrap();
+        assert_eq!(
+            rt.handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread
+        );
+        let two = NonZeroUsize::new(2);
+        let rt = crate::runtime::build(two).unwrap();
+        assert_eq!(
+            rt.handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread
+        );
+        assert_eq!(rt.metrics().num_workers(), 2);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub mod metrics;
 mod orig_dst;
 pub mod outbound;
 pub mod policy;
+pub mod runtime;
 
 pub use app::{RunError, load_identity, run};
 pub use ctx::Ctx;

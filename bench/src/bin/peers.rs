@@ -36,6 +36,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use strait_bench::mtls;
 use strait_bench::pair::{self, GatewayPath, Pair, Pki, SERVER_ID, free_port, pinned};
+use strait_bench::procfs::{anon_kb, rss_kb};
 
 /// The CPU the proxies run on, and the one the load generator and the server run on.
 const PROXY_CPU: &str = "1";
@@ -490,16 +491,6 @@ struct Route {
 
 fn pid_of(p: &Proc) -> u32 {
     p.0.id()
-}
-
-/// VmRSS of `pid`, kB.
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn ticks(procs: &[(&'static str, u32)]) -> u64 {
@@ -1061,6 +1052,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 .map(|(role, pid)| (r.key, format!("{} ({role} side)", r.name), rss_kb(*pid)))
         })
         .collect();
+    let idle_anon: Vec<u64> = routes
+        .iter()
+        .flat_map(|r| r.procs.iter().map(|(_, pid)| anon_kb(*pid)))
+        .collect();
     let rates: Vec<u32> = if args.rates.is_empty() {
         RATES.to_vec()
     } else {
@@ -1167,10 +1162,16 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     )?;
     writeln!(md)?;
     writeln!(md, "- machine: {}", machine())?;
+    let shipped = |role: &str| match strait_bench::pair::program(role) {
+        Ok(p) => p.display().to_string(),
+        Err(e) => format!("({e})"),
+    };
     writeln!(
         md,
-        "- strait: {} (release build)",
-        version("git", &["describe", "--always", "--dirty"])
+        "- strait: {} (release build); proxies: `{}`, gateway: `{}`",
+        version("git", &["describe", "--always", "--dirty"]),
+        shipped("proxy"),
+        shipped("gateway"),
     )?;
     writeln!(
         md,
@@ -1246,10 +1247,18 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     writeln!(md)?;
     writeln!(md, "## Memory")?;
     writeln!(md)?;
-    writeln!(md, "| proxy | RSS idle (started, no request yet) |")?;
-    writeln!(md, "|---|---|")?;
-    for (_, name, kb) in &idle {
-        writeln!(md, "| {name} | {kb} kB |")?;
+    writeln!(
+        md,
+        "Started, before any request. RSS counts every resident page the process maps, its \
+         binary's and libc's too, which every copy of the same image on a node shares; \
+         anonymous is the memory that is the process's own (heap, stacks), what one more \
+         sidecar costs (`/proc/PID/smaps_rollup`)."
+    )?;
+    writeln!(md)?;
+    writeln!(md, "| proxy | RSS idle | anonymous idle |")?;
+    writeln!(md, "|---|---|---|")?;
+    for ((_, name, kb), anon) in idle.iter().zip(&idle_anon) {
+        writeln!(md, "| {name} | {kb} kB | {anon} kB |")?;
     }
     write_throughput(&mut md, &throughput, args.secs, args.reps)?;
     write_connections(&mut md, &connections, args.secs, args.reps)?;

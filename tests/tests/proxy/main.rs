@@ -110,7 +110,11 @@ async fn proxy() -> Result<(), Error> {
         let mut echo = pod.command(TOOL);
         echo.args(["echo", "7000"]);
         pod.spawn("echo", echo)?;
-        web_pids.push(add_proxy(&mesh, &pod, "web").await?);
+        // web-1's proxy runs on a current-thread runtime (what a sidecar limited to one CPU
+        // gets), the others on a multi-thread one: the load below crosses both.
+        let cores = if i == 1 { "1" } else { "2" };
+        let extra = [("STRAIT_PROXY_CORES", cores.to_owned())];
+        web_pids.push(add_proxy_env(&mesh, &pod, "web", mesh.dest, &extra).await?);
         webs.push(pod);
     }
     let client = cluster
