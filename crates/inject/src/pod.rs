@@ -106,6 +106,15 @@ fn strip(spec: &mut PodSpec) {
     }
 }
 
+/// The worker threads a CPU limit (`500m`, `2`, `1.5`) allows: rounded up, at least one.
+fn cores_for(limit: &str) -> Option<u64> {
+    let millis = match limit.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().ok()?,
+        None => limit.parse::<f64>().ok()? * 1000.0,
+    };
+    (millis.is_finite() && millis > 0.0).then(|| ((millis / 1000.0).ceil() as u64).max(1))
+}
+
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -240,6 +249,11 @@ fn proxy(cfg: &Config, a: &Annotations) -> Container {
             mine.clone_from(over);
         }
     }
+    // As Linkerd's injector sets the proxy's cores from its CPU limit: one worker thread
+    // per CPU the limit allows, a current-thread runtime under one CPU.
+    if let Some(cores) = res.cpu_limit.as_deref().and_then(cores_for) {
+        env_vars.push(env("STRAIT_PROXY_CORES", cores.to_string()));
+    }
     Container {
         name: PROXY_CONTAINER.into(),
         image: Some(cfg.proxy_image.clone()),
@@ -349,6 +363,22 @@ fn token_volume() -> Volume {
 mod tests {
     use super::*;
     use crate::{Decision, decide};
+
+    #[test]
+    fn cores_round_a_cpu_limit_up() {
+        for (limit, cores) in [
+            ("100m", Some(1)),
+            ("1000m", Some(1)),
+            ("1001m", Some(2)),
+            ("1", Some(1)),
+            ("1.5", Some(2)),
+            ("4", Some(4)),
+            ("0", None),
+            ("lots", None),
+        ] {
+            assert_eq!(cores_for(limit), cores, "{limit}");
+        }
+    }
 
     pub(crate) fn config() -> Config {
         Config {
@@ -516,6 +546,11 @@ mod tests {
         );
         let r = init[1].resources.as_ref().unwrap();
         assert_eq!(r.limits.as_ref().unwrap()["cpu"].0, "500m");
+        assert_eq!(
+            env_of(&init[1], "STRAIT_PROXY_CORES"),
+            Some("1"),
+            "half a CPU: a current-thread runtime"
+        );
         assert_eq!(
             r.limits.as_ref().unwrap()["memory"].0,
             "250Mi",
