@@ -162,8 +162,8 @@ pub fn program(role: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// This binary (or the shipped one, see [`program`]) run as `role` (`proxy` or `gateway`), ready: its admin's `/ready`
-/// answers 200, or `ready_when_listening` accepts connections.
+/// [`program`] run as `role` (`proxy` or `gateway`), ready: its admin's `/ready` answers
+/// 200, or `ready_when_listening` accepts connections.
 async fn spawn_role(
     role: &str,
     creds: &Path,
