@@ -1,18 +1,22 @@
-//! Pooled hyper clients to one endpoint, HTTP/1 and HTTP/2, over [`Connector`].
+//! Clients to one endpoint over [`Connector`]: HTTP/1 through hyper's pool, HTTP/2 as one
+//! connection that every request shares ([`H2Conn`]).
 //!
-//! Every request goes to the same endpoint whatever its URI says; the URI is made
-//! absolute only because hyper's pool keys on it.
+//! Every request goes to the same endpoint whatever its URI says; the URI is made absolute
+//! because hyper's pool keys on it and HTTP/2 sends it as `:scheme` and `:authority`.
 
 use crate::connect::{ConnectError, Connection, Connector, Endpoint};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use strait_core::transport_header::SessionProtocol;
+use tower::Service as _;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -47,7 +51,74 @@ impl tower::Service<Uri> for EndpointConnect {
 #[derive(Clone, Debug)]
 pub struct EndpointClient {
     h1: Client<EndpointConnect, Incoming>,
-    h2: Client<EndpointConnect, Incoming>,
+    h2: H2Conn,
+}
+
+/// One HTTP/2 connection to an endpoint, shared by every request, made on first use and made
+/// again once it has closed. A request takes a clone of the sender: no pool, no checkout.
+#[derive(Clone, Debug)]
+struct H2Conn {
+    connect: EndpointConnect,
+    sender: Arc<std::sync::Mutex<Option<SendRequest<Incoming>>>>,
+    /// Held while connecting, so that requests arriving meanwhile wait for one connection.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl H2Conn {
+    fn new(connect: EndpointConnect) -> Self {
+        Self {
+            connect,
+            sender: Arc::default(),
+            connecting: Arc::default(),
+        }
+    }
+
+    /// The open connection's sender, if there is one.
+    fn open(&self) -> Option<SendRequest<Incoming>> {
+        let slot = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// The open connection's sender, connecting first when there is none.
+    async fn sender(&self) -> Result<SendRequest<Incoming>, BoxError> {
+        if let Some(tx) = self.open() {
+            return Ok(tx);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(tx) = self.open() {
+            return Ok(tx);
+        }
+        let io = self.connect.clone().call(Uri::default()).await?;
+        let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(io)
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP/2 connection to an endpoint closed");
+            }
+        });
+        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        Ok(tx)
+    }
+
+    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+        let mut tx = self.sender().await?;
+        tx.ready().await?;
+        match tx.try_send_request(req).await {
+            Ok(rsp) => Ok(rsp),
+            // The connection closed before the request left: it is sent once more, on a new
+            // connection (as hyper's pool retries a canceled request).
+            Err(mut e) => match e.take_message() {
+                Some(req) if tx.is_closed() => {
+                    let mut tx = self.sender().await?;
+                    tx.ready().await?;
+                    Ok(tx.send_request(req).await?)
+                }
+                _ => Err(e.into_error().into()),
+            },
+        }
+    }
 }
 
 impl EndpointClient {
@@ -61,19 +132,17 @@ impl EndpointClient {
                     SessionProtocol::Http1
                 });
             }
-            let connect = EndpointConnect {
+            EndpointConnect {
                 connector: connector.clone(),
                 endpoint,
                 h2,
-            };
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .http2_only(h2)
-                .build(connect)
+            }
         };
         Self {
-            h1: build(false),
-            h2: build(true),
+            h1: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(build(false)),
+            h2: H2Conn::new(build(true)),
         }
     }
 
@@ -89,12 +158,13 @@ impl EndpointClient {
         } else {
             Version::HTTP_11
         };
-        let fut = if h2 {
-            self.h2.request(req)
+        if h2 {
+            let h2 = self.h2.clone();
+            Box::pin(async move { h2.send(req).await })
         } else {
-            self.h1.request(req)
-        };
-        Box::pin(async move { fut.await.map_err(Into::into) })
+            let fut = self.h1.request(req);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        }
     }
 }
 
