@@ -61,7 +61,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let rt = crate::runtime::build(cfg.cores)?;
     rt.block_on(async move {
         let (anchors, creds) = crate::app::load_identity(&cfg)?;
-        tracing::debug!(threads = crate::runtime::threads(cfg.cores), "runtime");
         if let Some(c) = &creds {
             tracing::info!(identity = %c.identity(), "loaded certificate");
         }

@@ -90,7 +90,6 @@ impl H2Conn {
         }
         let io = self.connect.clone().call(Uri::default()).await?;
         let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
             .handshake(io)
             .await?;
         tokio::spawn(async move {

@@ -4,7 +4,7 @@
 //! With one CPU, a current-thread runtime: the one thread polls the I/O driver and runs
 //! every task, with no work-stealing queues, no cross-thread wakeups and no atomics on a
 //! task's way back to its queue. The bench measured it (`bench/README.md`, issue 20): the
-//! same proxy pair used 10–20 % less CPU per 1,000 requests than on a one-worker
+//! same proxy pair used about 12 % less CPU per 1,000 requests than on a one-worker
 //! multi-thread runtime. With more CPUs, a multi-thread runtime with one worker per CPU.
 //!
 //! How many: `cores` when set (the proxy's `STRAIT_PROXY_CORES`, the gateway's `--cores`),
@@ -23,7 +23,9 @@ pub fn threads(cores: Option<NonZeroUsize>) -> usize {
 
 /// Builds the runtime for [`threads`]`(cores)` worker threads.
 pub fn build(cores: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
-    match threads(cores) {
+    let threads = threads(cores);
+    tracing::debug!(threads, "runtime");
+    match threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
